@@ -1,0 +1,161 @@
+use std::fmt;
+use std::str::FromStr;
+
+/// A content digest, `algorithm:encoded`, as the OCI image spec defines it.
+///
+/// Registered algorithms are checked strictly (`sha256` needs 64 lower-case hex digits,
+/// `sha512` 128); other algorithms follow the spec's general grammar so that a newer
+/// registry's digests still parse (image-spec `descriptor.md`, "Digests").
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algorithm: String,
+    encoded: String,
+}
+
+/// Why a string is not a digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DigestError {
+    /// No `:` between algorithm and encoded part.
+    #[error("digest {digest:?} has no algorithm (expected e.g. sha256:<64 hex digits>)")]
+    MissingAlgorithm {
+        /// The rejected text.
+        digest: String,
+    },
+    /// The algorithm part breaks the grammar.
+    #[error("digest {digest:?} has an invalid algorithm")]
+    InvalidAlgorithm {
+        /// The rejected text.
+        digest: String,
+    },
+    /// The encoded part has the wrong length or characters for its algorithm.
+    #[error("digest {digest:?} is not a valid {algorithm} digest")]
+    InvalidEncoded {
+        /// The rejected text.
+        digest: String,
+        /// The algorithm it claimed.
+        algorithm: String,
+    },
+}
+
+impl Digest {
+    /// Parses `algorithm:encoded`.
+    pub fn parse(s: &str) -> Result<Digest, DigestError> {
+        let Some((algorithm, encoded)) = s.split_once(':') else {
+            return Err(DigestError::MissingAlgorithm {
+                digest: s.to_owned(),
+            });
+        };
+        if !valid_algorithm(algorithm) {
+            return Err(DigestError::InvalidAlgorithm {
+                digest: s.to_owned(),
+            });
+        }
+        let bad = || DigestError::InvalidEncoded {
+            digest: s.to_owned(),
+            algorithm: algorithm.to_owned(),
+        };
+        let lower_hex = |len: usize| {
+            encoded.len() == len
+                && encoded
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let ok = match algorithm {
+            "sha256" => lower_hex(64),
+            "sha512" => lower_hex(128),
+            _ => {
+                !encoded.is_empty()
+                    && encoded
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
+            }
+        };
+        if !ok {
+            return Err(bad());
+        }
+        Ok(Digest {
+            algorithm: algorithm.to_owned(),
+            encoded: encoded.to_owned(),
+        })
+    }
+
+    /// The algorithm, e.g. `sha256`.
+    pub fn algorithm(&self) -> &str {
+        &self.algorithm
+    }
+
+    /// The encoded (hex) part.
+    pub fn encoded(&self) -> &str {
+        &self.encoded
+    }
+
+    /// The tag the OCI referrers tag schema uses for this digest: `sha256-<hex>`.
+    pub fn referrers_tag(&self) -> String {
+        format!("{}-{}", self.algorithm, self.encoded)
+    }
+}
+
+// algorithm-component (algorithm-separator algorithm-component)*,
+// component [a-z0-9]+, separator [+._-]
+fn valid_algorithm(a: &str) -> bool {
+    !a.is_empty()
+        && a.split(['+', '.', '_', '-']).all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm, self.encoded)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Digest::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parses_sha256_and_rejects_bad_ones() {
+        let d = Digest::parse(&format!("sha256:{HEX}")).unwrap();
+        assert_eq!(d.algorithm(), "sha256");
+        assert_eq!(d.encoded(), HEX);
+        assert_eq!(d.referrers_tag(), format!("sha256-{HEX}"));
+        assert!(Digest::parse(HEX).is_err());
+        assert!(Digest::parse(&format!("sha256:{}", &HEX[1..])).is_err());
+        assert!(Digest::parse(&format!("sha256:{}", HEX.to_uppercase())).is_err());
+        assert!(Digest::parse("SHA256:abc").is_err());
+        assert!(Digest::parse("sha256:").is_err());
+        assert!(
+            Digest::parse("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8")
+                .is_ok()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_round_trips(s in "\\PC{0,80}") {
+            if let Ok(d) = Digest::parse(&s) {
+                prop_assert_eq!(d.to_string(), s);
+            }
+        }
+    }
+}
