@@ -1,0 +1,260 @@
+//! Errors and warnings that point at the place in the file they are about.
+use std::fmt;
+
+use regferry_registry::{PlatformError, ReferenceError};
+
+use crate::duration::DurationError;
+use crate::schedule::ScheduleError;
+use crate::semver::RangeError;
+use crate::template;
+
+/// Which list an entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `sync[i]`.
+    Sync,
+    /// `creds[i]`.
+    Creds,
+}
+
+/// An entry of `sync` or `creds`, with what identifies it to a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRef {
+    /// The list.
+    pub section: Section,
+    /// The index in the list, from 0 as in regsync's messages.
+    pub index: usize,
+    /// The entry's `source` (sync) or `registry` (creds), when known.
+    pub label: Option<String>,
+}
+
+/// Where something in a config file is: file, line and column, entry, field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The file as the user named it (`-` is shown as `<stdin>`).
+    pub file: String,
+    /// 1-based line, when the parser knows it.
+    pub line: Option<u64>,
+    /// 1-based column, when the parser knows it.
+    pub column: Option<u64>,
+    /// The entry the problem is in.
+    pub entry: Option<EntryRef>,
+    /// The field path inside the entry or document, e.g. `tags.allow[0]`.
+    pub field: Option<String>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line.filter(|l| *l > 0) {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column.filter(|c| *c > 0) {
+                write!(f, ":{col}")?;
+            }
+        }
+        f.write_str(": ")?;
+        if let Some(e) = &self.entry {
+            let (list, key) = match e.section {
+                Section::Sync => ("sync", "source"),
+                Section::Creds => ("creds", "registry"),
+            };
+            write!(f, "{list}[{}]", e.index)?;
+            if let Some(label) = &e.label {
+                write!(f, " ({key} {label:?})")?;
+            }
+            f.write_str(": ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot be used, and where the problem is.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}{kind}")]
+pub struct ConfigError {
+    /// Where.
+    pub at: Box<Position>,
+    /// What.
+    pub kind: Box<ErrorKind>,
+}
+
+impl ConfigError {
+    pub(crate) fn new(at: Position, kind: ErrorKind) -> Self {
+        ConfigError {
+            at: Box::new(at),
+            kind: Box::new(kind),
+        }
+    }
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file cannot be read.
+    #[error("cannot read: {source}")]
+    Read {
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid YAML, or a value of the wrong type.
+    #[error("{message}")]
+    Yaml {
+        /// The parser's message.
+        message: String,
+    },
+    /// `version` above 1.
+    #[error("unsupported config version {version} (regferry reads version 1, as regsync does)")]
+    UnsupportedVersion {
+        /// The version given.
+        version: i64,
+    },
+    /// A required field is absent or empty.
+    #[error("is required")]
+    Missing,
+    /// `type` is none of image, repository, registry.
+    #[error("unknown type {value:?} (expected image, repository or registry)")]
+    UnknownType {
+        /// The value given.
+        value: String,
+    },
+    /// `tls` is none of enabled, insecure, disabled.
+    #[error("unknown tls mode {value:?} (expected enabled, insecure or disabled)")]
+    Tls {
+        /// The value given.
+        value: String,
+    },
+    /// A tag or repository pattern that does not compile.
+    #[error("invalid regular expression {pattern:?}: {}", regex_reason(source))]
+    Regex {
+        /// The pattern.
+        pattern: String,
+        /// The compiler's error.
+        source: Box<regex::Error>,
+    },
+    /// A `semverRange` entry that does not parse.
+    #[error("{source}")]
+    SemverRange {
+        /// The range error.
+        source: RangeError,
+    },
+    /// A bad `schedule`.
+    #[error("{source}")]
+    Schedule {
+        /// The schedule error.
+        source: ScheduleError,
+    },
+    /// A bad duration.
+    #[error("{source}")]
+    Duration {
+        /// The duration error.
+        source: DurationError,
+    },
+    /// An invalid image reference.
+    #[error("{source}")]
+    Reference {
+        /// The reference error.
+        source: ReferenceError,
+    },
+    /// A reference that does not fit where it is used.
+    #[error("{value:?}: {reason}")]
+    Endpoint {
+        /// The value given (after template expansion).
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// An invalid platform.
+    #[error("{source}")]
+    Platform {
+        /// The platform error.
+        source: PlatformError,
+    },
+    /// A template that does not parse or cannot be expanded.
+    #[error("template: {source}")]
+    Template {
+        /// The template error.
+        source: template::Error,
+    },
+    /// A number out of its range.
+    #[error("{value} is out of range: {expected}")]
+    OutOfRange {
+        /// The value given.
+        value: String,
+        /// The allowed range.
+        expected: &'static str,
+    },
+    /// One field needs another.
+    #[error("needs {other} as well")]
+    Incomplete {
+        /// The field that is missing.
+        other: &'static str,
+    },
+}
+
+/// A problem that does not stop regferry, reported once at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Where.
+    pub at: Position,
+    /// What.
+    pub kind: WarningKind,
+}
+
+/// What a warning is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// A key regsync would ignore silently; often a typo.
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// A key regsync deprecated.
+    Deprecated {
+        /// What to use instead.
+        instead: &'static str,
+    },
+    /// A key that is read but has no effect, and why.
+    Ignored {
+        /// Why.
+        reason: &'static str,
+    },
+    /// `fastCopy` is read as `fastCheck` (regsync's parser ignores `fastCopy`).
+    FastCopyAlias,
+    /// A later `creds` entry for the same registry replaces an earlier one.
+    DuplicateCreds,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.at)?;
+        match &self.kind {
+            WarningKind::UnknownKey { key } => {
+                write!(f, "unknown key `{key}` is ignored (regsync ignores it too; is it a typo?)")
+            }
+            WarningKind::Deprecated { instead } => write!(f, "deprecated, use {instead}"),
+            WarningKind::Ignored { reason } => write!(f, "ignored: {reason}"),
+            WarningKind::FastCopyAlias => f.write_str(
+                "`fastCopy` is read as `fastCheck` (regsync's parser ignores `fastCopy`, regferry honours it)",
+            ),
+            WarningKind::DuplicateCreds => f.write_str("replaces an earlier creds entry for the same registry"),
+        }
+    }
+}
+
+/// The regex crate's syntax errors span several lines (the pattern, a caret, the reason);
+/// a config error is one line, and already quotes the pattern.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map_or_else(
+            || text.lines().next().unwrap_or_default().to_owned(),
+            str::to_owned,
+        )
+}

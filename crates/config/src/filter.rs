@@ -1,0 +1,315 @@
+//! Tag, repository and referrer filters, compiled once at load.
+//!
+//! regsync anchors a pattern by string concatenation, `"^" + p + "$"`, so `a|b` becomes
+//! `^a|b$`, which matches any tag starting with `a` or ending with `b`. regferry anchors the
+//! whole pattern, `^(?:a|b)$`, which is what such a pattern is meant to say; see
+//! docs/configuration.md ("Differences from regsync").
+use std::collections::BTreeMap;
+use std::fmt;
+
+use regex::Regex;
+
+use crate::semver::RangeSet;
+
+/// A tag or repository pattern, anchored at both ends.
+#[derive(Clone)]
+pub struct Pattern {
+    text: String,
+    regex: Regex,
+}
+
+impl Pattern {
+    /// Compiles `text` as `^(?:text)$`.
+    pub fn new(text: &str) -> Result<Pattern, regex::Error> {
+        // Compiled alone first, so that `a)|(b` cannot close the group and escape the anchors.
+        regex::RegexBuilder::new(text).size_limit(1 << 20).build()?;
+        let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+            .size_limit(1 << 20)
+            .build()?;
+        Ok(Pattern {
+            text: text.to_owned(),
+            regex,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the whole of `s` matches.
+    pub fn is_match(&self, s: &str) -> bool {
+        self.regex.is_match(s)
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.text)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+/// One `tags` block: semverRange, then allow, then deny, each narrowing the result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TagSet {
+    /// Version ranges (ORed); empty means no version constraint.
+    pub semver_range: Option<RangeSet>,
+    /// Patterns of which one must match; empty means all.
+    pub allow: Vec<Pattern>,
+    /// Patterns of which none may match.
+    pub deny: Vec<Pattern>,
+}
+
+impl TagSet {
+    /// Whether this set selects `tag`.
+    pub fn matches(&self, tag: &str) -> bool {
+        if let Some(range) = &self.semver_range
+            && !range.matches_tag(tag)
+        {
+            return false;
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|p| p.is_match(tag)) {
+            return false;
+        }
+        !self.deny.iter().any(|p| p.is_match(tag))
+    }
+
+    /// True when the set constrains nothing.
+    pub fn is_empty(&self) -> bool {
+        self.semver_range.is_none() && self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+impl PartialEq for RangeSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+/// The tag filter of an entry: `tagSets` plus a non-empty `tags`, unioned. No sets: every tag.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TagFilter {
+    /// The sets; a tag is selected when any set selects it.
+    pub sets: Vec<TagSet>,
+}
+
+impl TagFilter {
+    /// Whether `tag` is selected.
+    pub fn matches(&self, tag: &str) -> bool {
+        self.sets.is_empty() || self.sets.iter().any(|s| s.matches(tag))
+    }
+
+    /// The selected tags, in their original order.
+    pub fn select<'a, I: IntoIterator<Item = &'a str>>(&self, tags: I) -> Vec<&'a str> {
+        tags.into_iter().filter(|t| self.matches(t)).collect()
+    }
+}
+
+/// The `repos` filter of a `type: registry` entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepoFilter {
+    /// Patterns of which one must match; empty means all.
+    pub allow: Vec<Pattern>,
+    /// Patterns of which none may match.
+    pub deny: Vec<Pattern>,
+}
+
+impl RepoFilter {
+    /// Whether repository `name` (as `_catalog` lists it) is selected.
+    pub fn matches(&self, name: &str) -> bool {
+        (self.allow.is_empty() || self.allow.iter().any(|p| p.is_match(name)))
+            && !self.deny.iter().any(|p| p.is_match(name))
+    }
+}
+
+/// One `referrerFilters` item: the artifact type and every listed annotation must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferrerFilter {
+    /// Required artifact type; `None` accepts any.
+    pub artifact_type: Option<String>,
+    /// Required annotations; an empty value only requires the key to be present.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ReferrerFilter {
+    /// Whether a referrer with this artifact type and these annotations is selected.
+    pub fn matches(&self, artifact_type: &str, annotations: &BTreeMap<String, String>) -> bool {
+        if let Some(t) = &self.artifact_type
+            && t != artifact_type
+        {
+            return false;
+        }
+        self.annotations
+            .iter()
+            .all(|(k, v)| match annotations.get(k) {
+                Some(actual) => v.is_empty() || v == actual,
+                None => false,
+            })
+    }
+
+    /// Whether any filter of a list selects the referrer; an empty list selects all.
+    pub fn any_matches(
+        filters: &[ReferrerFilter],
+        artifact_type: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> bool {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| f.matches(artifact_type, annotations))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pats(list: &[&str]) -> Vec<Pattern> {
+        list.iter().map(|p| Pattern::new(p).unwrap()).collect()
+    }
+
+    fn set(semver: &[&str], allow: &[&str], deny: &[&str]) -> TagSet {
+        TagSet {
+            semver_range: (!semver.is_empty()).then(|| RangeSet::parse(semver).unwrap()),
+            allow: pats(allow),
+            deny: pats(deny),
+        }
+    }
+
+    const TAGS: &[&str] = &[
+        "latest",
+        "1.0.0",
+        "1.2.3",
+        "v1.3.0",
+        "2.0.0",
+        "2.0.0-alpine",
+        "1.2.3-alpine",
+        "edge",
+        "abc",
+        "xyzb",
+    ];
+
+    #[test]
+    fn anchoring_wraps_the_whole_pattern() {
+        let p = Pattern::new("a|b").unwrap();
+        assert!(p.is_match("a") && p.is_match("b"));
+        // regsync's "^a|b$" would accept these; regferry does not.
+        assert!(!p.is_match("abc") && !p.is_match("xyzb"));
+        assert!(Pattern::new("1\\.2.*").unwrap().is_match("1.2.3-alpine"));
+        assert!(!Pattern::new("1\\.2").unwrap().is_match("1.2.3"));
+        assert!(Pattern::new("(").is_err());
+        assert!(
+            Pattern::new("a)|(b").is_err(),
+            "a pattern may not break out of the anchors"
+        );
+    }
+
+    #[test]
+    fn semver_then_allow_then_deny() {
+        let f = TagFilter {
+            sets: vec![set(&[">=1.0.0 <2.0.0"], &[], &[".*-alpine"])],
+        };
+        assert_eq!(
+            f.select(TAGS.iter().copied()),
+            vec!["1.0.0", "1.2.3", "v1.3.0"]
+        );
+        // semverRange drops non-versions before allow can select them.
+        let f = TagFilter {
+            sets: vec![set(&[">=1.0.0"], &["latest"], &[])],
+        };
+        assert!(f.select(TAGS.iter().copied()).is_empty());
+        // Two tagSets are unioned.
+        let f = TagFilter {
+            sets: vec![set(&[">=2.0.0"], &[], &[]), set(&[], &["latest"], &[])],
+        };
+        assert_eq!(f.select(TAGS.iter().copied()), vec!["latest", "2.0.0"]);
+        // No sets: everything.
+        assert_eq!(
+            TagFilter::default().select(TAGS.iter().copied()).len(),
+            TAGS.len()
+        );
+        // Deny wins over allow.
+        let f = TagFilter {
+            sets: vec![set(&[], &["1\\..*"], &["1\\.2\\..*"])],
+        };
+        assert_eq!(f.select(TAGS.iter().copied()), vec!["1.0.0"]);
+    }
+
+    #[test]
+    fn repo_and_referrer_filters() {
+        let r = RepoFilter {
+            allow: pats(&["team-x/.*"]),
+            deny: pats(&["team-x/tmp-.*"]),
+        };
+        assert!(r.matches("team-x/app"));
+        assert!(!r.matches("team-x/tmp-1"));
+        assert!(!r.matches("team-y/app"));
+        assert!(RepoFilter::default().matches("anything"));
+
+        let ann = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let sbom = ReferrerFilter {
+            artifact_type: Some("application/spdx+json".into()),
+            annotations: BTreeMap::new(),
+        };
+        let signed_by = ReferrerFilter {
+            artifact_type: None,
+            annotations: ann(&[("org.example.signer", ""), ("env", "prod")]),
+        };
+        let filters = [sbom, signed_by];
+        assert!(ReferrerFilter::any_matches(
+            &filters,
+            "application/spdx+json",
+            &ann(&[])
+        ));
+        assert!(ReferrerFilter::any_matches(
+            &filters,
+            "x",
+            &ann(&[("org.example.signer", "a"), ("env", "prod")])
+        ));
+        assert!(!ReferrerFilter::any_matches(
+            &filters,
+            "x",
+            &ann(&[("org.example.signer", "a"), ("env", "dev")])
+        ));
+        assert!(!ReferrerFilter::any_matches(
+            &filters,
+            "x",
+            &ann(&[("env", "prod")])
+        ));
+        assert!(ReferrerFilter::any_matches(&[], "x", &ann(&[])));
+    }
+
+    proptest! {
+        #[test]
+        fn deny_always_wins(tag in "[a-z0-9.-]{1,12}") {
+            let s = TagSet { semver_range: None, allow: pats(&[".*"]), deny: vec![Pattern::new(&regex::escape(&tag)).unwrap()] };
+            prop_assert!(!s.matches(&tag));
+        }
+
+        #[test]
+        fn literal_allow_matches_only_itself(tag in "[a-z0-9._-]{1,12}", other in "[a-z0-9._-]{1,12}") {
+            let p = Pattern::new(&regex::escape(&tag)).unwrap();
+            prop_assert!(p.is_match(&tag));
+            prop_assert_eq!(p.is_match(&other), tag == other);
+        }
+
+        #[test]
+        fn any_pattern_text_is_safe(text in "\\PC{0,30}", tag in "\\PC{0,20}") {
+            if let Ok(p) = Pattern::new(&text) {
+                let _ = p.is_match(&tag);
+            }
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The validated configuration: concrete values only. The engine never sees an `Option`
+//! that means "unset"; an `Option` here means "not configured", with a documented effect.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regferry_registry::{Platform, Reference, Secret};
+
+use crate::filter::{ReferrerFilter, RepoFilter, TagFilter};
+use crate::schedule::Schedule;
+use crate::template::{self, Template, Value};
+
+/// The media types copied when an entry lists none (regsync's built-in list).
+pub const DEFAULT_MEDIA_TYPES: [&str; 4] = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+];
+/// regsync's floor for `ratelimit.retry`.
+pub const MIN_RATELIMIT_RETRY: Duration = Duration::from_secs(300);
+/// Default `reqConcurrent` per registry.
+pub const DEFAULT_REQ_CONCURRENT: u32 = 3;
+/// Default `blobChunk`.
+pub const DEFAULT_BLOB_CHUNK: u64 = 1 << 20;
+/// Default `credExpire`.
+pub const DEFAULT_CRED_EXPIRE: Duration = Duration::from_secs(3600);
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (`<stdin>` for `-`).
+    pub file: String,
+    /// Registry settings and logins, in file order (a later duplicate replaced an earlier one).
+    pub creds: Vec<Host>,
+    /// Options that apply to the whole process.
+    pub globals: Globals,
+    /// The sync entries, in file order.
+    pub sync: Vec<SyncEntry>,
+}
+
+impl Config {
+    /// The settings for a registry name, if `creds` has an entry for it.
+    pub fn host(&self, registry: &str) -> Option<&Host> {
+        self.creds.iter().find(|h| h.registry == registry)
+    }
+}
+
+/// Process-wide options from `defaults`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Globals {
+    /// `parallel` as written: concurrent image copies; 0 runs entries one after another.
+    pub parallel: u32,
+    /// Do not read `~/.docker/config.json` or run its credential helpers.
+    pub skip_docker_config: bool,
+    /// `User-Agent` header; `None` means regferry's own.
+    pub user_agent: Option<String>,
+    /// Manifest cache size and lifetime; enabled only when both are set.
+    pub cache: Option<(u64, Duration)>,
+    /// Largest chunk a registry may demand (`blobLimit`), when set.
+    pub blob_limit: Option<u64>,
+}
+
+impl Globals {
+    /// How many image copies may run at once: `parallel`, at least 1.
+    pub fn copy_slots(&self) -> usize {
+        self.parallel.max(1) as usize
+    }
+}
+
+/// How to speak TLS to a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Verified HTTPS.
+    #[default]
+    Enabled,
+    /// HTTPS without certificate verification.
+    Insecure,
+    /// Plain HTTP.
+    Disabled,
+}
+
+impl TlsMode {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Enabled => "enabled",
+            TlsMode::Insecure => "insecure",
+            TlsMode::Disabled => "disabled",
+        }
+    }
+}
+
+/// One `creds` entry: how to reach and log in to a registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    /// The name used in references (`docker.io`, `localhost:5000`).
+    pub registry: String,
+    /// The host to connect to (`hostname`, else derived from `registry`).
+    pub hostname: String,
+    /// User name for basic auth and token requests.
+    pub user: String,
+    /// Password.
+    pub pass: Secret,
+    /// Bearer token (regsync's experimental `token`).
+    pub token: Secret,
+    /// `docker-credential-<name>` to run for a login.
+    pub cred_helper: Option<String>,
+    /// How long a helper's login is reused.
+    pub cred_expire: Duration,
+    /// Name passed to the helper instead of the registry.
+    pub cred_host: Option<String>,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// Extra CA certificate (PEM).
+    pub regcert: Option<String>,
+    /// Client certificate for mTLS (PEM).
+    pub client_cert: Option<String>,
+    /// Client key for mTLS (PEM).
+    pub client_key: Secret,
+    /// Path inserted after `/v2/` for repository requests.
+    pub path_prefix: String,
+    /// Pull-only mirrors, tried before this registry.
+    pub mirrors: Vec<String>,
+    /// Mirror sort key: higher first.
+    pub priority: u32,
+    /// Separate token state per repository.
+    pub repo_auth: bool,
+    /// Requests per second to this host; `None` is unlimited.
+    pub req_per_sec: Option<f64>,
+    /// Requests in flight to this host at once.
+    pub req_concurrent: u32,
+    /// Chunk size for chunked uploads.
+    pub blob_chunk: u64,
+    /// Blobs above this size are uploaded in chunks; `None` disables the limit.
+    pub blob_max: Option<u64>,
+    /// `apiOpts`, as given (`disableHead` is honoured).
+    pub api_opts: BTreeMap<String, String>,
+}
+
+impl Host {
+    /// Settings for a registry that has no `creds` entry.
+    pub fn with_defaults(registry: &str) -> Host {
+        Host {
+            registry: registry.to_owned(),
+            hostname: regferry_registry::api_hostname(registry).to_owned(),
+            user: String::new(),
+            pass: Secret::default(),
+            token: Secret::default(),
+            cred_helper: None,
+            cred_expire: DEFAULT_CRED_EXPIRE,
+            cred_host: None,
+            tls: TlsMode::Enabled,
+            regcert: None,
+            client_cert: None,
+            client_key: Secret::default(),
+            path_prefix: String::new(),
+            mirrors: Vec::new(),
+            priority: 0,
+            repo_auth: false,
+            req_per_sec: None,
+            req_concurrent: DEFAULT_REQ_CONCURRENT,
+            blob_chunk: DEFAULT_BLOB_CHUNK,
+            blob_max: None,
+            api_opts: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `apiOpts.disableHead` asks for GET instead of HEAD.
+    pub fn disable_head(&self) -> bool {
+        self.api_opts
+            .get("disableHead")
+            .is_some_and(|v| v == "true")
+    }
+}
+
+/// What a sync entry copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    /// One image (tag or digest).
+    Image,
+    /// The tags of one repository.
+    Repository,
+    /// The repositories of a registry (via `_catalog`).
+    Registry,
+}
+
+impl SyncKind {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncKind::Image => "image",
+            SyncKind::Repository => "repository",
+            SyncKind::Registry => "registry",
+        }
+    }
+}
+
+/// Where images come from or go to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    /// A repository on a registry, with a tag or digest for `type: image`.
+    Registry(Reference),
+    /// A whole registry, or the repositories under a path (`type: registry`).
+    Namespace {
+        /// Registry name as in references.
+        registry: String,
+        /// Repository path prefix, without slashes at either end; may be empty.
+        prefix: String,
+    },
+    /// An OCI image layout directory (`ocidir://path[:tag]`).
+    OciDir {
+        /// The directory.
+        path: PathBuf,
+        /// The tag (`:tag`), for `type: image`.
+        tag: Option<String>,
+    },
+}
+
+impl Endpoint {
+    /// The registry name, for registry endpoints.
+    pub fn registry(&self) -> Option<&str> {
+        match self {
+            Endpoint::Registry(r) => Some(r.registry()),
+            Endpoint::Namespace { registry, .. } => Some(registry),
+            Endpoint::OciDir { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Registry(r) => write!(f, "{r}"),
+            Endpoint::Namespace { registry, prefix } if prefix.is_empty() => f.write_str(registry),
+            Endpoint::Namespace { registry, prefix } => write!(f, "{registry}/{prefix}"),
+            Endpoint::OciDir { path, tag: None } => write!(f, "ocidir://{}", path.display()),
+            Endpoint::OciDir { path, tag: Some(t) } => write!(f, "ocidir://{}:{t}", path.display()),
+        }
+    }
+}
+
+/// When the server runs an entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// Every `interval`.
+    Interval(Duration),
+    /// On a cron `schedule`.
+    Schedule(Schedule),
+}
+
+/// regsync's source rate-limit guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Wait when fewer pulls than this remain; 0 disables the guard.
+    pub min: u64,
+    /// How long to wait before looking again (at least 5m).
+    pub retry: Duration,
+}
+
+/// The `backup` template, expanded at copy time with `.Ref` and `.Sync`.
+#[derive(Clone)]
+pub struct BackupTemplate {
+    text: String,
+    template: Template,
+}
+
+impl BackupTemplate {
+    pub(crate) fn new(text: String, template: Template) -> Self {
+        BackupTemplate { text, template }
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Expands the template for the target image about to be overwritten. The result is a tag
+    /// in the target repository, or a full reference when it contains `:` or `/`.
+    pub fn render(
+        &self,
+        target: &Reference,
+        entry: &SyncEntry,
+        host: &dyn template::Host,
+    ) -> Result<String, template::Error> {
+        let mut data = BTreeMap::new();
+        let r = Value::Map(BTreeMap::from([
+            ("Reference".to_owned(), Value::Str(target.to_string())),
+            (
+                "Registry".to_owned(),
+                Value::Str(target.registry().to_owned()),
+            ),
+            (
+                "Repository".to_owned(),
+                Value::Str(target.repository().to_owned()),
+            ),
+            (
+                "Tag".to_owned(),
+                Value::Str(target.tag().unwrap_or_default().to_owned()),
+            ),
+            (
+                "Digest".to_owned(),
+                Value::Str(target.digest().map(ToString::to_string).unwrap_or_default()),
+            ),
+        ]));
+        data.insert("Ref".to_owned(), r);
+        data.insert("Sync".to_owned(), entry.template_data.clone());
+        data.insert("Step".to_owned(), entry.template_data.clone());
+        Ok(self
+            .template
+            .render(&Value::Map(data), host)?
+            .trim()
+            .to_owned())
+    }
+}
+
+impl fmt::Debug for BackupTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BackupTemplate({:?})", self.text)
+    }
+}
+
+impl PartialEq for BackupTemplate {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+/// One `sync` entry with defaults applied, templates expanded and everything parsed.
+#[derive(Debug, Clone)]
+pub struct SyncEntry {
+    /// Index in the file's `sync` list, from 0.
+    pub index: usize,
+    /// What is copied.
+    pub kind: SyncKind,
+    /// Where from.
+    pub source: Endpoint,
+    /// Where to.
+    pub target: Endpoint,
+    /// Which tags (repository and registry types).
+    pub tags: TagFilter,
+    /// Which repositories (registry type).
+    pub repos: RepoFilter,
+    /// Copy only this platform's manifest: the target becomes a single-platform image.
+    pub platform: Option<Platform>,
+    /// Copy only these platforms of an index; `None` in the list matches descriptors without a platform.
+    pub platforms: Vec<Option<Platform>>,
+    /// When the server runs this entry; `None`: only `once`/`check` run it.
+    pub trigger: Option<Trigger>,
+    /// Keep the old image before overwriting a tag.
+    pub backup: Option<BackupTemplate>,
+    /// Source rate-limit guard.
+    pub ratelimit: RateLimit,
+    /// Top-level media types to copy.
+    pub media_types: Vec<String>,
+    /// Copy layers that have `urls` (foreign layers).
+    pub include_external: bool,
+    /// Copy `sha256-<hex>.*` tags with each digest.
+    pub digest_tags: bool,
+    /// Copy OCI referrers.
+    pub referrers: bool,
+    /// Which referrers; empty means all.
+    pub referrer_filters: Vec<ReferrerFilter>,
+    /// Where to read referrers from instead of the source (merged when several).
+    pub referrer_sources: Vec<Endpoint>,
+    /// Where to write referrers instead of the target.
+    pub referrer_target: Option<Endpoint>,
+    /// Scan an OCI layout for referrers (regsync's `referrerSlow`).
+    pub referrer_slow: bool,
+    /// Skip referrer and digest-tag checks when the target digest already matches.
+    pub fast_check: bool,
+    /// Re-walk every child even when the top digest matches.
+    pub force_recursive: bool,
+    /// `.Sync` for templates: the entry as regsync's Go struct would show it.
+    pub template_data: Value,
+}
+
+impl SyncEntry {
+    /// A short label for logs: `sync[2] docker.io/library/busybox -> ...`.
+    pub fn label(&self) -> String {
+        format!("sync[{}] {} -> {}", self.index, self.source, self.target)
+    }
+}

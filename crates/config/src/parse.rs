@@ -1,0 +1,208 @@
+//! YAML text → raw structs, with merge keys applied, unknown keys collected, and errors
+//! that carry the line, column and field path.
+use serde_saphyr::{DuplicateKeyPolicy, Location, SnippetMode};
+
+use crate::error::{ConfigError, EntryRef, ErrorKind, Position, Section};
+use crate::raw::{RawConfig, Scalar};
+
+/// The raw document and the paths of keys no struct knows.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) raw: RawConfig,
+    pub(crate) unknown_keys: Vec<String>,
+}
+
+const SPANNED_MARKER: &str = "__serde_saphyr_private_spanned";
+
+pub(crate) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
+    if is_blank(text) {
+        return Ok(Parsed {
+            raw: RawConfig::default(),
+            unknown_keys: Vec::new(),
+        });
+    }
+    let mut unknown = Vec::new();
+    // Duplicate keys: the later one wins, as in regsync (goccy/go-yaml with duplicates allowed).
+    let options = serde_saphyr::options! { duplicate_keys: DuplicateKeyPolicy::LastWins };
+    let outcome = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(de, &mut record);
+        Ok(serde_path_to_error::deserialize::<_, RawConfig>(de))
+    });
+    let result = match outcome {
+        Ok(r) => r,
+        Err(e) => return Err(yaml_error(text, file, &e, None)),
+    };
+    match result {
+        Ok(raw) => Ok(Parsed {
+            raw,
+            unknown_keys: unknown
+                .into_iter()
+                .filter(|p| !p.contains(SPANNED_MARKER))
+                .collect(),
+        }),
+        Err(e) => {
+            let path = clean_path(&e.path().to_string());
+            Err(yaml_error(text, file, e.inner(), Some(path)))
+        }
+    }
+}
+
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    })
+}
+
+/// serde_path_to_error prints `?` for values it cannot name, and sees the inside of
+/// `Spanned` (its marker and its `value` field); none of that is a user's key.
+fn clean_path(path: &str) -> String {
+    path.split('.')
+        .filter(|seg| *seg != "?" && *seg != "value" && !seg.contains(SPANNED_MARKER))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn yaml_error(
+    text: &str,
+    file: &str,
+    e: &serde_saphyr::Error,
+    path: Option<String>,
+) -> ConfigError {
+    let loc = e.location().unwrap_or(Location::UNKNOWN);
+    let options = serde_saphyr::render_options! { snippets: SnippetMode::Off };
+    let rendered = e.render_with_options(options);
+    let message = strip_location(&rendered);
+    let (entry, field) = match path.as_deref() {
+        Some(p) => split_entry(text, p),
+        None => (None, None),
+    };
+    ConfigError::new(
+        Position {
+            file: file.to_owned(),
+            line: Some(loc.line()),
+            column: Some(loc.column()),
+            entry,
+            field,
+        },
+        ErrorKind::Yaml { message },
+    )
+}
+
+/// saphyr renders "error: line 3 column 15: invalid u32"; the position is printed by us.
+fn strip_location(rendered: &str) -> String {
+    let first = rendered.lines().next().unwrap_or(rendered).trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first = match first.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map_or(first, |(_, msg)| msg),
+        None => first,
+    };
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_owned(),
+        None => first.to_owned(),
+    }
+}
+
+/// Splits `sync[2].tags.allow[0]` into the entry `sync[2]` (with its source, found by a
+/// lenient second parse) and the field `tags.allow[0]`.
+fn split_entry(text: &str, path: &str) -> (Option<EntryRef>, Option<String>) {
+    for (prefix, section) in [("sync[", Section::Sync), ("creds[", Section::Creds)] {
+        let Some(rest) = path.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((index, field)) = rest.split_once(']') else {
+            continue;
+        };
+        let Ok(index) = index.parse::<usize>() else {
+            continue;
+        };
+        let field = field.trim_start_matches('.');
+        let entry = EntryRef {
+            section,
+            index,
+            label: entry_label(text, section, index),
+        };
+        return (Some(entry), (!field.is_empty()).then(|| field.to_owned()));
+    }
+    (
+        None,
+        (!path.is_empty() && path != ".").then(|| path.to_owned()),
+    )
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Loose {
+    #[serde(default)]
+    sync: Vec<LooseEntry>,
+    #[serde(default)]
+    creds: Vec<LooseEntry>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct LooseEntry {
+    source: Option<Scalar>,
+    registry: Option<Scalar>,
+}
+
+pub(crate) fn entry_label(text: &str, section: Section, index: usize) -> Option<String> {
+    let loose: Loose = serde_saphyr::from_str(text).ok()?;
+    let list = match section {
+        Section::Sync => loose.sync,
+        Section::Creds => loose.creds,
+    };
+    let e = list.into_iter().nth(index)?;
+    match section {
+        Section::Sync => e.source.map(|s| s.0),
+        Section::Creds => e.registry.map(|s| s.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_keys_reach_typed_structs() {
+        // regsync's own pattern (cmd/regsync/testdata/config1.yml): a template entry under an
+        // x- key, merged into each sync entry. serde_yaml would silently drop `target` here.
+        let text = "x-sync-hub: &sync-hub\n  target: registry:5000/hub/{{ .Sync.Source }}\n  type: repository\n  interval: 60m\nsync:\n- <<: *sync-hub\n  source: busybox\n  type: image\n";
+        let p = parse(text, "t.yaml").unwrap();
+        let e = &p.raw.sync[0].value;
+        assert_eq!(
+            e.target.as_ref().unwrap().value,
+            "registry:5000/hub/{{ .Sync.Source }}"
+        );
+        assert_eq!(
+            e.kind.as_ref().unwrap().value,
+            "image",
+            "the entry's own key overrides the merge"
+        );
+        assert_eq!(e.interval.as_ref().unwrap().value.0, "60m");
+        assert_eq!(p.unknown_keys, vec!["x-sync-hub".to_owned()]);
+    }
+
+    #[test]
+    fn type_errors_name_line_entry_and_field() {
+        let text = "sync:\n  - source: busybox\n    target: x/y\n    type: image\n  - source: alpine\n    target: x/z\n    type: image\n    tags:\n      allow: {a: 1}\n";
+        let err = parse(text, "conf.yaml").unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.at.line, Some(9), "{msg}");
+        assert!(msg.starts_with("conf.yaml:9:"), "{msg}");
+        assert!(msg.contains("sync[1] (source \"alpine\")"), "{msg}");
+        assert!(msg.contains("field `tags.allow`"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let err = parse("sync:\n  - source: [a\n", "c.yaml").unwrap_err();
+        assert_eq!(err.at.line, Some(2));
+        assert!(matches!(*err.kind, ErrorKind::Yaml { .. }));
+    }
+
+    #[test]
+    fn blank_documents_are_empty_configs() {
+        assert!(parse("# nothing\n---\n", "c").unwrap().raw.sync.is_empty());
+    }
+}

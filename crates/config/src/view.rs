@@ -1,0 +1,256 @@
+//! `regferry config`: the resolved configuration as YAML with regsync's key names, defaults
+//! applied into every entry, durations in Go syntax, and secrets masked (regsync prints
+//! them in clear).
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::duration::format_go_duration;
+use crate::filter::{Pattern, TagSet};
+use crate::model::{Config, Endpoint, Host, SyncEntry, SyncKind, TlsMode, Trigger};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct View {
+    version: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    creds: Vec<HostView>,
+    defaults: DefaultsView,
+    sync: Vec<SyncView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HostView {
+    registry: String,
+    hostname: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    user: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pass: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    token: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cred_helper: Option<String>,
+    cred_expire: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cred_host: Option<String>,
+    tls: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regcert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert: Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    client_key: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    path_prefix: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mirrors: Vec<String>,
+    priority: u32,
+    repo_auth: bool,
+    req_per_sec: f64,
+    req_concurrent: u32,
+    blob_chunk: u64,
+    blob_max: i64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    api_opts: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DefaultsView {
+    parallel: u32,
+    skip_docker_config: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blob_limit: Option<u64>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TagsView {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allow: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    deny: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    semver_range: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RatelimitView {
+    min: u64,
+    retry: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferrerFilterView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncView {
+    source: String,
+    target: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tag_sets: Vec<TagsView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repos: Option<TagsView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    platforms: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<String>,
+    ratelimit: RatelimitView,
+    media_types: Vec<String>,
+    include_external: bool,
+    digest_tags: bool,
+    referrers: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    referrer_filters: Vec<ReferrerFilterView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    referrer_source: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referrer_target: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    referrer_slow: bool,
+    fast_check: bool,
+    force_recursive: bool,
+}
+
+fn texts(p: &[Pattern]) -> Vec<String> {
+    p.iter().map(|p| p.as_str().to_owned()).collect()
+}
+
+fn tags_view(t: &TagSet) -> TagsView {
+    TagsView {
+        allow: texts(&t.allow),
+        deny: texts(&t.deny),
+        semver_range: t
+            .semver_range
+            .as_ref()
+            .map(|r| r.ranges().iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn host_view(h: &Host) -> HostView {
+    HostView {
+        registry: h.registry.clone(),
+        hostname: h.hostname.clone(),
+        user: h.user.clone(),
+        pass: h.pass.masked(),
+        token: h.token.masked(),
+        cred_helper: h.cred_helper.clone(),
+        cred_expire: format_go_duration(h.cred_expire),
+        cred_host: h.cred_host.clone(),
+        tls: match h.tls {
+            TlsMode::Enabled => "enabled",
+            TlsMode::Insecure => "insecure",
+            TlsMode::Disabled => "disabled",
+        },
+        regcert: h.regcert.clone(),
+        client_cert: h.client_cert.clone(),
+        client_key: h.client_key.masked(),
+        path_prefix: h.path_prefix.clone(),
+        mirrors: h.mirrors.clone(),
+        priority: h.priority,
+        repo_auth: h.repo_auth,
+        req_per_sec: h.req_per_sec.unwrap_or(0.0),
+        req_concurrent: h.req_concurrent,
+        blob_chunk: h.blob_chunk,
+        blob_max: h
+            .blob_max
+            .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)),
+        api_opts: h.api_opts.clone(),
+    }
+}
+
+fn sync_view(e: &SyncEntry) -> SyncView {
+    let (interval, schedule) = match &e.trigger {
+        Some(Trigger::Interval(d)) => (Some(format_go_duration(*d)), None),
+        Some(Trigger::Schedule(s)) => (None, Some(s.as_str().to_owned())),
+        None => (None, None),
+    };
+    SyncView {
+        source: e.source.to_string(),
+        target: e.target.to_string(),
+        kind: e.kind.as_str(),
+        tag_sets: e.tags.sets.iter().map(tags_view).collect(),
+        repos: (e.kind == SyncKind::Registry).then(|| TagsView {
+            allow: texts(&e.repos.allow),
+            deny: texts(&e.repos.deny),
+            semver_range: Vec::new(),
+        }),
+        platform: e.platform.as_ref().map(ToString::to_string),
+        platforms: e
+            .platforms
+            .iter()
+            .map(|p| p.as_ref().map(ToString::to_string).unwrap_or_default())
+            .collect(),
+        interval,
+        schedule,
+        backup: e.backup.as_ref().map(|b| b.as_str().to_owned()),
+        ratelimit: RatelimitView {
+            min: e.ratelimit.min,
+            retry: format_go_duration(e.ratelimit.retry),
+        },
+        media_types: e.media_types.clone(),
+        include_external: e.include_external,
+        digest_tags: e.digest_tags,
+        referrers: e.referrers,
+        referrer_filters: e
+            .referrer_filters
+            .iter()
+            .map(|f| ReferrerFilterView {
+                artifact_type: f.artifact_type.clone(),
+                annotations: f.annotations.clone(),
+            })
+            .collect(),
+        referrer_source: e.referrer_sources.iter().map(Endpoint::to_string).collect(),
+        referrer_target: e.referrer_target.as_ref().map(ToString::to_string),
+        referrer_slow: e.referrer_slow,
+        fast_check: e.fast_check,
+        force_recursive: e.force_recursive,
+    }
+}
+
+/// The resolved configuration as YAML; every secret is printed as `***`.
+pub fn to_yaml(config: &Config) -> String {
+    let g = &config.globals;
+    let view = View {
+        version: 1,
+        creds: config.creds.iter().map(host_view).collect(),
+        defaults: DefaultsView {
+            parallel: g.parallel,
+            skip_docker_config: g.skip_docker_config,
+            user_agent: g.user_agent.clone(),
+            cache_count: g.cache.map(|c| c.0),
+            cache_time: g.cache.map(|c| format_go_duration(c.1)),
+            blob_limit: g.blob_limit,
+        },
+        sync: config.sync.iter().map(sync_view).collect(),
+    };
+    // Serialising plain structs of strings, numbers and lists cannot fail; fall back to an
+    // explanatory comment rather than panicking if a future field type ever does.
+    serde_saphyr::to_string(&view)
+        .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+}

@@ -1,0 +1,406 @@
+//! Loading regsync configs: fixtures for every rule (merge keys, inheritance, clamping,
+//! templates with an injected environment, files and clock) and for every error class.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use regferry_config::template::Host;
+use regferry_config::{Endpoint, ErrorKind, SyncKind, Trigger, WarningKind, load_file, load_str};
+use regferry_registry::Reference;
+use regferry_testkit::fixture;
+
+/// A template host with a fixed environment, in-memory files and a fixed clock.
+struct FakeHost {
+    env: BTreeMap<&'static str, &'static str>,
+    files: BTreeMap<String, String>,
+}
+
+impl FakeHost {
+    fn new() -> Self {
+        FakeHost {
+            env: BTreeMap::from([("REGFERRY_TEST_USER", "robot$mirror")]),
+            files: BTreeMap::from([(
+                "secrets/registry-pass".to_owned(),
+                "  s3cret-from-file\n\n".to_owned(),
+            )]),
+        }
+    }
+}
+
+impl Host for FakeHost {
+    fn env(&self, name: &str) -> Option<String> {
+        self.env.get(name).map(|v| (*v).to_owned())
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        self.files
+            .get(&path.display().to_string())
+            .cloned()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+    }
+    fn now(&self) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339("2026-11-29T10:20:30+01:00").unwrap()
+    }
+}
+
+fn full() -> regferry_config::Loaded {
+    let text = std::fs::read_to_string(fixture("config/full.yaml")).unwrap();
+    load_str(&text, "full.yaml", &FakeHost::new()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn merge_keys_and_entry_overrides() {
+    let c = full().config;
+    let e = &c.sync[0];
+    assert_eq!(
+        e.kind,
+        SyncKind::Image,
+        "the entry's own type overrides the anchor's"
+    );
+    assert_eq!(
+        e.target.to_string(),
+        "registry.example.org:5000/hub/busybox",
+        "target came from the merged anchor and saw the raw .Sync.Source"
+    );
+    assert_eq!(e.source.to_string(), "docker.io/library/busybox");
+    // The anchor's interval blocks the default schedule and interval.
+    assert_eq!(
+        e.trigger,
+        Some(Trigger::Interval(Duration::from_secs(3600)))
+    );
+    let e = &c.sync[1];
+    assert_eq!(e.kind, SyncKind::Repository);
+    assert_eq!(
+        e.target.to_string(),
+        "registry.example.org:5000/hub/library/alpine"
+    );
+}
+
+#[test]
+fn defaults_are_inherited_exactly_as_regsync() {
+    let c = full().config;
+    // sync[2] sets its own schedule: no default applies.
+    match &c.sync[2].trigger {
+        Some(Trigger::Schedule(s)) => assert_eq!(s.as_str(), "@hourly"),
+        other => panic!("{other:?}"),
+    }
+    // sync[3] sets neither: the default schedule wins over the default interval.
+    match &c.sync[3].trigger {
+        Some(Trigger::Schedule(s)) => assert_eq!(s.as_str(), "CRON_TZ=UTC 15 3 * * 1-5"),
+        other => panic!("{other:?}"),
+    }
+    // ratelimit: min inherited (entry min is 0), retry from the entry, default 1m raised to 5m.
+    assert_eq!(c.sync[3].ratelimit.min, 100);
+    assert_eq!(c.sync[3].ratelimit.retry, Duration::from_secs(600));
+    assert_eq!(
+        c.sync[2].ratelimit.retry,
+        Duration::from_secs(300),
+        "1m is raised to 5m"
+    );
+    // Tri-state booleans: unset inherits the default, an explicit false does not.
+    assert!(c.sync[2].digest_tags);
+    assert!(!c.sync[3].digest_tags);
+    assert!(!c.sync[0].referrers);
+    // referrerFilters: [] means no filters; the anchor's list is kept where merged.
+    assert_eq!(c.sync[2].referrer_filters.len(), 2);
+    assert!(c.sync[3].referrer_filters.is_empty());
+    // fastCopy is read as fastCheck.
+    assert!(c.sync[2].fast_check);
+    assert!(!c.sync[1].fast_check);
+    // An empty backup inherits the default, as an empty string does in regsync.
+    assert_eq!(
+        c.sync[4].backup.as_ref().map(|b| b.as_str()),
+        Some("bkp-{{ .Ref.Tag }}")
+    );
+    // mediaTypes: entry list, else the built-in four.
+    assert_eq!(
+        c.sync[5].media_types,
+        vec!["application/vnd.oci.image.index.v1+json".to_owned()]
+    );
+    assert_eq!(c.sync[0].media_types.len(), 4);
+    assert_eq!(c.globals.parallel, 4);
+    assert_eq!(c.globals.copy_slots(), 4);
+}
+
+#[test]
+fn filters_are_compiled_and_applied_in_order() {
+    let c = full().config;
+    let tags = [
+        "3.18.4",
+        "3.19.0",
+        "3.19.0-rc1",
+        "3.12.0",
+        "4.0.0",
+        "latest",
+        "alpha1",
+        "edge",
+    ];
+    // sync[1]: anchor deny (alpha.*) is replaced by the entry's own tags block.
+    assert_eq!(
+        c.sync[1].tags.select(tags),
+        vec!["3.18.4", "3.19.0", "3.12.0"]
+    );
+    // sync[2]: two tagSets unioned.
+    let tags = ["1.1.0", "1.2.0", "v2.0.0", "latest", "stable", "edge"];
+    assert_eq!(
+        c.sync[2].tags.select(tags),
+        vec!["1.2.0", "v2.0.0", "latest", "stable"]
+    );
+    // sync[3]: repository filter.
+    assert!(c.sync[3].repos.matches("team-a/app"));
+    assert!(!c.sync[3].repos.matches("team-x/tmp-1"));
+    assert!(!c.sync[3].repos.matches("other/app"));
+}
+
+#[test]
+fn templates_use_injected_env_files_and_clock() {
+    let loaded = full();
+    let c = &loaded.config;
+    let h = c.host("registry.example.org:5000").unwrap();
+    assert_eq!(h.user, "robot$mirror");
+    assert_eq!(
+        h.pass.expose(),
+        "s3cret-from-file",
+        "file contents are trimmed"
+    );
+    // referrerSource list, the second one templated with the already-expanded target.
+    let e = &c.sync[2];
+    let rs: Vec<String> = e.referrer_sources.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rs,
+        vec![
+            "ghcr.io/example/app-attestations",
+            "localhost:5001/attestations/ghcr.io/example/app"
+        ]
+    );
+    // sync[5]: index/split from regsync's own tests.
+    assert_eq!(
+        c.sync[5].target.to_string(),
+        "localhost:5001/gcr/proj/tool:v2"
+    );
+    // Backup templates are expanded at copy time with .Ref and the injected clock.
+    let t = Reference::parse("registry.example.org:5000/hub/busybox:1.36").unwrap();
+    let b = c.sync[0].backup.as_ref().unwrap();
+    assert_eq!(
+        b.render(&t, &c.sync[0], &FakeHost::new()).unwrap(),
+        "bkp-1.36"
+    );
+    let yaml = "sync:\n- source: a/b\n  target: c/d\n  type: image\n  backup: '{{ printf \"%s-%s\" .Ref.Tag ((time.Now).Format \"20060102\") }}'\n";
+    let l = load_str(yaml, "t.yaml", &FakeHost::new()).unwrap();
+    let e = &l.config.sync[0];
+    assert_eq!(
+        e.backup
+            .as_ref()
+            .unwrap()
+            .render(&t, e, &FakeHost::new())
+            .unwrap(),
+        "1.36-20261129"
+    );
+}
+
+#[test]
+fn endpoints_by_type() {
+    let c = full().config;
+    assert!(
+        matches!(&c.sync[3].source, Endpoint::Namespace { registry, prefix } if registry == "localhost:5001" && prefix.is_empty())
+    );
+    assert!(matches!(&c.sync[3].target, Endpoint::Namespace { prefix, .. } if prefix == "mirror"));
+    match &c.sync[4].target {
+        Endpoint::OciDir { path, tag } => {
+            assert_eq!(path, Path::new("out/app"));
+            assert_eq!(tag.as_deref(), Some("1.2.3"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.sync[4].platform.as_ref().unwrap().to_string(),
+        "linux/arm64"
+    );
+    assert_eq!(c.sync[5].platforms.len(), 2);
+}
+
+#[test]
+fn warnings_name_unknown_keys_and_entries() {
+    let yaml = "x-anchor: {a: 1}\nbogus: 1\ndefaults:\n  paralel: 3\nsync:\n- source: busybox\n  target: localhost:5000/busybox\n  type: image\n  fastChek: true\n  hooks: {pre: {type: exec}}\n";
+    let l = load_str(yaml, "w.yaml", &FakeHost::new()).unwrap();
+    let text: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    let all = text.join("\n");
+    assert!(all.contains("w.yaml: unknown key `bogus`"), "{all}");
+    assert!(all.contains("unknown key `defaults.paralel`"), "{all}");
+    assert!(
+        all.contains("sync[0] (source \"busybox\"): unknown key `fastChek`"),
+        "{all}"
+    );
+    assert!(all.contains("field `hooks`"), "{all}");
+    assert!(
+        !all.contains("x-anchor"),
+        "x-* keys are the extension namespace: {all}"
+    );
+    assert_eq!(
+        l.warnings
+            .iter()
+            .filter(|w| matches!(w.kind, WarningKind::UnknownKey { .. }))
+            .count(),
+        3
+    );
+}
+
+/// Every file in tests/fixtures/config/bad is refused with the fragments its
+/// `# expect:` lines name (file, line, entry, field, reason).
+#[test]
+fn bad_configs_name_file_line_entry_and_field() {
+    let dir = fixture("config/bad");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 15,
+        "expected the bad-config fixtures, found {}",
+        files.len()
+    );
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expects: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expects.is_empty(),
+            "{} has no # expect: lines",
+            path.display()
+        );
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let err = match load_str(&text, &name, &regferry_config::template::SystemHost) {
+            Ok(_) => panic!("{name}: loaded, but it must be refused"),
+            Err(e) => e,
+        };
+        let msg = err.to_string();
+        for want in expects {
+            assert!(
+                msg.contains(want),
+                "{name}: error\n  {msg}\ndoes not contain\n  {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unreadable_file_is_a_clear_error() {
+    let err = load_file(Path::new("/nonexistent/regsync.yaml"), &FakeHost::new()).unwrap_err();
+    assert!(matches!(*err.kind, ErrorKind::Read { .. }));
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/regsync.yaml: cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_zero_and_absent_are_version_one() {
+    for v in ["", "version: 0\n", "version: 1\n"] {
+        let yaml = format!("{v}sync:\n- {{source: a/b, target: c/d, type: image}}\n");
+        assert!(load_str(&yaml, "v.yaml", &FakeHost::new()).is_ok(), "{v:?}");
+    }
+}
+
+#[test]
+fn yaml_floats_in_tag_patterns_keep_their_text() {
+    // A bare 3.10 is a YAML float; Go reads it into a string as written, and so does regferry.
+    let yaml =
+        "sync:\n- source: a/b\n  target: c/d\n  type: repository\n  tags:\n    allow: [3.10]\n";
+    let l = load_str(yaml, "f.yaml", &FakeHost::new()).unwrap();
+    assert_eq!(l.config.sync[0].tags.select(["3.10", "3.1"]), vec!["3.10"]);
+}
+
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "version",
+        "creds",
+        "defaults",
+        "sync",
+        "source",
+        "target",
+        "type",
+        "tags",
+        "allow",
+        "deny",
+        "semverRange",
+        "tagSets",
+        "schedule",
+        "interval",
+        "registry",
+        "tls",
+        "pass",
+        "backup",
+        "platform",
+        "platforms",
+        "referrerSource",
+        "ratelimit",
+        "min",
+        "retry",
+        "<<",
+        "x-a",
+        "parallel",
+    ];
+    const VALUES: &[&str] = &[
+        "image",
+        "repository",
+        "registry",
+        "busybox",
+        "ocidir://x:1",
+        "a/B",
+        "1h",
+        "-1",
+        "0",
+        "@hourly",
+        "* * * * *",
+        "'{{ env \"X\" }}'",
+        "'{{ file \"/x\" }}'",
+        "'{{'",
+        "[a, b]",
+        "{}",
+        "~",
+        "*a",
+        "&a x",
+        ">=1.0",
+        "(",
+        "true",
+        "linux/amd64",
+        "99999999999999999999",
+    ];
+
+    fn yamlish() -> impl Strategy<Value = String> {
+        let line = (
+            0usize..4,
+            prop::sample::select(KEYS),
+            prop::sample::select(VALUES),
+            any::<bool>(),
+        )
+            .prop_map(|(indent, k, v, dash)| {
+                format!(
+                    "{}{}{k}: {v}",
+                    "  ".repeat(indent),
+                    if dash { "- " } else { "" }
+                )
+            });
+        prop::collection::vec(line, 0..14).prop_map(|l| l.join("\n"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn loader_never_panics_on_yamlish_input(text in yamlish()) {
+            let _ = load_str(&text, "p.yaml", &FakeHost::new());
+        }
+
+        #[test]
+        fn loader_never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
+            let _ = load_str(&text, "p.yaml", &FakeHost::new());
+        }
+    }
+}
