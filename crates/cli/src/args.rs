@@ -1,0 +1,105 @@
+//! Command-line flags. `-c/--config` is accepted before or after the subcommand, as regsync
+//! accepted it before v0.8.3 (`regsync -c f once`) and after (`regsync once -c f`).
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Mirror container images and their OCI referrers between registries and OCI layouts.
+/// Reads regsync's configuration format.
+#[derive(Debug, Parser)]
+#[command(name = "regferry", version = crate::version::SHORT, propagate_version = true, term_width = 100)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 sync or runtime failure, 2 invalid command line or configuration.\n\
+See docs/configuration.md for every configuration key."
+)]
+pub(crate) struct Cli {
+    /// Configuration file (regsync format); `-` reads standard input.
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        value_name = "FILE",
+        env = "REGFERRY_CONFIG"
+    )]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Log level: trace, debug, info, warn or error.
+    #[arg(
+        short = 'v',
+        long = "verbosity",
+        global = true,
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
+    pub(crate) verbosity: Level,
+
+    /// Log option; `json` writes one JSON object per line (other values are ignored, as in regsync).
+    #[arg(long = "logopt", global = true, value_name = "OPT")]
+    pub(crate) logopt: Vec<String>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Dry run: show what would be copied; nothing is written.
+    Check(RunArgs),
+    /// Run every sync entry once, then exit.
+    Once {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Only copy tags that are missing on the target; leave existing tags alone.
+        #[arg(long)]
+        missing: bool,
+    },
+    /// Run as a daemon, syncing each entry on its interval or schedule.
+    Server(RunArgs),
+    /// Print the resolved configuration (defaults applied, secrets masked).
+    Config,
+    /// Print version, git commit and target.
+    Version {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Stop at the first error instead of continuing with the other images.
+    #[arg(long)]
+    pub(crate) abort_on_error: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub(crate) fn as_filter(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The `regferry` binary: parses flags, loads the configuration, runs the command, and maps
+//! the outcome to a documented exit code. All logic lives in the library crates.
+#![forbid(unsafe_code)]
+
+mod args;
+mod logging;
+mod version;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
+use regferry_config::{Config, ConfigError, template::SystemHost};
+
+use args::{Cli, Command};
+
+/// Documented exit codes (README, docs/operations.md).
+mod exit {
+    /// A sync, or a part of it, failed; or the command cannot do its job.
+    pub(crate) const FAILURE: u8 = 1;
+    /// The command line or the configuration is invalid; nothing was contacted.
+    pub(crate) const INVALID: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbosity, &cli.logopt);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<UsageError>().is_some()
+            {
+                exit::INVALID
+            } else {
+                exit::FAILURE
+            };
+            let _ = writeln!(std::io::stderr(), "regferry: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// A command line that parsed but cannot be run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(&'static str);
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let path = cli.config.as_deref().ok_or(UsageError(
+        "--config FILE is required (use - for standard input)",
+    ))?;
+    let loaded = regferry_config::load_file(path, &SystemHost)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded.config)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match &cli.command {
+        Command::Version { format } => {
+            stdout.write_all(version::render(*format).as_bytes())?;
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "regferry", &mut stdout);
+        }
+        Command::Config => {
+            let config = load(&cli)?;
+            stdout
+                .write_all(regferry_config::to_yaml(&config).as_bytes())
+                .context("writing to stdout")?;
+        }
+        Command::Check(_) | Command::Once { .. } | Command::Server(_) => {
+            let config = load(&cli)?;
+            tracing::info!(
+                file = %config.file,
+                entries = config.sync.len(),
+                "Configuration is valid"
+            );
+            for e in &config.sync {
+                tracing::info!(entry = %e.label(), kind = e.kind.as_str(), "Entry");
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "regferry: the copy engine is not implemented yet: the configuration is valid, \
+                 but no registry was contacted and nothing was copied"
+            );
+            return Ok(ExitCode::from(exit::FAILURE));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,230 @@
+//! The `regferry` binary as a user runs it: exit codes, golden output, errors on stderr.
+use std::path::Path;
+
+use assert_cmd::Command;
+use regferry_testkit::{assert_golden, fixture};
+
+fn regferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_regferry"));
+    c.env_remove("REGFERRY_CONFIG").env_remove("REGFERRY_LOG");
+    c
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command) -> Out {
+    let o = cmd.output().expect("run regferry");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn config_full(args: &[&str]) -> Out {
+    run(regferry()
+        .current_dir(fixture("config"))
+        .env("REGFERRY_TEST_USER", "robot$mirror")
+        .args(args))
+}
+
+#[test]
+fn config_prints_the_resolved_config_with_secrets_masked() {
+    let o = config_full(&["config", "-c", "full.yaml"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_golden("config-full.yaml", &o.stdout);
+    for secret in ["s3cret-from-file", "hubpass"] {
+        assert!(!o.stdout.contains(secret), "secret {secret} printed");
+        assert!(!o.stderr.contains(secret), "secret {secret} logged");
+    }
+    assert!(
+        o.stdout.contains("pass: '***'") || o.stdout.contains("pass: \"***\""),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn config_flag_goes_before_or_after_the_subcommand_or_reads_stdin() {
+    let after = config_full(&["config", "-c", "full.yaml"]);
+    let before = config_full(&["-c", "full.yaml", "config"]);
+    assert_eq!(after.code, 0);
+    assert_eq!(after.stdout, before.stdout);
+    let text = std::fs::read_to_string(fixture("config/full.yaml")).unwrap();
+    let stdin = run(regferry()
+        .current_dir(fixture("config"))
+        .env("REGFERRY_TEST_USER", "robot$mirror")
+        .args(["config", "-c", "-"])
+        .write_stdin(text));
+    assert_eq!(stdin.code, 0, "{}", stdin.stderr);
+    assert_eq!(stdin.stdout, after.stdout);
+}
+
+#[test]
+fn every_bad_config_exits_2_with_its_place_and_no_panic() {
+    let dir = fixture("config/bad");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for sub in ["check", "once", "server", "config"] {
+            let o = run(regferry().current_dir(&dir).args([sub, "-c", &name]));
+            assert_eq!(o.code, 2, "{sub} {name}: exit {}\n{}", o.code, o.stderr);
+            assert!(
+                o.stdout.is_empty(),
+                "{sub} {name}: wrote to stdout: {}",
+                o.stdout
+            );
+            assert!(o.stderr.contains(&name), "{sub} {name}: {}", o.stderr);
+            assert!(!o.stderr.contains("panicked"), "{sub} {name}: {}", o.stderr);
+            for want in text.lines().filter_map(|l| l.strip_prefix("# expect: ")) {
+                assert!(
+                    o.stderr.contains(want),
+                    "{sub} {name}: stderr lacks {want:?}:\n{}",
+                    o.stderr
+                );
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 15);
+}
+
+#[test]
+fn missing_config_flag_and_missing_file_exit_2() {
+    let o = run(regferry().arg("check"));
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("--config FILE is required"),
+        "{}",
+        o.stderr
+    );
+    let o = run(regferry().args(["once", "-c", "/nonexistent/regsync.yaml"]));
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("/nonexistent/regsync.yaml: cannot read"),
+        "{}",
+        o.stderr
+    );
+    let o = run(regferry().args(["once", "--bogus-flag"]));
+    assert_eq!(o.code, 2, "clap usage errors are exit 2 too");
+}
+
+#[test]
+fn warnings_are_logged_with_the_key_and_entry_and_json_logs_are_json() {
+    let dir = regferry_testkit::temp_dir();
+    let path = dir.path().join("w.yaml");
+    std::fs::write(
+        &path,
+        "sync:\n- source: busybox\n  target: localhost:5000/busybox\n  type: image\n  fastChek: true\n",
+    )
+    .unwrap();
+    let o = run(regferry().args(["config", "-c"]).arg(&path));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("WARN"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("sync[0] (source \\\"busybox\\\")")
+            || o.stderr.contains("sync[0] (source \"busybox\")"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("fastChek"), "{}", o.stderr);
+    let o = run(regferry()
+        .args(["config", "--logopt", "json", "-c"])
+        .arg(&path));
+    assert_eq!(o.code, 0);
+    let line = o
+        .stderr
+        .lines()
+        .find(|l| l.contains("fastChek"))
+        .expect("a warning line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "WARN");
+    // -v error hides warnings.
+    let o = run(regferry().args(["config", "-v", "error", "-c"]).arg(&path));
+    assert!(!o.stderr.contains("fastChek"), "{}", o.stderr);
+}
+
+#[test]
+fn sync_commands_validate_then_say_the_engine_is_missing() {
+    let demo = regferry_testkit::workspace_root()
+        .join("config")
+        .join("demo.yaml");
+    for sub in ["check", "once", "server"] {
+        let o = run(regferry()
+            .arg(sub)
+            .arg("-c")
+            .arg(&demo)
+            .current_dir(regferry_testkit::workspace_root()));
+        assert_eq!(o.code, 1, "{sub}: no fake success\n{}", o.stderr);
+        assert!(
+            o.stderr.contains("not implemented yet"),
+            "{sub}: {}",
+            o.stderr
+        );
+        assert!(
+            o.stderr.contains("Configuration is valid"),
+            "{sub}: {}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn version_names_version_commit_and_target() {
+    let o = run(regferry().arg("version"));
+    assert_eq!(o.code, 0);
+    assert!(
+        o.stdout
+            .starts_with(&format!("regferry {}\n", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("commit:"), "{}", o.stdout);
+    assert!(o.stdout.contains("linux"), "target triple: {}", o.stdout);
+    let o = run(regferry().args(["version", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["commit"].as_str().is_some_and(|c| !c.is_empty()));
+}
+
+#[test]
+fn help_is_golden_and_completions_are_generated() {
+    let o = run(regferry().arg("--help"));
+    assert_eq!(o.code, 0);
+    assert_golden("help.txt", &o.stdout);
+    for shell in ["bash", "zsh", "fish"] {
+        let o = run(regferry().args(["completion", shell]));
+        assert_eq!(o.code, 0, "{shell}");
+        assert!(
+            o.stdout.contains("regferry") && o.stdout.contains("once"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn example_configs_all_load() {
+    let dir = regferry_testkit::workspace_root().join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let o = run(regferry()
+                .args(["config", "-c"])
+                .arg(&path)
+                .current_dir(Path::new(&dir).parent().unwrap()));
+            assert_eq!(o.code, 0, "{}: {}", path.display(), o.stderr);
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 2,
+        "config/ should hold the demo and an example regsync config"
+    );
+}
