@@ -80,6 +80,14 @@ impl Digest {
         })
     }
 
+    /// A digest just computed by a hasher: lower-case hex of the right length by construction.
+    pub(crate) fn from_hash(algorithm: &str, encoded: String) -> Digest {
+        Digest {
+            algorithm: algorithm.to_owned(),
+            encoded,
+        }
+    }
+
     /// The algorithm, e.g. `sha256`.
     pub fn algorithm(&self) -> &str {
         &self.algorithm

@@ -9,13 +9,22 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod blob;
 pub mod credentials;
 mod digest;
+mod error;
+pub mod http;
+pub mod manifest;
+pub mod ocidir;
 mod platform;
 mod reference;
+pub mod repo;
 mod secret;
 
+pub use blob::{Blob, ByteStream};
 pub use digest::{Digest, DigestError};
+pub use error::{Error, Result};
+pub use manifest::{Content, Descriptor, Manifest};
 pub use platform::{Platform, PlatformError};
 pub use reference::{DOCKER_HUB, Reference, ReferenceError, api_hostname, is_valid_registry};
 pub use secret::Secret;

@@ -1,0 +1,178 @@
+//! Errors of the registry layer. Decide by type, not text: retries and exit codes use
+//! [`Error::is_retryable`], [`Error::is_not_found`] and [`Error::is_rate_limited`] only.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::digest::Digest;
+
+/// What went wrong talking to a registry or an OCI layout.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The registry answered with an unexpected HTTP status.
+    #[error("{method} {url}: HTTP {status}{}", fmt_detail(.code, .message))]
+    Status {
+        /// Request method.
+        method: String,
+        /// Request URL (without credentials or query secrets).
+        url: String,
+        /// HTTP status code.
+        status: u16,
+        /// The registry's error code (`MANIFEST_UNKNOWN`, `DENIED`, …), when it sent one.
+        code: Option<String>,
+        /// The registry's error message, when it sent one.
+        message: Option<String>,
+        /// `Retry-After`, when the registry sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The connection failed (refused, reset, timed out, TLS).
+    #[error("{method} {url}: {reason}")]
+    Transport {
+        /// Request method.
+        method: String,
+        /// Request URL.
+        url: String,
+        /// The transport error, with its causes.
+        reason: String,
+        /// Whether trying again may help (connection errors) or not (a bad certificate).
+        retryable: bool,
+    },
+    /// Logging in failed.
+    #[error("authentication to {registry} failed: {reason}")]
+    Auth {
+        /// The registry.
+        registry: String,
+        /// Why.
+        reason: String,
+    },
+    /// A manifest, blob or tag does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked up (`ghcr.io/o/app:1.0`, `blob sha256:…`).
+        what: String,
+    },
+    /// Content did not hash to its digest.
+    #[error("content of {expected} hashes to {actual}: corrupt or truncated transfer")]
+    DigestMismatch {
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+    /// Content had the wrong length.
+    #[error("content of {digest} is {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        /// The content's digest.
+        digest: Digest,
+        /// The size the descriptor gave.
+        expected: u64,
+        /// The size that arrived (so far).
+        actual: u64,
+    },
+    /// A manifest that cannot be understood.
+    #[error("{reference}: invalid manifest: {reason}")]
+    InvalidManifest {
+        /// The manifest's reference.
+        reference: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The registry broke the distribution protocol (a missing `Location`, a bad `Link`).
+    #[error("{what}: {reason}")]
+    Protocol {
+        /// The request or object.
+        what: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A digest algorithm this build cannot verify.
+    #[error("digest algorithm {algorithm} is not supported")]
+    UnsupportedDigest {
+        /// The algorithm.
+        algorithm: String,
+    },
+    /// A file in an OCI layout could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TLS settings that cannot be used (a bad CA or client certificate).
+    #[error("TLS settings for {registry}: {reason}")]
+    Tls {
+        /// The registry.
+        registry: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operation was cancelled (shutdown).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn fmt_detail(code: &Option<String>, message: &Option<String>) -> String {
+    match (code, message) {
+        (Some(c), Some(m)) => format!(" {c}: {m}"),
+        (Some(c), None) => format!(" {c}"),
+        (None, Some(m)) => format!(": {m}"),
+        (None, None) => String::new(),
+    }
+}
+
+impl Error {
+    /// Whether the same request may succeed if tried again: connection errors, 408, 429,
+    /// 500, 502, 503, 504, and content that arrived corrupt or short.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            Error::Transport { retryable, .. } => *retryable,
+            Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the thing asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::NotFound { .. } | Error::Status { status: 404, .. }
+        )
+    }
+
+    /// Whether the registry said "too many requests".
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Error::Status { status: 429, .. })
+    }
+
+    /// Whether credentials were refused.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            Error::Auth { .. }
+                | Error::Status {
+                    status: 401 | 403,
+                    ..
+                }
+        )
+    }
+
+    /// How long the registry asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Results of the registry layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

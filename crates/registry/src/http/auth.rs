@@ -1,0 +1,269 @@
+//! Registry authentication: anonymous, basic, and the bearer-token flow of the distribution
+//! spec ("Token Authentication Specification"): learn the challenge from a 401, ask the
+//! realm for a token covering the request's scopes (several at once for cross-repository
+//! mounts), cache it until shortly before it expires, and ask again when a 401 says it no
+//! longer suffices. Identity (refresh) tokens use the OAuth2 `refresh_token` grant.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::header::HeaderValue;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::LoginSource;
+use super::challenge::{Challenge, parse_challenges};
+use crate::credentials::{Credential, DEFAULT_HELPER_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+#[derive(Debug)]
+pub(crate) struct Auth {
+    registry: String,
+    login: LoginSource,
+    static_token: Secret,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    challenge: Option<Challenge>,
+    tokens: HashMap<String, (Secret, Instant)>,
+    login: Option<(Option<Credential>, Instant)>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl Auth {
+    pub(crate) fn new(registry: &str, login: LoginSource, static_token: Secret) -> Auth {
+        Auth {
+            registry: registry.to_owned(),
+            login,
+            static_token,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn err(&self, reason: impl Into<String>) -> Error {
+        Error::Auth {
+            registry: self.registry.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The `Authorization` header for a request needing `scopes`, or `None` to go anonymous
+    /// (before the registry has said what it wants).
+    pub(crate) async fn header(
+        &self,
+        http: &reqwest::Client,
+        scopes: &[String],
+    ) -> Result<Option<HeaderValue>> {
+        if !self.static_token.is_empty() {
+            return Ok(Some(bearer(&self.static_token)?));
+        }
+        let mut st = self.state.lock().await;
+        let Some(ch) = st.challenge.clone() else {
+            return Ok(None);
+        };
+        match ch.scheme.as_str() {
+            "basic" => match self.login(&mut st).await? {
+                Some(Credential::Basic { username, password }) => {
+                    Ok(Some(basic(&username, &password)?))
+                }
+                _ => Ok(None),
+            },
+            "bearer" => {
+                let key = scope_key(scopes);
+                if let Some((tok, exp)) = st.tokens.get(&key)
+                    && Instant::now() < *exp
+                {
+                    return Ok(Some(bearer(tok)?));
+                }
+                let login = self.login(&mut st).await?;
+                let (tok, exp) = self.fetch_token(http, &ch, scopes, login.as_ref()).await?;
+                let h = bearer(&tok)?;
+                st.tokens.insert(key, (tok, exp));
+                Ok(Some(h))
+            }
+            other => Err(self.err(format!("unsupported authentication scheme {other:?}"))),
+        }
+    }
+
+    /// Learns from a 401. Returns whether retrying with new credentials can help.
+    pub(crate) async fn unauthorized(
+        &self,
+        www_authenticate: Option<&str>,
+        scopes: &[String],
+    ) -> bool {
+        if !self.static_token.is_empty() {
+            return false;
+        }
+        let mut st = self.state.lock().await;
+        let challenges = www_authenticate.map(parse_challenges).unwrap_or_default();
+        let chosen = challenges
+            .iter()
+            .find(|c| c.scheme == "bearer")
+            .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
+            .cloned();
+        let had_token = st.tokens.remove(&scope_key(scopes)).is_some();
+        let had_same_challenge = st.challenge.is_some() && st.challenge == chosen;
+        match chosen {
+            None => false,
+            Some(c) => {
+                let is_basic = c.scheme == "basic";
+                st.challenge = Some(c);
+                // A first challenge, or an expired/insufficient token: try again. The same
+                // basic challenge again means the password was refused.
+                !had_same_challenge || (had_token && !is_basic)
+            }
+        }
+    }
+
+    async fn login(&self, st: &mut State) -> Result<Option<Credential>> {
+        if let Some((cred, until)) = &st.login
+            && Instant::now() < *until
+        {
+            return Ok(cred.clone());
+        }
+        let (cred, ttl) = match &self.login {
+            LoginSource::Anonymous => (None, Duration::from_secs(86_400 * 365)),
+            LoginSource::Static(c) => (Some(c.clone()), Duration::from_secs(86_400 * 365)),
+            LoginSource::Helper {
+                helper,
+                server,
+                expire,
+            } => {
+                let (helper, server) = (helper.clone(), server.clone());
+                let cred = tokio::task::spawn_blocking(move || {
+                    crate::credentials::run_helper(&helper, &server, DEFAULT_HELPER_TIMEOUT)
+                })
+                .await
+                .map_err(|e| self.err(e.to_string()))?
+                .map_err(|e| self.err(e.to_string()))?;
+                (cred, *expire)
+            }
+            LoginSource::DockerConfig { config, server } => {
+                let (config, server) = (config.clone(), server.clone());
+                let cred = tokio::task::spawn_blocking(move || {
+                    config.lookup(&server, None, DEFAULT_HELPER_TIMEOUT)
+                })
+                .await
+                .map_err(|e| self.err(e.to_string()))?
+                .map_err(|e| self.err(e.to_string()))?;
+                (cred, Duration::from_secs(3600))
+            }
+        };
+        st.login = Some((cred.clone(), Instant::now() + ttl));
+        Ok(cred)
+    }
+
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        ch: &Challenge,
+        scopes: &[String],
+        login: Option<&Credential>,
+    ) -> Result<(Secret, Instant)> {
+        let realm = ch
+            .params
+            .get("realm")
+            .ok_or_else(|| self.err("bearer challenge without realm"))?;
+        let service = ch.params.get("service").cloned().unwrap_or_default();
+        let started = Instant::now();
+        let resp = match login {
+            Some(Credential::IdentityToken(refresh)) => {
+                let scope = scopes.join(" ");
+                let form = [
+                    ("grant_type", "refresh_token"),
+                    ("service", service.as_str()),
+                    ("scope", scope.as_str()),
+                    ("client_id", "regferry"),
+                    ("refresh_token", refresh.expose()),
+                ];
+                http.post(realm.as_str()).form(&form).send().await
+            }
+            _ => {
+                let mut q: Vec<(&str, &str)> = Vec::new();
+                if !service.is_empty() {
+                    q.push(("service", &service));
+                }
+                for s in scopes {
+                    q.push(("scope", s));
+                }
+                let mut req = http.get(realm.as_str()).query(&q);
+                if let Some(Credential::Basic { username, password }) = login {
+                    req = req.basic_auth(username, Some(password.expose()));
+                }
+                req.send().await
+            }
+        };
+        let resp = resp.map_err(|e| {
+            self.err(format!(
+                "token request to {realm}: {}",
+                super::send::chain(&e)
+            ))
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let what = if status.as_u16() == 401 || status.as_u16() == 403 {
+                "the credentials were refused"
+            } else {
+                "the token service failed"
+            };
+            return Err(self.err(format!("{what} (HTTP {} from {realm})", status.as_u16())));
+        }
+        let answer: TokenAnswer = resp
+            .json()
+            .await
+            .map_err(|e| self.err(format!("token answer from {realm}: {e}")))?;
+        let token = if answer.token.is_empty() {
+            answer.access_token
+        } else {
+            answer.token
+        };
+        if token.is_empty() {
+            return Err(self.err(format!("no token in the answer from {realm}")));
+        }
+        // Distribution's default lifetime is 60 s; renew at 90% of it.
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).max(1));
+        Ok((Secret::new(token), started + life.mul_f64(0.9)))
+    }
+}
+
+fn scope_key(scopes: &[String]) -> String {
+    let mut s: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    s.sort_unstable();
+    s.join(" ")
+}
+
+fn bearer(token: &Secret) -> Result<HeaderValue> {
+    let mut v =
+        HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| Error::Auth {
+            registry: String::new(),
+            reason: "token contains characters not allowed in a header".into(),
+        })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn basic(user: &str, pass: &Secret) -> Result<HeaderValue> {
+    let raw = format!("{user}:{}", pass.expose());
+    let mut v = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+    .map_err(|_| Error::Auth {
+        registry: String::new(),
+        reason: "credentials contain characters not allowed in a header".into(),
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}

@@ -1,0 +1,232 @@
+//! regferry's registry client: a thin layer over reqwest that keeps what a sync daemon
+//! needs and `oci-client` hides: every response header (rate limits, `Retry-After`, `Link`,
+//! `OCI-Subject`, `Content-Type`), retries with backoff, per-registry limits, bearer-token
+//! scopes across repositories (for cross-repository mounts), and client certificates.
+mod auth;
+mod challenge;
+mod ops;
+mod send;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::credentials::Credential;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+pub use ops::{ManifestHead, Mount, PushedManifest, RateLimitHeaders, UploadMode};
+pub use send::RequestStats;
+
+/// How to speak TLS to a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Verified HTTPS.
+    #[default]
+    Enabled,
+    /// HTTPS without certificate verification.
+    Insecure,
+    /// Plain HTTP.
+    Disabled,
+}
+
+impl TlsMode {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Enabled => "enabled",
+            TlsMode::Insecure => "insecure",
+            TlsMode::Disabled => "disabled",
+        }
+    }
+}
+
+/// Where a login comes from, looked up when the registry first asks for one.
+#[derive(Debug, Clone, Default)]
+pub enum LoginSource {
+    /// No login: anonymous access.
+    #[default]
+    Anonymous,
+    /// A fixed login from the configuration.
+    Static(Credential),
+    /// `docker-credential-<helper>`, re-asked after `expire`.
+    Helper {
+        /// The helper's name.
+        helper: String,
+        /// The server name passed to it.
+        server: String,
+        /// How long an answer is reused.
+        expire: Duration,
+    },
+    /// The Docker CLI configuration file (its helpers included).
+    DockerConfig {
+        /// The parsed file.
+        config: Arc<crate::credentials::DockerConfig>,
+        /// The name looked up.
+        server: String,
+    },
+}
+
+/// Retry behaviour for one registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// The first backoff; it doubles each time.
+    pub base_delay: Duration,
+    /// The longest backoff, and the longest `Retry-After` honoured.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything needed to talk to one registry.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// The registry's name in references (`docker.io`, `localhost:5000`).
+    pub registry: String,
+    /// The host to connect to.
+    pub hostname: String,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// Extra CA certificate (PEM).
+    pub ca_pem: Option<String>,
+    /// Client certificate (PEM) for mTLS.
+    pub client_cert_pem: Option<String>,
+    /// Client key (PEM) for mTLS.
+    pub client_key_pem: Secret,
+    /// Where the login comes from.
+    pub login: LoginSource,
+    /// A bearer token to send as is (regsync's experimental `token`).
+    pub token: Secret,
+    /// Inserted after `/v2/` on repository requests.
+    pub path_prefix: String,
+    /// Requests in flight at once.
+    pub req_concurrent: u32,
+    /// Requests per second; `None` is unlimited.
+    pub req_per_sec: Option<f64>,
+    /// Chunk size for chunked uploads.
+    pub blob_chunk: u64,
+    /// Blobs above this size go up in chunks.
+    pub blob_max: Option<u64>,
+    /// Use GET where HEAD would do (for registries whose HEAD is broken).
+    pub disable_head: bool,
+    /// `User-Agent`.
+    pub user_agent: String,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Keep token state per repository (regsync's `repoAuth`).
+    pub repo_auth: bool,
+}
+
+impl HostOptions {
+    /// Defaults for a registry without configuration.
+    pub fn new(registry: &str) -> HostOptions {
+        HostOptions {
+            registry: registry.to_owned(),
+            hostname: crate::reference::api_hostname(registry).to_owned(),
+            tls: TlsMode::Enabled,
+            ca_pem: None,
+            client_cert_pem: None,
+            client_key_pem: Secret::default(),
+            login: LoginSource::Anonymous,
+            token: Secret::default(),
+            path_prefix: String::new(),
+            req_concurrent: 3,
+            req_per_sec: None,
+            blob_chunk: 1 << 20,
+            blob_max: None,
+            disable_head: false,
+            user_agent: format!("regferry/{}", env!("CARGO_PKG_VERSION")),
+            retry: RetryPolicy::default(),
+            repo_auth: false,
+        }
+    }
+}
+
+/// A client for one registry. Cheap to clone; clones share connections, tokens and limits.
+#[derive(Debug, Clone)]
+pub struct RegistryClient {
+    inner: Arc<send::Inner>,
+}
+
+impl RegistryClient {
+    /// Builds a client; fails on unusable TLS material.
+    pub fn new(opts: HostOptions) -> Result<RegistryClient> {
+        let mut b = reqwest::Client::builder()
+            .user_agent(opts.user_agent.clone())
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300))
+            .pool_max_idle_per_host(32)
+            // Blob GETs redirect to object storage; reqwest drops Authorization on a
+            // redirect to another host, which is what registries expect.
+            .redirect(reqwest::redirect::Policy::limited(10));
+        let tls_err = |reason: String| Error::Tls {
+            registry: opts.registry.clone(),
+            reason,
+        };
+        if opts.tls == TlsMode::Insecure {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        if let Some(pem) = &opts.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| tls_err(format!("regcert is not a PEM certificate: {e}")))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some(cert) = &opts.client_cert_pem {
+            let pem = format!("{}\n{}\n", cert.trim(), opts.client_key_pem.expose().trim());
+            let id = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
+                tls_err(format!(
+                    "clientCert/clientKey are not a PEM certificate and key: {e}"
+                ))
+            })?;
+            b = b.identity(id);
+        }
+        let http = b.build().map_err(|e| tls_err(e.to_string()))?;
+        let scheme = if opts.tls == TlsMode::Disabled {
+            "http"
+        } else {
+            "https"
+        };
+        let base = url::Url::parse(&format!("{scheme}://{}/", opts.hostname)).map_err(|e| {
+            Error::Protocol {
+                what: opts.registry.clone(),
+                reason: format!("hostname {:?} does not make a URL: {e}", opts.hostname),
+            }
+        })?;
+        Ok(RegistryClient {
+            inner: Arc::new(send::Inner::new(opts, http, base)),
+        })
+    }
+
+    /// The registry's name in references.
+    pub fn registry(&self) -> &str {
+        &self.inner.opts.registry
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &HostOptions {
+        &self.inner.opts
+    }
+
+    /// Counters of the requests sent so far.
+    pub fn stats(&self) -> &RequestStats {
+        &self.inner.stats
+    }
+
+    /// Whether two clients talk to the same registry host (so blobs can be mounted).
+    pub fn same_host(&self, other: &RegistryClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.opts.hostname == other.inner.opts.hostname
+                && self.inner.opts.tls == other.inner.opts.tls)
+    }
+}

@@ -1,0 +1,692 @@
+//! The distribution API calls a sync needs, over [`super::send`].
+//! Spec: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
+use std::collections::HashSet;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use reqwest::header::{
+    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LINK, LOCATION, RANGE,
+};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+
+use super::RegistryClient;
+use super::challenge::next_link;
+use super::send::{Body, Request, parse_retry_after, redact};
+use crate::blob::{Blob, ByteStream};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, media_type};
+
+/// Largest manifest regferry reads (regclient uses the same bound).
+const MAX_MANIFEST: usize = 8 << 20;
+/// Largest tag or catalog page read.
+const MAX_LIST_PAGE: usize = 64 << 20;
+/// How often a blob download resumes after a broken connection.
+const MAX_RESUMES: u32 = 5;
+
+/// What a manifest HEAD tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Docker Hub's pull-limit headers, when sent.
+    pub rate_limit: Option<RateLimitHeaders>,
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, as Docker Hub sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    /// Pulls allowed per window.
+    pub limit: Option<u64>,
+    /// Pulls left in the window.
+    pub remaining: u64,
+    /// Seconds until the window resets, when sent.
+    pub reset: Option<u64>,
+}
+
+/// What a manifest PUT answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedManifest {
+    /// `Docker-Content-Digest`, when sent.
+    pub digest: Option<Digest>,
+    /// `OCI-Subject`: the registry indexed the manifest's subject (referrers API).
+    pub subject: Option<Digest>,
+}
+
+/// How to upload a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadMode {
+    /// One streamed PUT with the whole blob (needs the size).
+    Monolithic,
+    /// PATCH chunks of `blobChunk` bytes, then PUT.
+    Chunked,
+}
+
+/// The outcome of a cross-repository mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// The blob is now in the target repository.
+    Mounted,
+    /// The registry declined (202) and opened an upload session instead.
+    Upload(Url),
+    /// The store cannot mount (an OCI layout).
+    Unsupported,
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn repo_scope(repo: &str, push: bool) -> String {
+    if push {
+        format!("repository:{repo}:pull,push")
+    } else {
+        format!("repository:{repo}:pull")
+    }
+}
+
+fn rate_limit(h: &HeaderMap) -> Option<RateLimitHeaders> {
+    // Values look like "100;w=21600"; the count is before the first ';'.
+    let num = |name: &str| {
+        header_str(h, name).and_then(|v| v.split(';').next()?.trim().parse::<u64>().ok())
+    };
+    Some(RateLimitHeaders {
+        remaining: num("ratelimit-remaining")?,
+        limit: num("ratelimit-limit"),
+        reset: num("ratelimit-reset"),
+    })
+}
+
+/// Turns a non-success response into an error, with the registry's error code and message.
+async fn status_error(method: &Method, url: &Url, resp: Response) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<ErrorBody>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let status = resp.status().as_u16();
+    let retry_after = parse_retry_after(resp.headers());
+    let body = read_limited(resp, 64 << 10).await.unwrap_or_default();
+    let (code, message) = match serde_json::from_slice::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => (
+            Some(e.errors[0].code.clone()).filter(|c| !c.is_empty()),
+            Some(e.errors[0].message.clone()).filter(|m| !m.is_empty()),
+        ),
+        _ => (None, None),
+    };
+    Error::Status {
+        method: method.to_string(),
+        url: redact(url),
+        status,
+        code,
+        message,
+        retry_after,
+    }
+}
+
+async fn read_limited(resp: Response, limit: usize) -> Result<Bytes> {
+    let url = resp.url().clone();
+    let mut out = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Transport {
+            method: "GET".into(),
+            url: redact(&url),
+            reason: super::send::chain(&e),
+            retryable: true,
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(Error::Protocol {
+                what: redact(&url),
+                reason: format!("response larger than {limit} bytes"),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+impl RegistryClient {
+    fn req(&self, method: Method, url: Url, scopes: Vec<String>) -> Request {
+        Request {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Body::Empty,
+            scopes,
+        }
+    }
+
+    /// The digest, type and size of a manifest; `None` when it does not exist.
+    pub async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
+        let i = &self.inner;
+        if i.opts.disable_head {
+            return match self.get_manifest(repo, reference).await {
+                Ok(m) => Ok(Some(ManifestHead {
+                    size: m.bytes.len() as u64,
+                    digest: m.digest,
+                    media_type: m.media_type,
+                    rate_limit: None,
+                })),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        let url = i.repo_url(repo, &format!("manifests/{reference}"));
+        let mut r = self.req(Method::HEAD, url.clone(), vec![repo_scope(repo, false)]);
+        r.headers.insert(
+            ACCEPT,
+            HeaderValue::from_static(media_type::MANIFEST_ACCEPT),
+        );
+        let resp = i.send(r).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let h = resp.headers();
+                let digest =
+                    header_str(h, "docker-content-digest").and_then(|d| Digest::parse(d).ok());
+                let media = header_str(h, "content-type").map(str::to_owned);
+                let size = header_str(h, "content-length").and_then(|v| v.parse().ok());
+                let rl = rate_limit(h);
+                match (digest, media, size) {
+                    (Some(digest), Some(media_type), Some(size)) => Ok(Some(ManifestHead {
+                        digest,
+                        media_type: media_type
+                            .split(';')
+                            .next()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                        size,
+                        rate_limit: rl,
+                    })),
+                    // No digest header (some registries): fall back to GET and hash.
+                    _ => {
+                        let m = self.get_manifest(repo, reference).await?;
+                        Ok(Some(ManifestHead {
+                            size: m.bytes.len() as u64,
+                            digest: m.digest,
+                            media_type: m.media_type,
+                            rate_limit: rl,
+                        }))
+                    }
+                }
+            }
+            _ => Err(status_error(&Method::HEAD, &url, resp).await),
+        }
+    }
+
+    /// A manifest's exact bytes, checked against the digest asked for or announced.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        let i = &self.inner;
+        let url = i.repo_url(repo, &format!("manifests/{reference}"));
+        let mut r = self.req(Method::GET, url.clone(), vec![repo_scope(repo, false)]);
+        r.headers.insert(
+            ACCEPT,
+            HeaderValue::from_static(media_type::MANIFEST_ACCEPT),
+        );
+        let resp = i.send(r).await?;
+        let what = || format!("{}/{repo}:{reference}", i.opts.registry);
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Err(Error::NotFound { what: what() }),
+            s if !s.is_success() => return Err(status_error(&Method::GET, &url, resp).await),
+            _ => {}
+        }
+        let media = header_str(resp.headers(), "content-type").map(str::to_owned);
+        let announced =
+            header_str(resp.headers(), "docker-content-digest").and_then(|d| Digest::parse(d).ok());
+        let bytes = read_limited(resp, MAX_MANIFEST).await?;
+        let m = Manifest::new(bytes, media.as_deref());
+        // Schema 1 signed manifests are digested without their signatures; skip that check.
+        let schema1 = m.media_type == media_type::DOCKER_SCHEMA1_SIGNED;
+        let expected = Digest::parse(reference).ok().or(announced);
+        if let Some(expected) = expected
+            && !schema1
+            && expected.algorithm() == "sha256"
+            && expected != m.digest
+        {
+            return Err(Error::DigestMismatch {
+                expected,
+                actual: m.digest,
+            });
+        }
+        Ok(m)
+    }
+
+    /// Pushes a manifest's exact bytes under a tag or its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        m: &Manifest,
+    ) -> Result<PushedManifest> {
+        let i = &self.inner;
+        let url = i.repo_url(repo, &format!("manifests/{reference}"));
+        let mut r = self.req(Method::PUT, url.clone(), vec![repo_scope(repo, true)]);
+        let ct = HeaderValue::from_str(&m.media_type).map_err(|_| Error::InvalidManifest {
+            reference: format!("{repo}:{reference}"),
+            reason: format!("media type {:?} is not a valid header", m.media_type),
+        })?;
+        r.headers.insert(CONTENT_TYPE, ct);
+        r.body = Body::Bytes(m.bytes.clone());
+        let resp = i.send(r).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(&Method::PUT, &url, resp).await);
+        }
+        let h = resp.headers();
+        let digest = header_str(h, "docker-content-digest").and_then(|d| Digest::parse(d).ok());
+        if let Some(d) = &digest
+            && d.algorithm() == "sha256"
+            && *d != m.digest
+        {
+            return Err(Error::DigestMismatch {
+                expected: m.digest.clone(),
+                actual: d.clone(),
+            });
+        }
+        Ok(PushedManifest {
+            digest,
+            subject: header_str(h, "oci-subject").and_then(|d| Digest::parse(d).ok()),
+        })
+    }
+
+    /// Every tag of a repository, following `Link` pagination. Registries that ignore
+    /// `n`/`last` (distribution 2.8 on tags) would repeat a page forever; a page that adds
+    /// nothing new, or a link seen before, ends the listing.
+    pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let i = &self.inner;
+        let first = i.repo_url(repo, "tags/list");
+        let pages = self
+            .paginate(first, vec![repo_scope(repo, false)], |b| {
+                serde_json::from_slice::<Tags>(b).map(|t| t.tags.unwrap_or_default())
+            })
+            .await;
+        match pages {
+            Err(e) if e.is_not_found() => Err(Error::NotFound {
+                what: format!("{}/{repo}", i.opts.registry),
+            }),
+            other => other,
+        }
+    }
+
+    /// Every repository of the registry (`_catalog`), following `Link` pagination.
+    pub async fn catalog(&self) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let mut first = self.inner.url("/v2/_catalog");
+        first.query_pairs_mut().append_pair("n", "1000");
+        self.paginate(first, vec!["registry:catalog:*".to_owned()], |b| {
+            serde_json::from_slice::<Catalog>(b).map(|c| c.repositories.unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn paginate(
+        &self,
+        first: Url,
+        scopes: Vec<String>,
+        parse: impl Fn(&[u8]) -> serde_json::Result<Vec<String>>,
+    ) -> Result<Vec<String>> {
+        let i = &self.inner;
+        let mut out = Vec::new();
+        let mut seen_items: HashSet<String> = HashSet::new();
+        let mut seen_urls: HashSet<String> = HashSet::new();
+        let mut url = first;
+        loop {
+            seen_urls.insert(url.to_string());
+            let resp = i
+                .send(self.req(Method::GET, url.clone(), scopes.clone()))
+                .await?;
+            if !resp.status().is_success() {
+                return Err(status_error(&Method::GET, &url, resp).await);
+            }
+            let next = resp
+                .headers()
+                .get(LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let body = read_limited(resp, MAX_LIST_PAGE).await?;
+            let items = parse(&body).map_err(|e| Error::Protocol {
+                what: redact(&url),
+                reason: format!("invalid listing: {e}"),
+            })?;
+            let mut added = 0;
+            for t in items {
+                if seen_items.insert(t.clone()) {
+                    out.push(t);
+                    added += 1;
+                }
+            }
+            let Some(next) = next else { break };
+            let next = url.join(&next).map_err(|e| Error::Protocol {
+                what: redact(&url),
+                reason: format!("invalid Link: {e}"),
+            })?;
+            if added == 0 || seen_urls.contains(next.as_str()) {
+                tracing::debug!(url = %redact(&url), "Pagination made no progress; stopping");
+                break;
+            }
+            url = next;
+        }
+        Ok(out)
+    }
+
+    /// The size of a blob in a repository; `None` when absent.
+    pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        let i = &self.inner;
+        let url = i.repo_url(repo, &format!("blobs/{digest}"));
+        let resp = i
+            .send(self.req(Method::HEAD, url.clone(), vec![repo_scope(repo, false)]))
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(
+                header_str(resp.headers(), "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
+            _ => Err(status_error(&Method::HEAD, &url, resp).await),
+        }
+    }
+
+    /// Streams a blob. A connection that breaks mid-body is resumed with `Range` requests.
+    /// The stream is not verified here; [`crate::blob::verify`] does that for the copy.
+    pub async fn get_blob(&self, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Blob> {
+        let i = &self.inner;
+        let url = i.repo_url(repo, &format!("blobs/{digest}"));
+        let scopes = vec![repo_scope(repo, false)];
+        let resp = i
+            .send(self.req(Method::GET, url.clone(), scopes.clone()))
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => {
+                return Err(Error::NotFound {
+                    what: format!("blob {digest} in {}/{repo}", i.opts.registry),
+                });
+            }
+            s if !s.is_success() => return Err(status_error(&Method::GET, &url, resp).await),
+            _ => {}
+        }
+        let len = resp.content_length().or(size);
+        let state = Resume {
+            client: self.clone(),
+            url,
+            scopes,
+            offset: 0,
+            len,
+            body: Some(Box::pin(resp.bytes_stream())),
+            resumes: 0,
+        };
+        Ok(Blob {
+            size: len,
+            stream: Box::pin(futures_util::stream::unfold(state, Resume::next)),
+        })
+    }
+
+    /// Asks the registry to link a blob from another repository on the same host.
+    pub async fn mount_blob(&self, repo: &str, digest: &Digest, from_repo: &str) -> Result<Mount> {
+        let i = &self.inner;
+        let mut url = i.repo_url(repo, "blobs/uploads/");
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from_repo);
+        let scopes = vec![repo_scope(repo, true), repo_scope(from_repo, false)];
+        let resp = i.send(self.req(Method::POST, url.clone(), scopes)).await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(Mount::Mounted),
+            StatusCode::ACCEPTED => Ok(Mount::Upload(location(&url, resp.headers())?)),
+            _ => Err(status_error(&Method::POST, &url, resp).await),
+        }
+    }
+
+    /// Uploads a blob. `session` reuses an upload a refused mount opened. On failure the
+    /// session is cancelled, so the registry keeps no half upload.
+    pub async fn put_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        blob: Blob,
+        mode: UploadMode,
+        session: Option<Url>,
+    ) -> Result<()> {
+        let i = &self.inner;
+        let scopes = vec![repo_scope(repo, true)];
+        let (session, min_chunk) = match session {
+            Some(s) => (s, None),
+            None => {
+                let url = i.repo_url(repo, "blobs/uploads/");
+                let resp = i
+                    .send(self.req(Method::POST, url.clone(), scopes.clone()))
+                    .await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(status_error(&Method::POST, &url, resp).await);
+                }
+                let min = header_str(resp.headers(), "oci-chunk-min-length")
+                    .and_then(|v| v.parse::<u64>().ok());
+                (location(&url, resp.headers())?, min)
+            }
+        };
+        let mode = match (mode, blob.size) {
+            (UploadMode::Monolithic, Some(size))
+                if i.opts.blob_max.is_none_or(|max| size <= max) =>
+            {
+                UploadMode::Monolithic
+            }
+            _ => UploadMode::Chunked,
+        };
+        let result = match mode {
+            UploadMode::Monolithic => self.put_monolithic(&session, digest, blob, &scopes).await,
+            UploadMode::Chunked => {
+                self.put_chunked(session.clone(), digest, blob, min_chunk, &scopes)
+                    .await
+            }
+        };
+        if result.is_err() {
+            // Best effort: the registry would expire the session anyway.
+            let _ = i.send(self.req(Method::DELETE, session, scopes)).await;
+        }
+        result
+    }
+
+    async fn put_monolithic(
+        &self,
+        session: &Url,
+        digest: &Digest,
+        blob: Blob,
+        scopes: &[String],
+    ) -> Result<()> {
+        let i = &self.inner;
+        let mut url = session.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let mut r = self.req(Method::PUT, url.clone(), scopes.to_vec());
+        r.headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        r.body = Body::Stream {
+            stream: blob.stream,
+            len: blob.size,
+        };
+        let resp = i.send(r).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error(&Method::PUT, &url, resp).await);
+        }
+        Ok(())
+    }
+
+    async fn put_chunked(
+        &self,
+        mut session: Url,
+        digest: &Digest,
+        blob: Blob,
+        min_chunk: Option<u64>,
+        scopes: &[String],
+    ) -> Result<()> {
+        let i = &self.inner;
+        let chunk_size = i.opts.blob_chunk.max(min_chunk.unwrap_or(0)).max(1) as usize;
+        let mut stream: ByteStream = blob.stream;
+        let mut buf = BytesMut::with_capacity(chunk_size.min(16 << 20));
+        let mut offset: u64 = 0;
+        // A finished stream must not be polled again, so its end is remembered.
+        let mut stream_done = false;
+        loop {
+            while !stream_done && buf.len() < chunk_size {
+                match stream.next().await {
+                    Some(Ok(b)) => buf.extend_from_slice(&b),
+                    Some(Err(e)) => return Err(e),
+                    None => stream_done = true,
+                }
+            }
+            if buf.is_empty() {
+                break;
+            }
+            let take = buf.len().min(chunk_size);
+            let chunk = buf.split_to(take).freeze();
+            let end = offset + chunk.len() as u64 - 1;
+            let mut r = self.req(Method::PATCH, session.clone(), scopes.to_vec());
+            r.headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r.headers.insert(
+                "content-range",
+                HeaderValue::from_str(&format!("{offset}-{end}")).map_err(|_| Error::Protocol {
+                    what: "upload".into(),
+                    reason: "bad range".into(),
+                })?,
+            );
+            r.headers.insert(CONTENT_LENGTH, chunk.len().into());
+            offset += chunk.len() as u64;
+            r.body = Body::Bytes(chunk);
+            let resp = i.send(r).await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(status_error(&Method::PATCH, &session, resp).await);
+            }
+            session = location(&session, resp.headers())?;
+        }
+        let mut url = session.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let mut r = self.req(Method::PUT, url.clone(), scopes.to_vec());
+        r.headers.insert(CONTENT_LENGTH, 0.into());
+        let resp = i.send(r).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error(&Method::PUT, &url, resp).await);
+        }
+        Ok(())
+    }
+}
+
+/// The upload URL from `Location`, resolved against the request URL.
+fn location(base: &Url, h: &HeaderMap) -> Result<Url> {
+    let loc = h
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Protocol {
+            what: redact(base),
+            reason: "upload response without Location".into(),
+        })?;
+    base.join(loc).map_err(|e| Error::Protocol {
+        what: redact(base),
+        reason: format!("invalid Location {loc:?}: {e}"),
+    })
+}
+
+type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// A blob download that picks up where a broken connection left off.
+struct Resume {
+    client: RegistryClient,
+    url: Url,
+    scopes: Vec<String>,
+    offset: u64,
+    len: Option<u64>,
+    body: Option<BodyStream>,
+    resumes: u32,
+}
+
+impl Resume {
+    async fn next(mut self) -> Option<(Result<Bytes>, Resume)> {
+        loop {
+            let body = self.body.as_mut()?;
+            match body.next().await {
+                Some(Ok(b)) => {
+                    self.offset += b.len() as u64;
+                    return Some((Ok(b), self));
+                }
+                None => {
+                    // A clean end before the announced length is a short read too.
+                    match self.len {
+                        Some(len) if self.offset < len => {}
+                        _ => return None,
+                    }
+                    if let Err(e) = self.reopen("connection closed early").await {
+                        self.body = None;
+                        return Some((Err(e), self));
+                    }
+                }
+                Some(Err(e)) => {
+                    let reason = super::send::chain(&e);
+                    if let Err(err) = self.reopen(&reason).await {
+                        self.body = None;
+                        return Some((Err(err), self));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reopen(&mut self, reason: &str) -> Result<()> {
+        let fail = |reason: String| Error::Transport {
+            method: "GET".into(),
+            url: redact(&self.url),
+            reason,
+            retryable: true,
+        };
+        if self.resumes >= MAX_RESUMES {
+            return Err(fail(format!("{reason} (after {} resumes)", self.resumes)));
+        }
+        self.resumes += 1;
+        tracing::warn!(url = %redact(&self.url), offset = self.offset, reason, "Resuming blob download");
+        let i = &self.client.inner;
+        let mut r = self
+            .client
+            .req(Method::GET, self.url.clone(), self.scopes.clone());
+        r.headers.insert(
+            RANGE,
+            HeaderValue::from_str(&format!("bytes={}-", self.offset))
+                .map_err(|_| fail("bad range".into()))?,
+        );
+        let resp = i.send(r).await?;
+        if resp.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(fail(format!(
+                "{reason}; resume with Range got HTTP {} instead of 206",
+                resp.status().as_u16()
+            )));
+        }
+        self.body = Some(Box::pin(resp.bytes_stream()));
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! One repository to read from or write to: on a registry, or an OCI layout directory.
+//! The copy engine sees only this type; an enum rather than a trait object, because the
+//! two kinds are all there is and async methods stay simple.
+use std::fmt;
+
+use url::Url;
+
+use crate::blob::Blob;
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::http::{ManifestHead, Mount, PushedManifest, RegistryClient, UploadMode};
+use crate::manifest::Manifest;
+use crate::ocidir::OciLayout;
+
+/// A repository on a registry, or an OCI layout.
+#[derive(Debug, Clone)]
+pub enum Repo {
+    /// `registry/name`.
+    Registry {
+        /// The registry's client.
+        client: RegistryClient,
+        /// The repository path.
+        name: String,
+    },
+    /// `ocidir://path`.
+    Layout(OciLayout),
+}
+
+impl fmt::Display for Repo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Repo::Registry { client, name } => write!(f, "{}/{name}", client.registry()),
+            Repo::Layout(l) => write!(f, "ocidir://{}", l.root().display()),
+        }
+    }
+}
+
+impl Repo {
+    /// A key that is equal for the same repository, for de-duplicating work.
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+
+    /// The digest, type and size of a manifest (by tag or digest); `None` when absent.
+    pub async fn head_manifest(&self, reference: &str) -> Result<Option<ManifestHead>> {
+        match self {
+            Repo::Registry { client, name } => client.head_manifest(name, reference).await,
+            Repo::Layout(l) => Ok(l.head_manifest(reference).await?.map(|h| ManifestHead {
+                digest: h.digest,
+                media_type: h.media_type,
+                size: h.size,
+                rate_limit: None,
+            })),
+        }
+    }
+
+    /// A manifest's exact bytes.
+    pub async fn get_manifest(&self, reference: &str) -> Result<Manifest> {
+        match self {
+            Repo::Registry { client, name } => client.get_manifest(name, reference).await,
+            Repo::Layout(l) => l.get_manifest(reference).await,
+        }
+    }
+
+    /// Stores a manifest under a tag, or by digest when `tag` is `None`.
+    pub async fn put_manifest(&self, tag: Option<&str>, m: &Manifest) -> Result<PushedManifest> {
+        match self {
+            Repo::Registry { client, name } => {
+                let reference = tag.map_or_else(|| m.digest.to_string(), str::to_owned);
+                client.put_manifest(name, &reference, m).await
+            }
+            Repo::Layout(l) => {
+                l.put_manifest(tag, m).await?;
+                Ok(PushedManifest {
+                    digest: Some(m.digest.clone()),
+                    subject: None,
+                })
+            }
+        }
+    }
+
+    /// All tags.
+    pub async fn list_tags(&self) -> Result<Vec<String>> {
+        match self {
+            Repo::Registry { client, name } => client.list_tags(name).await,
+            Repo::Layout(l) => l.list_tags().await,
+        }
+    }
+
+    /// A blob's size; `None` when absent.
+    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self {
+            Repo::Registry { client, name } => client.blob_size(name, digest).await,
+            Repo::Layout(l) => l.blob_size(digest).await,
+        }
+    }
+
+    /// Streams a blob (unverified; the copy verifies).
+    pub async fn get_blob(&self, digest: &Digest, size: Option<u64>) -> Result<Blob> {
+        match self {
+            Repo::Registry { client, name } => client.get_blob(name, digest, size).await,
+            Repo::Layout(l) => l.get_blob(digest).await,
+        }
+    }
+
+    /// Stores a blob whose stream is already verified.
+    pub async fn put_blob(
+        &self,
+        digest: &Digest,
+        blob: Blob,
+        mode: UploadMode,
+        session: Option<Url>,
+    ) -> Result<()> {
+        match self {
+            Repo::Registry { client, name } => {
+                client.put_blob(name, digest, blob, mode, session).await
+            }
+            Repo::Layout(l) => l.put_blob(digest, blob).await,
+        }
+    }
+
+    /// The repository name to mount blobs from, when `source` lives on the same registry.
+    pub fn mount_from<'a>(&self, source: &'a Repo) -> Option<&'a str> {
+        match (self, source) {
+            (
+                Repo::Registry {
+                    client: a,
+                    name: an,
+                },
+                Repo::Registry {
+                    client: b,
+                    name: bn,
+                },
+            ) if a.same_host(b) && an != bn => Some(bn.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Links a blob from another repository of the same registry.
+    pub async fn mount_blob(&self, digest: &Digest, from: &str) -> Result<Mount> {
+        match self {
+            Repo::Registry { client, name } => client.mount_blob(name, digest, from).await,
+            Repo::Layout(_) => Ok(Mount::Unsupported),
+        }
+    }
+}
