@@ -1,0 +1,132 @@
+//! One blob, source to target: HEAD the target, mount when both sides share a registry,
+//! else stream GET → PUT with the digest verified on the way. De-duplicated per target
+//! repository within a run, retried on transient failures.
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use regferry_registry::blob::verify;
+use regferry_registry::http::{Mount, UploadMode};
+use regferry_registry::repo::Repo;
+use regferry_registry::{Blob, Digest, Error, Result};
+use tokio::sync::OnceCell;
+
+use crate::stats::Stats;
+use crate::{BlobOutcome, Transfer};
+
+/// Tries per blob when the failure is transient (a reset, a 5xx, a corrupt stream).
+const ATTEMPTS: u32 = 3;
+
+impl Transfer {
+    /// Makes sure `digest` exists in `dst`, copying it from `src` if needed.
+    pub async fn copy_blob(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<BlobOutcome> {
+        let key = (dst.key(), digest.clone());
+        let cell = {
+            let mut map = self.inflight.lock().await;
+            map.entry(key.clone())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
+        };
+        let result = cell
+            .get_or_init(|| async {
+                self.copy_blob_once(src, dst, digest, size)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .clone();
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(reason) => {
+                // Let a later copy in this run try again.
+                self.inflight.lock().await.remove(&key);
+                Err(Error::Protocol {
+                    what: format!("blob {digest} to {dst}"),
+                    reason,
+                })
+            }
+        }
+    }
+
+    async fn copy_blob_once(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<BlobOutcome> {
+        if dst.blob_size(digest).await?.is_some() {
+            Stats::add(&self.stats.blobs_existing, 1);
+            return Ok(BlobOutcome::Existed);
+        }
+        let _slot = self
+            .blob_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        let mut session = None;
+        if let Some(from) = dst.mount_from(src) {
+            match dst.mount_blob(digest, from).await {
+                Ok(Mount::Mounted) => {
+                    Stats::add(&self.stats.blobs_mounted, 1);
+                    return Ok(BlobOutcome::Mounted);
+                }
+                Ok(Mount::Upload(url)) => session = Some(url),
+                Ok(Mount::Unsupported) => {}
+                // A refused mount is not fatal: copy the bytes instead.
+                Err(e) => tracing::debug!(%digest, error = %e, "Mount failed; copying instead"),
+            }
+        }
+        let mut mode = UploadMode::Monolithic;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let counted = Arc::new(AtomicU64::new(0));
+            let result = async {
+                let blob = src.get_blob(digest, size).await?;
+                let stream = verify(digest, size.or(blob.size), blob.stream)?;
+                let stats_bytes = counted.clone();
+                let stream = stream.map(move |item: Result<Bytes>| {
+                    if let Ok(b) = &item {
+                        Stats::add(&stats_bytes, b.len() as u64);
+                    }
+                    item
+                });
+                let blob = Blob {
+                    size: size.or(blob.size),
+                    stream: Box::pin(stream),
+                };
+                dst.put_blob(digest, blob, mode, session.take()).await
+            }
+            .await;
+            let n = counted.load(std::sync::atomic::Ordering::Relaxed);
+            Stats::add(&self.stats.bytes_copied, n);
+            match result {
+                Ok(()) => {
+                    Stats::add(&self.stats.blobs_copied, 1);
+                    return Ok(BlobOutcome::Copied(n));
+                }
+                Err(e) if attempt < ATTEMPTS && (e.is_retryable() || wants_chunked(&e)) => {
+                    if wants_chunked(&e) {
+                        mode = UploadMode::Chunked;
+                    }
+                    tracing::warn!(%digest, target = %dst, attempt, error = %e, "Retrying blob copy");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A registry that refuses a single-request upload (some proxies limit request sizes)
+/// may take the same blob in chunks.
+fn wants_chunked(e: &Error) -> bool {
+    matches!(e, Error::Status { method, status: 400 | 413 | 415 | 416, .. } if method == "PUT")
+}

@@ -1,0 +1,184 @@
+//! A manifest and everything it references, children first.
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use regferry_registry::manifest::media_type;
+use regferry_registry::repo::Repo;
+use regferry_registry::{Content, Descriptor, Error, Manifest, Platform, Result};
+
+use crate::Transfer;
+use crate::platform::selected;
+use crate::stats::Stats;
+
+/// How much of an image to copy.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Copy layers that have `urls` (foreign layers); skipped otherwise, as registries
+    /// serve them from elsewhere.
+    pub include_external: bool,
+    /// Re-walk children that the target already has.
+    pub force_recursive: bool,
+    /// Copy only these platforms of an index and push an index listing exactly them.
+    pub platforms: Vec<Option<Platform>>,
+}
+
+/// How many children of one manifest move at once.
+const CHILD_CONCURRENCY: usize = 6;
+
+impl Transfer {
+    /// Copies `m` (read from `src`) and everything it references to `dst`, then stores it
+    /// under `tag` (or by digest when `tag` is `None`). Returns the manifest pushed, which
+    /// differs from `m` only when `opts.platforms` removed entries from an index.
+    pub async fn copy_manifest(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        m: &Manifest,
+        tag: Option<&str>,
+        opts: &CopyOptions,
+    ) -> Result<Manifest> {
+        let pushed = self.copy_children(src, dst, m, opts, true).await?;
+        dst.put_manifest(tag, &pushed).await?;
+        Stats::add(&self.stats.manifests_pushed, 1);
+        Ok(pushed)
+    }
+
+    fn copy_children<'a>(
+        &'a self,
+        src: &'a Repo,
+        dst: &'a Repo,
+        m: &'a Manifest,
+        opts: &'a CopyOptions,
+        top: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<Manifest>> + Send + 'a>> {
+        Box::pin(async move {
+            let reference = format!("{src}@{}", m.digest);
+            match m.content(&reference)? {
+                Content::Index { manifests, .. } => {
+                    let keep: Vec<&Descriptor> = if top {
+                        manifests
+                            .iter()
+                            .filter(|d| selected(d, &opts.platforms))
+                            .collect()
+                    } else {
+                        manifests.iter().collect()
+                    };
+                    let mut jobs = Vec::with_capacity(keep.len());
+                    for d in &keep {
+                        jobs.push(self.copy_child(src, dst, d, opts));
+                    }
+                    run_bounded(jobs).await?;
+                    if keep.len() == manifests.len() {
+                        Ok(m.clone())
+                    } else {
+                        filtered_index(m, &keep, &reference)
+                    }
+                }
+                Content::Image { config, layers, .. } => {
+                    let mut jobs =
+                        vec![self.copy_blob(src, dst, &config.digest, Some(config.size))];
+                    for l in &layers {
+                        if !l.urls.is_empty() && !opts.include_external {
+                            tracing::debug!(digest = %l.digest, "Skipping foreign layer");
+                            continue;
+                        }
+                        jobs.push(self.copy_blob(src, dst, &l.digest, Some(l.size)));
+                    }
+                    run_bounded(jobs).await?;
+                    Ok(m.clone())
+                }
+                Content::Schema1 { layers } => {
+                    let mut jobs = Vec::with_capacity(layers.len());
+                    for d in &layers {
+                        jobs.push(self.copy_blob(src, dst, d, None));
+                    }
+                    run_bounded(jobs).await?;
+                    Ok(m.clone())
+                }
+            }
+        })
+    }
+
+    /// One entry of an index: a manifest (recursively, then pushed by digest) or a blob.
+    async fn copy_child(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        d: &Descriptor,
+        opts: &CopyOptions,
+    ) -> Result<()> {
+        if !media_type::is_manifest(&d.media_type) {
+            self.copy_blob(src, dst, &d.digest, Some(d.size)).await?;
+            return Ok(());
+        }
+        let digest = d.digest.to_string();
+        if !opts.force_recursive && dst.head_manifest(&digest).await?.is_some() {
+            return Ok(());
+        }
+        let child = src.get_manifest(&digest).await?;
+        if child.digest != d.digest {
+            return Err(Error::DigestMismatch {
+                expected: d.digest.clone(),
+                actual: child.digest,
+            });
+        }
+        let child = self.copy_children(src, dst, &child, opts, false).await?;
+        dst.put_manifest(None, &child).await?;
+        Stats::add(&self.stats.manifests_pushed, 1);
+        Ok(())
+    }
+}
+
+/// Runs futures with at most `CHILD_CONCURRENCY` at once; the first error wins.
+async fn run_bounded<T, F: Future<Output = Result<T>>>(jobs: Vec<F>) -> Result<()> {
+    stream::iter(jobs)
+        .buffer_unordered(CHILD_CONCURRENCY)
+        .try_for_each(|_| futures_util::future::ready(Ok(())))
+        .await
+}
+
+/// The index with only the entries `platforms` selects; the same manifest when all are.
+/// Pushed instead of the source index, so the target never lists children it lacks (the
+/// digest then differs from the source's).
+pub fn filter_index(
+    index: &Manifest,
+    platforms: &[Option<Platform>],
+    reference: &str,
+) -> Result<Manifest> {
+    let Content::Index { manifests, .. } = index.content(reference)? else {
+        return Ok(index.clone());
+    };
+    let keep: Vec<&Descriptor> = manifests
+        .iter()
+        .filter(|d| selected(d, platforms))
+        .collect();
+    if keep.len() == manifests.len() {
+        Ok(index.clone())
+    } else {
+        filtered_index(index, &keep, reference)
+    }
+}
+
+/// The index with only `keep` in `manifests`; everything else in the document is kept.
+fn filtered_index(m: &Manifest, keep: &[&Descriptor], reference: &str) -> Result<Manifest> {
+    let invalid = |reason: String| Error::InvalidManifest {
+        reference: reference.to_owned(),
+        reason,
+    };
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&m.bytes).map_err(|e| invalid(e.to_string()))?;
+    let wanted: Vec<String> = keep.iter().map(|d| d.digest.to_string()).collect();
+    let list = doc
+        .get_mut("manifests")
+        .and_then(|v| v.as_array_mut())
+        .ok_or_else(|| invalid("index without manifests".into()))?;
+    list.retain(|e| {
+        e.get("digest")
+            .and_then(|d| d.as_str())
+            .is_some_and(|d| wanted.iter().any(|w| w == d))
+    });
+    let bytes = serde_json::to_vec(&doc).map_err(|e| invalid(e.to_string()))?;
+    Ok(Manifest::new(Bytes::from(bytes), Some(&m.media_type)))
+}

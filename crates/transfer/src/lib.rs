@@ -1,0 +1,59 @@
+//! Copies images between repositories (registries or OCI layouts): every blob verified
+//! while it streams, manifests pushed byte for byte, children before the manifest or index
+//! that references them, and the tag last. A crash at any point leaves no tag pointing at
+//! an incomplete image.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod blob;
+mod image;
+mod platform;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regferry_registry::Digest;
+use tokio::sync::{Mutex, OnceCell, Semaphore};
+
+pub use image::{CopyOptions, filter_index};
+pub use platform::{matches_platform, select_platform};
+pub use stats::{Stats, StatsSnapshot};
+
+/// How a blob got to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOutcome {
+    /// It was already there.
+    Existed,
+    /// It was linked from another repository of the same registry.
+    Mounted,
+    /// It was streamed from the source; this many bytes.
+    Copied(u64),
+}
+
+type Inflight = Mutex<HashMap<(String, Digest), Arc<OnceCell<Result<BlobOutcome, String>>>>>;
+
+/// The copy engine, shared by all copies of a run so that a blob needed by many images
+/// is transferred once per target repository.
+#[derive(Debug)]
+pub struct Transfer {
+    blob_slots: Semaphore,
+    inflight: Inflight,
+    stats: Stats,
+}
+
+impl Transfer {
+    /// An engine that moves at most `concurrent_blobs` blobs at once.
+    pub fn new(concurrent_blobs: usize) -> Transfer {
+        Transfer {
+            blob_slots: Semaphore::new(concurrent_blobs.max(1)),
+            inflight: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters of what was copied.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
