@@ -43,8 +43,15 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Dry run: show what would be copied; nothing is written.
-    Check(RunArgs),
+    /// Dry run: show what would be copied; nothing is written. Exit code 3 when the
+    /// targets differ from the sources.
+    Check {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Output: a table, or the full report as JSON.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
     /// Run every sync entry once, then exit.
     Once {
         #[command(flatten)]
@@ -52,6 +59,9 @@ pub(crate) enum Command {
         /// Only copy tags that are missing on the target; leave existing tags alone.
         #[arg(long)]
         missing: bool,
+        /// Output: a table, or the full report as JSON.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
     },
     /// Run as a daemon, syncing each entry on its interval or schedule.
     Server(RunArgs),
@@ -75,6 +85,12 @@ pub(crate) struct RunArgs {
     /// Stop at the first error instead of continuing with the other images.
     #[arg(long)]
     pub(crate) abort_on_error: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

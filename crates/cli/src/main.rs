@@ -4,6 +4,7 @@
 
 mod args;
 mod logging;
+mod sync;
 mod version;
 
 use std::io::Write;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use regferry_config::{Config, ConfigError, template::SystemHost};
+use regferry_scheduler::Mode;
 
 use args::{Cli, Command};
 
@@ -73,20 +75,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .write_all(regferry_config::to_yaml(&config).as_bytes())
                 .context("writing to stdout")?;
         }
-        Command::Check(_) | Command::Once { .. } | Command::Server(_) => {
+        Command::Check { run, format } => {
             let config = load(&cli)?;
-            tracing::info!(
-                file = %config.file,
-                entries = config.sync.len(),
-                "Configuration is valid"
-            );
-            for e in &config.sync {
-                tracing::info!(entry = %e.label(), kind = e.kind.as_str(), "Entry");
-            }
+            let code = sync::run(config, Mode::Check, run.abort_on_error, *format)?;
+            return Ok(ExitCode::from(code));
+        }
+        Command::Once {
+            run,
+            missing,
+            format,
+        } => {
+            let config = load(&cli)?;
+            let mode = Mode::Copy {
+                missing_only: *missing,
+            };
+            let code = sync::run(config, mode, run.abort_on_error, *format)?;
+            return Ok(ExitCode::from(code));
+        }
+        Command::Server(_) => {
+            let config = load(&cli)?;
+            tracing::info!(file = %config.file, entries = config.sync.len(), "Configuration is valid");
             let _ = writeln!(
                 std::io::stderr(),
-                "regferry: the copy engine is not implemented yet: the configuration is valid, \
-                 but no registry was contacted and nothing was copied"
+                "regferry: server mode is not implemented yet: the configuration is valid, \
+                 but nothing was scheduled; use `regferry once` from cron meanwhile"
             );
             return Ok(ExitCode::from(exit::FAILURE));
         }

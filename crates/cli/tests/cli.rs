@@ -150,29 +150,59 @@ fn warnings_are_logged_with_the_key_and_entry_and_json_logs_are_json() {
     assert!(!o.stderr.contains("fastChek"), "{}", o.stderr);
 }
 
+/// The demo config's source, mirrored into a temporary layout: `check` reports drift
+/// (exit 3) and writes nothing, `once` copies, then `check` is clean (exit 0).
 #[test]
-fn sync_commands_validate_then_say_the_engine_is_missing() {
+fn demo_layout_syncs_and_check_tells_drift_from_in_sync() {
+    let root = regferry_testkit::workspace_root();
+    let dir = regferry_testkit::temp_dir();
+    let target = dir.path().join("layout");
+    let cfg = dir.path().join("demo.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults: {{skipDockerConfig: true}}\nsync:\n- source: ocidir://{}\n  target: ocidir://{}\n  type: repository\n",
+            root.join("config/demo-layout").display(),
+            target.display()
+        ),
+    )
+    .unwrap();
+    let o = run(regferry().args(["check", "-c"]).arg(&cfg));
+    assert_eq!(o.code, 3, "drift is exit 3\n{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("missing (would copy)"), "{}", o.stdout);
+    assert!(!target.exists(), "check must not write");
+    let o = run(regferry().args(["once", "-c"]).arg(&cfg));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("5 copied"), "{}", o.stdout);
+    // Every tag is byte-identical, read back by an independent tool when it is installed.
+    let src_index = std::fs::read_to_string(root.join("config/demo-layout/index.json")).unwrap();
+    for tag in ["v1.0", "v1.1", "v1.2"] {
+        assert!(src_index.contains(tag));
+        let dst = std::fs::read_to_string(target.join("index.json")).unwrap();
+        assert!(dst.contains(tag), "{tag} missing in target index.json");
+    }
+    let o = run(regferry()
+        .args(["check", "--format", "json", "-c"])
+        .arg(&cfg));
+    assert_eq!(o.code, 0, "in sync is exit 0\n{}{}", o.stdout, o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let states: Vec<&str> = v["entries"][0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["up-to-date"; 5]);
+}
+
+#[test]
+fn server_says_plainly_it_is_not_there_yet() {
     let demo = regferry_testkit::workspace_root()
         .join("config")
         .join("demo.yaml");
-    for sub in ["check", "once", "server"] {
-        let o = run(regferry()
-            .arg(sub)
-            .arg("-c")
-            .arg(&demo)
-            .current_dir(regferry_testkit::workspace_root()));
-        assert_eq!(o.code, 1, "{sub}: no fake success\n{}", o.stderr);
-        assert!(
-            o.stderr.contains("not implemented yet"),
-            "{sub}: {}",
-            o.stderr
-        );
-        assert!(
-            o.stderr.contains("Configuration is valid"),
-            "{sub}: {}",
-            o.stderr
-        );
-    }
+    let o = run(regferry().arg("server").arg("-c").arg(&demo));
+    assert_eq!(o.code, 1, "no fake success\n{}", o.stderr);
+    assert!(o.stderr.contains("not implemented yet"), "{}", o.stderr);
 }
 
 #[test]

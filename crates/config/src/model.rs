@@ -69,28 +69,7 @@ impl Globals {
     }
 }
 
-/// How to speak TLS to a registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TlsMode {
-    /// Verified HTTPS.
-    #[default]
-    Enabled,
-    /// HTTPS without certificate verification.
-    Insecure,
-    /// Plain HTTP.
-    Disabled,
-}
-
-impl TlsMode {
-    /// The YAML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::Enabled => "enabled",
-            TlsMode::Insecure => "insecure",
-            TlsMode::Disabled => "disabled",
-        }
-    }
-}
+pub use regferry_registry::http::TlsMode;
 
 /// One `creds` entry: how to reach and log in to a registry.
 #[derive(Debug, Clone, PartialEq)]

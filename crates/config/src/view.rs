@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::duration::format_go_duration;
 use crate::filter::{Pattern, TagSet};
-use crate::model::{Config, Endpoint, Host, SyncEntry, SyncKind, TlsMode, Trigger};
+use crate::model::{Config, Endpoint, Host, SyncEntry, SyncKind, Trigger};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -162,11 +162,7 @@ fn host_view(h: &Host) -> HostView {
         cred_helper: h.cred_helper.clone(),
         cred_expire: format_go_duration(h.cred_expire),
         cred_host: h.cred_host.clone(),
-        tls: match h.tls {
-            TlsMode::Enabled => "enabled",
-            TlsMode::Insecure => "insecure",
-            TlsMode::Disabled => "disabled",
-        },
+        tls: h.tls.as_str(),
         regcert: h.regcert.clone(),
         client_cert: h.client_cert.clone(),
         client_key: h.client_key.masked(),

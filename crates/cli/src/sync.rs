@@ -1,0 +1,175 @@
+//! `check` and `once`: run the engine, show progress on a terminal, print the outcome.
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regferry_config::Config;
+use regferry_scheduler::{Engine, Mode, RunOptions, RunReport, State};
+
+use crate::args::OutputFormat;
+
+/// Exit code of `check` when the target differs from the source.
+pub(crate) const EXIT_DRIFT: u8 = 3;
+
+pub(crate) fn run(
+    config: Config,
+    mode: Mode,
+    abort_on_error: bool,
+    format: OutputFormat,
+) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let engine = Arc::new(Engine::new(Arc::new(config)));
+    let opts = RunOptions {
+        mode,
+        abort_on_error,
+    };
+    let report = rt.block_on(async {
+        let progress = (mode != Mode::Check && std::io::stderr().is_terminal())
+            .then(|| Progress::start(engine.clone()));
+        let report = engine.run(opts).await;
+        if let Some(p) = progress {
+            p.finish().await;
+        }
+        report
+    });
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Table => write_table(&mut out, &report, mode)?,
+    }
+    let code = if report.failures() > 0 {
+        1
+    } else if mode == Mode::Check && report.drift() > 0 {
+        EXIT_DRIFT
+    } else {
+        0
+    };
+    Ok(code)
+}
+
+fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io::Result<()> {
+    let rows: Vec<[String; 5]> = report
+        .entries
+        .iter()
+        .flat_map(|e| {
+            let entry_error = e.error.as_ref().map(|err| {
+                [
+                    format!("sync[{}]", e.index),
+                    "failed".to_owned(),
+                    e.label.clone(),
+                    String::new(),
+                    err.clone(),
+                ]
+            });
+            e.tags
+                .iter()
+                .map(move |t| {
+                    let state = if t.copied {
+                        "copied".to_owned()
+                    } else if mode == Mode::Check
+                        && matches!(t.state, State::Missing | State::Changed)
+                    {
+                        format!("{} (would copy)", t.state.as_str())
+                    } else {
+                        t.state.as_str().to_owned()
+                    };
+                    let detail = match (&t.reason, t.state) {
+                        (Some(r), _) => r.clone(),
+                        (None, State::Missing) => "target does not have it".to_owned(),
+                        _ => String::new(),
+                    };
+                    [
+                        format!("sync[{}]", e.index),
+                        state,
+                        t.source.clone(),
+                        t.target.clone(),
+                        detail,
+                    ]
+                })
+                .chain(entry_error)
+        })
+        .collect();
+    let header = ["ENTRY", "STATE", "SOURCE", "TARGET", "DETAIL"].map(str::to_owned);
+    let mut widths = [0usize; 5];
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i == 4 {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    let n = |s: State| report.count(|t| t.state == s && !t.copied);
+    let s = report.stats;
+    writeln!(
+        out,
+        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed; {} blobs ({}) copied, {} mounted, {} already there; {:.1}s",
+        report.copied(),
+        n(State::Missing),
+        n(State::Changed),
+        n(State::UpToDate),
+        n(State::Skipped),
+        report.failures(),
+        s.blobs_copied,
+        bytes(s.bytes_copied),
+        s.blobs_mounted,
+        s.blobs_existing,
+        report.duration.as_secs_f64()
+    )
+}
+
+fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// A progress line on the terminal: tags done and bytes moved, updated from the counters.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(engine: Arc<Engine>) -> Progress {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                let s = engine.transfer().stats().snapshot();
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                b.set_message(format!(
+                    "{} manifests, {} blobs, {} ({}/s)",
+                    s.manifests_pushed,
+                    s.blobs_copied + s.blobs_mounted,
+                    bytes(s.bytes_copied),
+                    bytes((s.bytes_copied as f64 / secs) as u64)
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Progress { bar, task }
+    }
+
+    async fn finish(self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
+}

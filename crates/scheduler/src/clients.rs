@@ -1,0 +1,139 @@
+//! One registry client per registry name and one layout handle per directory, built from
+//! the configuration on first use and shared by every entry of a run.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use regferry_config::{Config, Endpoint, Host};
+use regferry_registry::credentials::{Credential, DockerConfig, config_key};
+use regferry_registry::http::{HostOptions, LoginSource, RegistryClient};
+use regferry_registry::ocidir::OciLayout;
+use regferry_registry::repo::Repo;
+use regferry_registry::{Error, Result};
+
+/// Registry clients and layouts for one configuration.
+#[derive(Debug)]
+pub struct Clients {
+    config: Arc<Config>,
+    docker: Option<Arc<DockerConfig>>,
+    registries: Mutex<HashMap<String, RegistryClient>>,
+    layouts: Mutex<HashMap<PathBuf, OciLayout>>,
+}
+
+impl Clients {
+    /// Clients for `config`; reads the Docker config file unless `skipDockerConfig`.
+    pub fn new(config: Arc<Config>) -> Clients {
+        let docker = if config.globals.skip_docker_config {
+            None
+        } else {
+            let env = |k: &str| std::env::var(k).ok();
+            DockerConfig::default_path(&env).and_then(|p| match DockerConfig::load(&p) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Ignoring the Docker config file");
+                    None
+                }
+            })
+        };
+        Clients {
+            config,
+            docker,
+            registries: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for a registry name.
+    pub fn registry(&self, registry: &str) -> Result<RegistryClient> {
+        let mut map = self.registries.lock().map_err(|_| Error::Cancelled)?;
+        if let Some(c) = map.get(registry) {
+            return Ok(c.clone());
+        }
+        let host = self
+            .config
+            .host(registry)
+            .cloned()
+            .unwrap_or_else(|| Host::with_defaults(registry));
+        let client = RegistryClient::new(self.options(&host))?;
+        map.insert(registry.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// The handle for a layout directory (one per directory, so writers share its lock).
+    pub fn layout(&self, path: &Path) -> OciLayout {
+        let mut map = match self.layouts.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(path.to_owned())
+            .or_insert_with(|| OciLayout::new(path))
+            .clone()
+    }
+
+    /// The repository an endpoint names, with `repository` appended for registry-wide entries.
+    pub fn repo(&self, endpoint: &Endpoint, repository: Option<&str>) -> Result<Repo> {
+        match endpoint {
+            Endpoint::Registry(r) => Ok(Repo::Registry {
+                client: self.registry(r.registry())?,
+                name: r.repository().to_owned(),
+            }),
+            Endpoint::Namespace { registry, prefix } => {
+                let repo = repository.unwrap_or_default();
+                let name = match (prefix.is_empty(), repo.is_empty()) {
+                    (true, _) => repo.to_owned(),
+                    (false, true) => prefix.clone(),
+                    (false, false) => format!("{prefix}/{repo}"),
+                };
+                Ok(Repo::Registry {
+                    client: self.registry(registry)?,
+                    name,
+                })
+            }
+            Endpoint::OciDir { path, .. } => Ok(Repo::Layout(self.layout(path))),
+        }
+    }
+
+    fn options(&self, h: &Host) -> HostOptions {
+        let mut o = HostOptions::new(&h.registry);
+        o.hostname = h.hostname.clone();
+        o.tls = h.tls;
+        o.ca_pem = h.regcert.clone();
+        o.client_cert_pem = h.client_cert.clone();
+        o.client_key_pem = h.client_key.clone();
+        o.token = h.token.clone();
+        o.path_prefix = h.path_prefix.clone();
+        o.req_concurrent = h.req_concurrent;
+        o.req_per_sec = h.req_per_sec;
+        o.blob_chunk = h.blob_chunk;
+        o.blob_max = h.blob_max;
+        o.disable_head = h.disable_head();
+        o.repo_auth = h.repo_auth;
+        if let Some(ua) = &self.config.globals.user_agent {
+            o.user_agent = ua.clone();
+        }
+        let server = h
+            .cred_host
+            .clone()
+            .unwrap_or_else(|| config_key(&h.registry));
+        o.login = if !h.user.is_empty() || !h.pass.is_empty() {
+            LoginSource::Static(Credential::Basic {
+                username: h.user.clone(),
+                password: h.pass.clone(),
+            })
+        } else if let Some(helper) = &h.cred_helper {
+            LoginSource::Helper {
+                helper: helper.clone(),
+                server,
+                expire: h.cred_expire,
+            }
+        } else if let Some(docker) = &self.docker {
+            LoginSource::DockerConfig {
+                config: docker.clone(),
+                server: h.cred_host.clone().unwrap_or_else(|| h.registry.clone()),
+            }
+        } else {
+            LoginSource::Anonymous
+        };
+        o
+    }
+}

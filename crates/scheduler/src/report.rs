@@ -1,0 +1,115 @@
+//! What a run found and did, per entry and per tag; rendered by the CLI as a table or JSON.
+use std::time::Duration;
+
+use regferry_transfer::StatsSnapshot;
+use serde::Serialize;
+
+/// The state of one tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// The target does not have the tag.
+    Missing,
+    /// The target's tag points at different content.
+    Changed,
+    /// The target already has the same digest.
+    UpToDate,
+    /// Not copied on purpose (`--missing` with an existing tag, a media type not selected).
+    Skipped,
+    /// Checking or copying failed.
+    Failed,
+}
+
+impl State {
+    /// The word shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Missing => "missing",
+            State::Changed => "changed",
+            State::UpToDate => "up-to-date",
+            State::Skipped => "skipped",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// One source image and its target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TagReport {
+    /// Source reference.
+    pub source: String,
+    /// Target reference.
+    pub target: String,
+    /// What was found.
+    pub state: State,
+    /// Whether it was copied in this run.
+    pub copied: bool,
+    /// Why (for skipped and failed tags, and changed digests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The source digest (for `platform`/`platforms`, the digest the target will have).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    /// The target digest before the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_digest: Option<String>,
+}
+
+/// One sync entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryReport {
+    /// Index in `sync`.
+    pub index: usize,
+    /// Source → target.
+    pub label: String,
+    /// The tags looked at, sorted by target.
+    pub tags: Vec<TagReport>,
+    /// An error that stopped the entry as a whole (listing the source failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Per entry.
+    pub entries: Vec<EntryReport>,
+    /// What moved.
+    #[serde(skip)]
+    pub stats: StatsSnapshot,
+    /// How long it took.
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+impl RunReport {
+    /// Tags and entries that failed.
+    pub fn failures(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| {
+                usize::from(e.error.is_some())
+                    + e.tags.iter().filter(|t| t.state == State::Failed).count()
+            })
+            .sum()
+    }
+
+    /// Tags whose target differs from the source (before this run).
+    pub fn drift(&self) -> usize {
+        self.count(|t| matches!(t.state, State::Missing | State::Changed))
+    }
+
+    /// Tags copied in this run.
+    pub fn copied(&self) -> usize {
+        self.count(|t| t.copied)
+    }
+
+    /// Tags in a given state.
+    pub fn count(&self, f: impl Fn(&TagReport) -> bool) -> usize {
+        self.entries
+            .iter()
+            .flat_map(|e| &e.tags)
+            .filter(|t| f(t))
+            .count()
+    }
+}
