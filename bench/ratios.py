@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Print regferry's ratios against the raw copier and skopeo from one results file
+(written by the lab's lib.sh `measure`), and check the targets of issue 3:
+
+  cold:  regferry wall <= 1.10 x limit wall, and skopeo wall / regferry wall >= 2
+  noop:  zero writes; at most one tag list per repository and one HEAD per tag per side
+  RSS:   peak <= 32 MiB
+"""
+import csv
+import sys
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def methods(s):
+    out = {}
+    for part in (s or "").split():
+        m, _, n = part.partition(":")
+        out[m] = out.get(m, 0) + int(n or 0)
+    return out
+
+
+def main():
+    data = rows(sys.argv[1])
+    by = {}
+    for r in data:
+        if r["rc"] == "0":
+            by.setdefault((r["tool"].split("-")[0], r["scenario"]), []).append(r)
+    wall = lambda tool, scen: min((float(r["wall_s"]) for r in by.get((tool, scen), [])), default=None)
+    ok = True
+    rf_cold = wall("regferry", "cold")
+    lim = wall("limit", "cold")
+    sk = wall("skopeo", "cold")
+    print()
+    if rf_cold:
+        if lim:
+            ratio = rf_cold / lim
+            print(f"cold: regferry / raw copier wall time = {ratio:.2f} (target <= 1.10)")
+            ok &= ratio <= 1.10
+        if sk:
+            ratio = sk / rf_cold
+            print(f"cold: skopeo sync / regferry wall time = {ratio:.2f} (target >= 2.0)")
+            ok &= ratio >= 2.0
+    for r in by.get(("regferry", "noop"), []):
+        src, dst = methods(r["src_methods"]), methods(r["dst_methods"])
+        writes = sum(v for k, v in dst.items() if k in ("PUT", "POST", "PATCH", "DELETE"))
+        print(f"noop: writes={writes} src={src} dst={dst}")
+        ok &= writes == 0
+    for r in data:
+        if r["tool"].startswith("regferry"):
+            rss = float(r["maxrss_mib"])
+            print(f"{r['tool']} {r['scenario']}: peak RSS {rss:.1f} MiB (target <= 32)")
+            ok &= rss <= 32
+    print("targets met" if ok else "targets NOT met")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Benchmark: regferry against `skopeo sync` and a raw parallel blob copier (the "physical
+# limit"), on the same seeded data, in one run, on two real registries on loopback.
+# Timings are ratios within this one run; the machine's absolute speed cancels out.
+#
+#   bench/run.sh            # default data set (20 repos x 5 tags x 3 layers of 2 MiB)
+#   bench/run.sh memory     # one 1 GiB layer: peak RSS must stay flat
+#
+# Uses the team's lab (LAB=../shared/lab by default): Debian's docker-registry on
+# 127.0.0.1:5001/5002, seed.py, verify.py and the measuring harness (lib.sh).
+# Needs: docker-registry skopeo time bc (scripts/setup installs them), python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LAB=${LAB:-$ROOT/../shared/lab}
+[[ -f $LAB/lib.sh ]] || { echo "no benchmark lab at $LAB (set LAB=...)" >&2; exit 2; }
+export LAB_DIR=${LAB_DIR:-/tmp/regferry-bench}
+export RESULTS=$LAB_DIR/results-$(date +%Y%m%d-%H%M%S).tsv
+mkdir -p "$LAB_DIR"
+
+echo "== building regferry (release)" >&2
+cargo build --release --locked -q -p regferry-cli
+export REGFERRY=$ROOT/target/release/regferry
+
+case "${1:-default}" in
+  default)
+    "$LAB/registries.sh" start >&2
+    "$LAB/bench-limit.sh" 4 >&2
+    SKOPEO_EXTRA="--preserve-digests" "$LAB/bench-skopeo.sh" yaml >&2
+    "$LAB/bench-regferry.sh" >&2
+    ;;
+  memory)
+    export REPOS=1 TAGS=1 LAYERS=1 LAYER_SIZE=${LAYER_SIZE:-1GiB} MULTIARCH=0 REFERRERS=0 MUTATE=lab/repo-000:v1.0
+    "$LAB/registries.sh" start >&2
+    "$LAB/bench-regferry.sh" 1gib >&2
+    ;;
+  *) echo "usage: bench/run.sh [default|memory]" >&2; exit 2 ;;
+esac
+"$LAB/registries.sh" stop >&2 || true
+
+python3 "$LAB/report.py" "$RESULTS" --methods
+python3 "$ROOT/bench/ratios.py" "$RESULTS"
