@@ -1,0 +1,569 @@
+//! `regferry check` and `once` against real registries (Debian's distribution), verified
+//! with skopeo, the independent client. Faults come from a proxy in front of a real registry.
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+use regferry_testkit::image::{self, ImageBuilder, Platform};
+use regferry_testkit::{
+    Action, Auth, Content, FaultProxy, RawClient, RegistryOptions, Rule, TestRegistry, TokenIssuer,
+    TokenOptions, TokenUser, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags,
+};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A config file in a temp dir: `hosts` get `tls: disabled` (with credentials when given),
+/// then the sync entries, written as YAML by the caller.
+struct Cfg {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn cfg(hosts: &[(&str, Option<(&str, &str)>)], sync: &str) -> Cfg {
+    let dir = regferry_testkit::temp_dir();
+    let mut y = String::from("defaults:\n  skipDockerConfig: true\n  parallel: 2\ncreds:\n");
+    for (h, login) in hosts {
+        y.push_str(&format!("  - registry: {h}\n    tls: disabled\n"));
+        if let Some((u, p)) = login {
+            y.push_str(&format!("    user: {u}\n    pass: {p}\n"));
+        }
+    }
+    y.push_str("sync:\n");
+    y.push_str(sync);
+    let path = dir.path().join("regferry.yaml");
+    std::fs::write(&path, y).unwrap();
+    Cfg { _dir: dir, path }
+}
+
+fn regferry(args: &[&str], c: &Cfg) -> Out {
+    let o = Command::new(env!("CARGO_BIN_EXE_regferry"))
+        .args(args)
+        .arg("-c")
+        .arg(&c.path)
+        .env("REGFERRY_LOG", "warn")
+        .output()
+        .expect("run regferry");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn push(reg: &TestRegistry, repo: &str, tag: &str, content: &dyn Content) -> String {
+    RawClient::for_registry(reg).push(repo, Some(tag), content)
+}
+
+/// Every manifest a tag reaches exists in `dst` with the same bytes as in `src`.
+fn assert_same(src: &TestRegistry, dst: &TestRegistry, src_ref: &str, dst_ref: &str) {
+    let a = skopeo_inspect_raw(src, src_ref);
+    let b = skopeo_inspect_raw(dst, dst_ref);
+    assert_eq!(a, b, "{dst_ref}: manifest bytes differ from {src_ref}");
+    let v: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    if let Some(children) = v["manifests"].as_array() {
+        let repo = dst_ref.split([':', '@']).next().unwrap();
+        for c in children {
+            let d = c["digest"].as_str().unwrap();
+            let child = skopeo_inspect_raw(dst, &format!("{repo}@{d}"));
+            assert_eq!(image::sha256_digest(&child), d, "child {d} in {repo}");
+        }
+    }
+}
+
+#[test]
+fn repository_sync_is_byte_exact_and_a_second_run_writes_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let multi = image::multi_arch(1, 2, 4096);
+    let single = image::image(2, 3, 70_000);
+    let docker = ImageBuilder::new(3).layers(2, 1000).docker().build();
+    push(&src, "team/app", "1.0", &multi);
+    push(&src, "team/app", "latest", &multi);
+    push(&src, "team/app", "1.1", &single);
+    push(&src, "team/app", "2.0", &docker);
+    let c = cfg(
+        &[(&src.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {}/team/app\n    target: {}/mirror/app\n    type: repository\n",
+            src.host(),
+            dst.host()
+        ),
+    );
+
+    let o = regferry(&["check"], &c);
+    assert_eq!(o.code, 3, "check reports drift\n{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        o.stdout.matches("missing (would copy)").count(),
+        4,
+        "{}",
+        o.stdout
+    );
+    assert_eq!(dst.writes(), 0, "check must write nothing");
+
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("4 copied"), "{}", o.stdout);
+    for tag in ["1.0", "latest", "1.1", "2.0"] {
+        assert_same(
+            &src,
+            &dst,
+            &format!("team/app:{tag}"),
+            &format!("mirror/app:{tag}"),
+        );
+    }
+    let blob_puts = dst
+        .access_log()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.path.contains("/blobs/uploads/"))
+        .count();
+    let unique_blobs = {
+        let mut all: Vec<String> = [&multi as &dyn Content, &single, &docker]
+            .iter()
+            .flat_map(|c| {
+                c.blobs()
+                    .into_iter()
+                    .map(|b| b.digest())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    assert_eq!(
+        blob_puts, unique_blobs,
+        "each blob is uploaded exactly once"
+    );
+
+    // A no-op resync: nothing written, one tag list and one HEAD per tag on each side.
+    let (src_before, dst_before) = (src.access_log().len(), dst.access_log().len());
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("0 copied") && o.stdout.contains("4 up-to-date"),
+        "{}",
+        o.stdout
+    );
+    let src_log = &src.access_log()[src_before..];
+    let dst_log = &dst.access_log()[dst_before..];
+    assert!(
+        dst_log.iter().all(|e| !e.is_write()),
+        "no-op run wrote: {dst_log:?}"
+    );
+    let heads = |log: &[regferry_testkit::AccessLogEntry]| {
+        log.iter().filter(|e| e.method == "HEAD").count()
+    };
+    assert_eq!(heads(src_log), 4, "{src_log:?}");
+    assert_eq!(heads(dst_log), 4, "{dst_log:?}");
+    assert_eq!(
+        src_log
+            .iter()
+            .filter(|e| e.path.contains("/tags/list"))
+            .count(),
+        1
+    );
+    assert!(
+        src_log
+            .iter()
+            .all(|e| e.method != "GET" || e.path.contains("/tags/list") || e.path == "/v2/"),
+        "{src_log:?}"
+    );
+    let o = regferry(&["check"], &c);
+    assert_eq!(o.code, 0, "in sync\n{}", o.stdout);
+}
+
+#[test]
+fn tag_filters_select_what_regsync_would() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(10, 1, 100);
+    for tag in [
+        "1.0.0",
+        "1.2.3",
+        "v1.3.0-rc1",
+        "1.4",
+        "2.0.0",
+        "latest",
+        "edge",
+        "alpha1",
+    ] {
+        push(&src, "app", tag, &img);
+    }
+    let c = cfg(
+        &[(&src.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {s}/app\n    target: {d}/app\n    type: repository\n    tagSets:\n      - semverRange: ['>=1.2 <2']\n        deny: ['.*-rc.*']\n      - allow: [latest, 'alpha|edge']\n        deny: [edge]\n",
+            s = src.host(),
+            d = dst.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        skopeo_list_tags(&dst, "app"),
+        vec!["1.2.3", "1.4", "latest"]
+    );
+}
+
+#[test]
+fn platform_copies_one_manifest_and_platforms_rebuild_the_index() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let idx = ImageBuilder::new(20).layers(1, 500).build_index(&[
+        Platform::linux_amd64(),
+        Platform::linux_arm64(),
+        Platform::new("linux", "arm").with_variant("v7"),
+    ]);
+    push(&src, "app", "1", &idx);
+    let c = cfg(
+        &[(&src.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {s}/app:1\n    target: {d}/arm/app:1\n    type: image\n    platform: linux/arm64\n  - source: {s}/app:1\n    target: {d}/two/app:1\n    type: image\n    platforms: [linux/amd64, linux/arm/v7]\n",
+            s = src.host(),
+            d = dst.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let arm = idx.child(&Platform::linux_arm64()).unwrap();
+    assert_eq!(
+        skopeo_digest(&dst, "arm/app:1"),
+        arm.digest(),
+        "the tag is the arm64 manifest itself"
+    );
+    let two: serde_json::Value =
+        serde_json::from_slice(&skopeo_inspect_raw(&dst, "two/app:1")).unwrap();
+    let archs: Vec<&str> = two["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        archs,
+        vec!["amd64", "arm"],
+        "exactly the selected platforms"
+    );
+    for m in two["manifests"].as_array().unwrap() {
+        let d = m["digest"].as_str().unwrap();
+        assert_eq!(
+            image::sha256_digest(&skopeo_inspect_raw(&dst, &format!("two/app@{d}"))),
+            d
+        );
+    }
+    // Up to date on the second run, although the index digest differs from the source's.
+    let o = regferry(&["check"], &c);
+    assert_eq!(o.code, 0, "{}", o.stdout);
+}
+
+#[test]
+fn blobs_are_mounted_within_one_registry() {
+    let reg = TestRegistry::start();
+    let img = image::image(30, 2, 50_000);
+    push(&reg, "a/app", "1", &img);
+    let before = reg.access_log().len();
+    let c = cfg(
+        &[(&reg.host(), None)],
+        &format!(
+            "  - source: {h}/a/app:1\n    target: {h}/b/app:1\n    type: image\n",
+            h = reg.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("3 mounted"), "{}", o.stdout);
+    let log = &reg.access_log()[before..];
+    let mounts = log
+        .iter()
+        .filter(|e| e.method == "POST" && e.path.contains("mount=") && e.status == 201)
+        .count();
+    assert_eq!(mounts, 3, "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|e| e.method == "PATCH" || (e.method == "PUT" && e.path.contains("/blobs/"))),
+        "{log:?}"
+    );
+    assert_eq!(skopeo_digest(&reg, "b/app:1"), img.digest());
+}
+
+#[test]
+fn missing_only_leaves_stale_tags_and_a_full_run_updates_them() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let old = image::image(40, 1, 100);
+    let new = image::image(41, 1, 100);
+    push(&src, "app", "1", &old);
+    let c = cfg(
+        &[(&src.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
+            src.host(),
+            dst.host()
+        ),
+    );
+    assert_eq!(regferry(&["once"], &c).code, 0);
+    push(&src, "app", "1", &new);
+    push(&src, "app", "2", &new);
+    let o = regferry(&["once", "--missing"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        skopeo_digest(&dst, "app:1"),
+        old.digest(),
+        "--missing leaves an existing tag"
+    );
+    assert_eq!(skopeo_digest(&dst, "app:2"), new.digest());
+    let o = regferry(&["check", "--format", "json"], &c);
+    assert_eq!(o.code, 3);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["entries"][0]["tags"][0]["state"], "changed");
+    assert_eq!(regferry(&["once"], &c).code, 0);
+    assert_eq!(skopeo_digest(&dst, "app:1"), new.digest());
+}
+
+#[test]
+fn registry_type_follows_the_catalog_and_repo_filters() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(50, 1, 100);
+    for repo in ["team-a/app", "team-b/tool", "other/app"] {
+        push(&src, repo, "1", &img);
+    }
+    let c = cfg(
+        &[(&src.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {}\n    target: {}/mirror\n    type: registry\n    repos:\n      allow: ['team-.*/.*']\n",
+            src.host(),
+            dst.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_list_tags(&dst, "mirror/team-a/app"), vec!["1"]);
+    assert_eq!(skopeo_list_tags(&dst, "mirror/team-b/tool"), vec!["1"]);
+    let catalog = RawClient::for_registry(&dst).get("/v2/_catalog");
+    let body = String::from_utf8_lossy(&catalog.body).into_owned();
+    assert!(!body.contains("other"), "{body}");
+}
+
+#[test]
+fn ocidir_round_trip_keeps_every_digest() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let multi = image::multi_arch(60, 2, 3000);
+    push(&src, "app", "1", &multi);
+    push(&src, "app", "2", &image::image(61, 1, 100));
+    let dir = regferry_testkit::temp_dir();
+    let layout = dir.path().join("layout");
+    let c = cfg(
+        &[(&src.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {s}/app\n    target: ocidir://{l}\n    type: repository\n  - source: ocidir://{l}\n    target: {d}/app\n    type: repository\n",
+            s = src.host(),
+            d = dst.host(),
+            l = layout.display()
+        ),
+    );
+    // parallel: 2 starts both entries together; run them in order, as an air-gap transfer would.
+    let c = Cfg {
+        path: {
+            let text = std::fs::read_to_string(&c.path)
+                .unwrap()
+                .replace("parallel: 2", "parallel: 0");
+            std::fs::write(&c.path, text).unwrap();
+            c.path.clone()
+        },
+        _dir: c._dir,
+    };
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    for tag in ["1", "2"] {
+        assert_same(&src, &dst, &format!("app:{tag}"), &format!("app:{tag}"));
+        let via_skopeo = regferry_testkit::skopeo::skopeo(&[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{tag}", layout.display()),
+        ]);
+        assert_eq!(
+            via_skopeo,
+            skopeo_inspect_raw(&src, &format!("app:{tag}")),
+            "layout tag {tag}"
+        );
+    }
+}
+
+#[test]
+fn basic_and_token_auth() {
+    let src = TestRegistry::start_with(RegistryOptions {
+        auth: Auth::Htpasswd {
+            user: "alice",
+            pass: "s3cret-alice",
+        },
+        ..RegistryOptions::default()
+    });
+    let issuer = TokenIssuer::start_with(TokenOptions {
+        users: vec![TokenUser::new("bob", "s3cret-bob")],
+        ..TokenOptions::default()
+    });
+    let dst = TestRegistry::start_with(RegistryOptions {
+        auth: Auth::Token { issuer: &issuer },
+        ..RegistryOptions::default()
+    });
+    let img = image::multi_arch(70, 1, 1000);
+    push(&src, "app", "1", &img);
+    let entry = format!(
+        "  - source: {}/app:1\n    target: {}/app:1\n    type: image\n",
+        src.host(),
+        dst.host()
+    );
+    let c = cfg(
+        &[
+            (&src.host(), Some(("alice", "s3cret-alice"))),
+            (&dst.host(), Some(("bob", "s3cret-bob"))),
+        ],
+        &entry,
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_same(&src, &dst, "app:1", "app:1");
+    assert!(
+        issuer.fetched_scope("repository:app:pull,push"),
+        "{:?}",
+        issuer.requests()
+    );
+    for secret in ["s3cret-alice", "s3cret-bob"] {
+        assert!(!o.stderr.contains(secret) && !o.stdout.contains(secret));
+    }
+    // A wrong password fails clearly, without printing it.
+    let bad = cfg(
+        &[
+            (&src.host(), Some(("alice", "wrong-pass"))),
+            (&dst.host(), Some(("bob", "s3cret-bob"))),
+        ],
+        &entry,
+    );
+    let o = regferry(&["check"], &bad);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("401") || o.stdout.to_lowercase().contains("auth"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("wrong-pass") && !o.stderr.contains("wrong-pass"));
+}
+
+/// A registry behind a fault proxy: transient faults are retried and the copy completes;
+/// persistent corruption fails the tag and leaves no tag pointing at anything incomplete.
+#[test]
+fn faults_are_retried_or_reported_never_corrupt() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(80, 2, 300_000);
+    push(&src, "app", "1", &img);
+    let proxy = FaultProxy::start(&src);
+    let layer = img.layers[0].digest();
+    proxy.add_rule(
+        Rule::new(
+            "HEAD",
+            "/manifests/1",
+            Action::respond(429, &[("Retry-After", "1")]),
+        )
+        .times(1),
+    );
+    proxy.add_rule(Rule::new("GET", "/tags/list", Action::respond(503, &[])).times(2));
+    proxy.add_rule(
+        Rule::new(
+            "GET",
+            &format!("/blobs/{layer}"),
+            Action::ResetAfter(70_000),
+        )
+        .times(1),
+    );
+    proxy.add_rule(
+        Rule::new(
+            "GET",
+            &format!("/blobs/{}", img.layers[1].digest()),
+            Action::TruncateAfter(1000),
+        )
+        .times(1),
+    );
+    proxy.add_rule(
+        Rule::new(
+            "GET",
+            &format!("/blobs/{}", img.config.digest()),
+            Action::CorruptAt(3),
+        )
+        .times(1),
+    );
+    let c = cfg(
+        &[(&proxy.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
+            proxy.host(),
+            dst.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_same(&src, &dst, "app:1", "app:1");
+    assert!(
+        proxy.count("HEAD", "/manifests/1") >= 2,
+        "{:?}",
+        proxy.requests()
+    );
+    assert!(proxy.count("GET", "/tags/list") >= 3);
+
+    // Corrupt every time: the tag fails, and the target never gets the tag.
+    let img2 = image::image(81, 1, 50_000);
+    push(&src, "app", "2", &img2);
+    proxy.clear_rules();
+    proxy.add_rule(Rule::new(
+        "GET",
+        &format!("/blobs/{}", img2.layers[0].digest()),
+        Action::CorruptAt(10),
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("failed"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("hashes to"),
+        "the reason names the digest mismatch: {}",
+        o.stdout
+    );
+    assert_eq!(
+        skopeo_list_tags(&dst, "app"),
+        vec!["1"],
+        "no tag for the incomplete image"
+    );
+    let head = RawClient::for_registry(&dst)
+        .send(
+            "HEAD",
+            &format!("/v2/app/blobs/{}", img2.layers[0].digest()),
+            &[],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(head.status, 404, "the corrupt blob was never committed");
+}
+
+#[test]
+fn a_target_that_refuses_writes_fails_the_tag_and_the_run() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    push(&src, "app", "1", &image::image(90, 1, 100));
+    let proxy = FaultProxy::start(&dst);
+    proxy.add_rule(Rule::new("PUT", "/manifests/", Action::respond(503, &[])));
+    let c = cfg(
+        &[(&src.host(), None), (&proxy.host(), None)],
+        &format!(
+            "  - source: {}/app:1\n    target: {}/app:1\n    type: image\n",
+            src.host(),
+            proxy.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("503"), "{}", o.stdout);
+    assert!(
+        proxy.count("PUT", "/manifests/") >= 2,
+        "retried before giving up"
+    );
+    let head = RawClient::for_registry(&dst)
+        .send("HEAD", "/v2/app/manifests/1", &[], &[])
+        .unwrap();
+    assert_eq!(head.status, 404);
+}
