@@ -26,7 +26,7 @@ case "${1:-default}" in
   default)
     "$LAB/registries.sh" start >&2
     "$LAB/bench-limit.sh" 4 >&2
-    SKOPEO_EXTRA="--preserve-digests" "$LAB/bench-skopeo.sh" yaml >&2
+    "$LAB/bench-skopeo.sh" yaml >&2
     "$LAB/bench-regferry.sh" >&2
     ;;
   memory)

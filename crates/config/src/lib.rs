@@ -34,8 +34,8 @@ pub use error::{ConfigError, EntryRef, ErrorKind, Position, Section, Warning, Wa
 pub use filter::{Pattern, ReferrerFilter, RepoFilter, TagFilter, TagSet};
 pub use model::{
     BackupTemplate, Config, DEFAULT_BLOB_CHUNK, DEFAULT_CRED_EXPIRE, DEFAULT_MEDIA_TYPES,
-    DEFAULT_REQ_CONCURRENT, Endpoint, Globals, Host, MIN_RATELIMIT_RETRY, RateLimit, SyncEntry,
-    SyncKind, TlsMode, Trigger,
+    DEFAULT_PARALLEL, DEFAULT_REQ_CONCURRENT, Endpoint, Globals, Host, MIN_RATELIMIT_RETRY,
+    RateLimit, SyncEntry, SyncKind, TlsMode, Trigger,
 };
 pub use resolve::Loaded;
 pub use view::to_yaml;

@@ -20,8 +20,12 @@ pub const DEFAULT_MEDIA_TYPES: [&str; 4] = [
 ];
 /// regsync's floor for `ratelimit.retry`.
 pub const MIN_RATELIMIT_RETRY: Duration = Duration::from_secs(300);
-/// Default `reqConcurrent` per registry.
-pub const DEFAULT_REQ_CONCURRENT: u32 = 3;
+/// Default `reqConcurrent` per registry. regsync uses 3, which caps a mirror at three
+/// blob transfers per registry; regferry allows 6 (set `reqConcurrent: 3` for regsync's).
+pub const DEFAULT_REQ_CONCURRENT: u32 = 6;
+/// `parallel` when the file does not set it. regsync copies one image at a time by
+/// default; regferry copies 4 at once (set `parallel: 1` for regsync's behaviour).
+pub const DEFAULT_PARALLEL: u32 = 4;
 /// Default `blobChunk`.
 pub const DEFAULT_BLOB_CHUNK: u64 = 1 << 20;
 /// Default `credExpire`.
@@ -50,7 +54,8 @@ impl Config {
 /// Process-wide options from `defaults`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Globals {
-    /// `parallel` as written: concurrent image copies; 0 runs entries one after another.
+    /// `parallel`: concurrent image copies ([`DEFAULT_PARALLEL`] when not set); 0 runs
+    /// entries one after another with one copy at a time, as in regsync.
     pub parallel: u32,
     /// Do not read `~/.docker/config.json` or run its credential helpers.
     pub skip_docker_config: bool,

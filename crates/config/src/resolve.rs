@@ -444,7 +444,7 @@ fn resolve_creds(ctx: &mut Ctx<'_>, raw: Vec<Spanned<RawHost>>) -> Result<Vec<Ho
                         Some(c.defined),
                         ErrorKind::OutOfRange {
                             value: n.to_string(),
-                            expected: "1 to 1024 (0 means the default, 3)",
+                            expected: "1 to 1024 (0 means the default, 6)",
                         },
                     );
                 }
@@ -507,8 +507,7 @@ fn resolve_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigErro
             }
         };
     let parallel = non_negative("parallel", &d.parallel)?
-        .unwrap_or(0)
-        .min(u64::from(u32::MAX)) as u32;
+        .map_or(DEFAULT_PARALLEL, |p| p.min(u64::from(u32::MAX)) as u32);
     let cache_count = non_negative("cacheCount", &d.cache_count)?.unwrap_or(0);
     let cache_time = match &d.cache_time {
         Some(t) => ctx.duration(&scope, "cacheTime", t)?,

@@ -139,7 +139,7 @@ impl HostOptions {
             login: LoginSource::Anonymous,
             token: Secret::default(),
             path_prefix: String::new(),
-            req_concurrent: 3,
+            req_concurrent: 6,
             req_per_sec: None,
             blob_chunk: 1 << 20,
             blob_max: None,
