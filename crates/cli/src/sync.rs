@@ -78,11 +78,41 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
                     } else {
                         t.state.as_str().to_owned()
                     };
-                    let detail = match (&t.reason, t.state) {
+                    let mut detail = match (&t.reason, t.state) {
                         (Some(r), _) => r.clone(),
                         (None, State::Missing) => "target does not have it".to_owned(),
                         _ => String::new(),
                     };
+                    let verb = if mode == Mode::Check {
+                        "to copy"
+                    } else {
+                        "copied"
+                    };
+                    let mut extra = Vec::new();
+                    if !t.referrers.is_empty() {
+                        let kinds: Vec<&str> = t
+                            .referrers
+                            .iter()
+                            .map(|r| r.artifact_type.as_deref().unwrap_or("untyped"))
+                            .collect();
+                        extra.push(format!(
+                            "{} referrers {verb} ({})",
+                            t.referrers.len(),
+                            kinds.join(", ")
+                        ));
+                    }
+                    if !t.digest_tags.is_empty() {
+                        extra.push(format!("digest tags {verb}: {}", t.digest_tags.join(", ")));
+                    }
+                    if let Some(b) = &t.backup {
+                        extra.push(format!("old image kept as {b}"));
+                    }
+                    if !extra.is_empty() {
+                        if !detail.is_empty() {
+                            detail.push_str("; ");
+                        }
+                        detail.push_str(&extra.join("; "));
+                    }
                     [
                         format!("sync[{}]", e.index),
                         state,
@@ -120,13 +150,19 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
     let s = report.stats;
     writeln!(
         out,
-        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed; {} blobs ({}) copied, {} mounted, {} already there; {:.1}s",
+        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed; {} referrers {}; {} blobs ({}) copied, {} mounted, {} already there; {:.1}s",
         report.copied(),
         n(State::Missing),
         n(State::Changed),
         n(State::UpToDate),
         n(State::Skipped),
         report.failures(),
+        report.referrers(),
+        if mode == Mode::Check {
+            "to copy"
+        } else {
+            "copied"
+        },
         s.blobs_copied,
         bytes(s.bytes_copied),
         s.blobs_mounted,
@@ -154,9 +190,10 @@ impl Progress {
             let started = tokio::time::Instant::now();
             loop {
                 let s = engine.transfer().stats().snapshot();
+                let (seen, done) = engine.progress();
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 b.set_message(format!(
-                    "{} manifests, {} blobs, {} ({}/s)",
+                    "tags {done}/{seen}: {} manifests, {} blobs, {} ({}/s)",
                     s.manifests_pushed,
                     s.blobs_copied + s.blobs_mounted,
                     bytes(s.bytes_copied),

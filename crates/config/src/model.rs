@@ -243,6 +243,21 @@ pub struct RateLimit {
     pub retry: Duration,
 }
 
+/// What `.Ref` shows a `backup` template: the target about to be overwritten.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefFields {
+    /// The whole reference.
+    pub reference: String,
+    /// The registry (empty for an OCI layout).
+    pub registry: String,
+    /// The repository (the directory for an OCI layout).
+    pub repository: String,
+    /// The tag.
+    pub tag: String,
+    /// The digest the tag pointed at.
+    pub digest: String,
+}
+
 /// The `backup` template, expanded at copy time with `.Ref` and `.Sync`.
 #[derive(Clone)]
 pub struct BackupTemplate {
@@ -268,25 +283,33 @@ impl BackupTemplate {
         entry: &SyncEntry,
         host: &dyn template::Host,
     ) -> Result<String, template::Error> {
+        let fields = RefFields {
+            reference: target.to_string(),
+            registry: target.registry().to_owned(),
+            repository: target.repository().to_owned(),
+            tag: target.tag().unwrap_or_default().to_owned(),
+            digest: target.digest().map(ToString::to_string).unwrap_or_default(),
+        };
+        self.render_fields(&fields, entry, host)
+    }
+
+    /// [`BackupTemplate::render`] for any target, an OCI layout included.
+    pub fn render_fields(
+        &self,
+        target: &RefFields,
+        entry: &SyncEntry,
+        host: &dyn template::Host,
+    ) -> Result<String, template::Error> {
         let mut data = BTreeMap::new();
         let r = Value::Map(BTreeMap::from([
-            ("Reference".to_owned(), Value::Str(target.to_string())),
-            (
-                "Registry".to_owned(),
-                Value::Str(target.registry().to_owned()),
-            ),
+            ("Reference".to_owned(), Value::Str(target.reference.clone())),
+            ("Registry".to_owned(), Value::Str(target.registry.clone())),
             (
                 "Repository".to_owned(),
-                Value::Str(target.repository().to_owned()),
+                Value::Str(target.repository.clone()),
             ),
-            (
-                "Tag".to_owned(),
-                Value::Str(target.tag().unwrap_or_default().to_owned()),
-            ),
-            (
-                "Digest".to_owned(),
-                Value::Str(target.digest().map(ToString::to_string).unwrap_or_default()),
-            ),
+            ("Tag".to_owned(), Value::Str(target.tag.clone())),
+            ("Digest".to_owned(), Value::Str(target.digest.clone())),
         ]));
         data.insert("Ref".to_owned(), r);
         data.insert("Sync".to_owned(), entry.template_data.clone());

@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod ocidir;
 mod platform;
 mod reference;
+pub mod referrers;
 pub mod repo;
 mod secret;
 

@@ -17,10 +17,13 @@ use crate::ocidir::OciLayout;
 pub enum Repo {
     /// `registry/name`.
     Registry {
-        /// The registry's client.
+        /// The registry's client (all writes go here).
         client: RegistryClient,
         /// The repository path.
         name: String,
+        /// Where reads go, in order: pull-only mirrors and the registry itself, by priority.
+        /// Empty means the registry alone.
+        reads: Vec<RegistryClient>,
     },
     /// `ocidir://path`.
     Layout(OciLayout),
@@ -29,7 +32,7 @@ pub enum Repo {
 impl fmt::Display for Repo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Repo::Registry { client, name } => write!(f, "{}/{name}", client.registry()),
+            Repo::Registry { client, name, .. } => write!(f, "{}/{name}", client.registry()),
             Repo::Layout(l) => write!(f, "ocidir://{}", l.root().display()),
         }
     }
@@ -44,7 +47,28 @@ impl Repo {
     /// The digest, type and size of a manifest (by tag or digest); `None` when absent.
     pub async fn head_manifest(&self, reference: &str) -> Result<Option<ManifestHead>> {
         match self {
-            Repo::Registry { client, name } => client.head_manifest(name, reference).await,
+            Repo::Registry {
+                client,
+                name,
+                reads,
+            } => {
+                let mut last = None;
+                for c in mirrors_then(client, reads) {
+                    match c.head_manifest(name, reference).await {
+                        Ok(Some(h)) => return Ok(Some(h)),
+                        Ok(None) if is_mirror(c, client) => {}
+                        Err(e) if is_mirror(c, client) => {
+                            tracing::debug!(mirror = c.registry(), error = %e, "Mirror failed; trying the next");
+                            last = Some(e);
+                        }
+                        other => return other,
+                    }
+                }
+                match last {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                }
+            }
             Repo::Layout(l) => Ok(l.head_manifest(reference).await?.map(|h| ManifestHead {
                 digest: h.digest,
                 media_type: h.media_type,
@@ -57,7 +81,11 @@ impl Repo {
     /// A manifest's exact bytes.
     pub async fn get_manifest(&self, reference: &str) -> Result<Manifest> {
         match self {
-            Repo::Registry { client, name } => client.get_manifest(name, reference).await,
+            Repo::Registry {
+                client,
+                name,
+                reads,
+            } => first_ok(client, reads, |c| c.get_manifest(name, reference)).await,
             Repo::Layout(l) => l.get_manifest(reference).await,
         }
     }
@@ -65,7 +93,7 @@ impl Repo {
     /// Stores a manifest under a tag, or by digest when `tag` is `None`.
     pub async fn put_manifest(&self, tag: Option<&str>, m: &Manifest) -> Result<PushedManifest> {
         match self {
-            Repo::Registry { client, name } => {
+            Repo::Registry { client, name, .. } => {
                 let reference = tag.map_or_else(|| m.digest.to_string(), str::to_owned);
                 client.put_manifest(name, &reference, m).await
             }
@@ -82,7 +110,11 @@ impl Repo {
     /// All tags.
     pub async fn list_tags(&self) -> Result<Vec<String>> {
         match self {
-            Repo::Registry { client, name } => client.list_tags(name).await,
+            Repo::Registry {
+                client,
+                name,
+                reads,
+            } => first_ok(client, reads, |c| c.list_tags(name)).await,
             Repo::Layout(l) => l.list_tags().await,
         }
     }
@@ -90,7 +122,7 @@ impl Repo {
     /// A blob's size; `None` when absent.
     pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         match self {
-            Repo::Registry { client, name } => client.blob_size(name, digest).await,
+            Repo::Registry { client, name, .. } => client.blob_size(name, digest).await,
             Repo::Layout(l) => l.blob_size(digest).await,
         }
     }
@@ -98,7 +130,11 @@ impl Repo {
     /// Streams a blob (unverified; the copy verifies).
     pub async fn get_blob(&self, digest: &Digest, size: Option<u64>) -> Result<Blob> {
         match self {
-            Repo::Registry { client, name } => client.get_blob(name, digest, size).await,
+            Repo::Registry {
+                client,
+                name,
+                reads,
+            } => first_ok(client, reads, |c| c.get_blob(name, digest, size)).await,
             Repo::Layout(l) => l.get_blob(digest).await,
         }
     }
@@ -112,7 +148,7 @@ impl Repo {
         session: Option<Url>,
     ) -> Result<()> {
         match self {
-            Repo::Registry { client, name } => {
+            Repo::Registry { client, name, .. } => {
                 client.put_blob(name, digest, blob, mode, session).await
             }
             Repo::Layout(l) => l.put_blob(digest, blob).await,
@@ -126,10 +162,12 @@ impl Repo {
                 Repo::Registry {
                     client: a,
                     name: an,
+                    ..
                 },
                 Repo::Registry {
                     client: b,
                     name: bn,
+                    ..
                 },
             ) if a.same_host(b) && an != bn => Some(bn.as_str()),
             _ => None,
@@ -139,8 +177,50 @@ impl Repo {
     /// Links a blob from another repository of the same registry.
     pub async fn mount_blob(&self, digest: &Digest, from: &str) -> Result<Mount> {
         match self {
-            Repo::Registry { client, name } => client.mount_blob(name, digest, from).await,
+            Repo::Registry { client, name, .. } => client.mount_blob(name, digest, from).await,
             Repo::Layout(_) => Ok(Mount::Unsupported),
         }
     }
+}
+
+/// The clients to read from, in order; the registry alone when it has no mirrors.
+fn mirrors_then<'a>(
+    client: &'a RegistryClient,
+    reads: &'a [RegistryClient],
+) -> Vec<&'a RegistryClient> {
+    if reads.is_empty() {
+        vec![client]
+    } else {
+        reads.iter().collect()
+    }
+}
+
+fn is_mirror(c: &RegistryClient, _upstream: &RegistryClient) -> bool {
+    c.options().mirror_of.is_some()
+}
+
+/// Tries mirrors in order; a mirror that fails or lacks the content passes the request on.
+/// The registry's own answer (error included) is final.
+async fn first_ok<'a, T, F, Fut>(
+    client: &'a RegistryClient,
+    reads: &'a [RegistryClient],
+    op: F,
+) -> Result<T>
+where
+    F: Fn(&'a RegistryClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let order = mirrors_then(client, reads);
+    let mut last = None;
+    for c in order {
+        match op(c).await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_mirror(c, client) => {
+                tracing::debug!(mirror = c.registry(), error = %e, "Mirror failed; trying the next");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(crate::error::Error::Cancelled))
 }

@@ -45,18 +45,53 @@ impl Clients {
 
     /// The client for a registry name.
     pub fn registry(&self, registry: &str) -> Result<RegistryClient> {
+        self.client(registry, None)
+    }
+
+    /// A client for `registry`, or for it as a pull-only mirror of `mirror_of`.
+    fn client(&self, registry: &str, mirror_of: Option<&str>) -> Result<RegistryClient> {
+        let key = format!("{registry}\u{0}{}", mirror_of.unwrap_or_default());
         let mut map = self.registries.lock().map_err(|_| Error::Cancelled)?;
-        if let Some(c) = map.get(registry) {
+        if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
-        let host = self
-            .config
+        let host = self.host(registry);
+        let mut opts = self.options(&host);
+        opts.mirror_of = mirror_of.map(str::to_owned);
+        let client = RegistryClient::new(opts)?;
+        map.insert(key, client.clone());
+        Ok(client)
+    }
+
+    fn host(&self, registry: &str) -> Host {
+        self.config
             .host(registry)
             .cloned()
-            .unwrap_or_else(|| Host::with_defaults(registry));
-        let client = RegistryClient::new(self.options(&host))?;
-        map.insert(registry.to_owned(), client.clone());
-        Ok(client)
+            .unwrap_or_else(|| Host::with_defaults(registry))
+    }
+
+    /// A repository on a registry, with its mirrors (if any) ordered for reads: by
+    /// priority, highest first, the registry itself after mirrors of equal priority.
+    fn registry_repo(&self, registry: &str, name: String) -> Result<Repo> {
+        let client = self.registry(registry)?;
+        let host = self.host(registry);
+        let mut reads = Vec::new();
+        if !host.mirrors.is_empty() {
+            let mut order: Vec<(u32, bool, RegistryClient)> =
+                vec![(host.priority, true, client.clone())];
+            for m in &host.mirrors {
+                let prio = self.host(m).priority;
+                order.push((prio, false, self.client(m, Some(registry))?));
+            }
+            // Higher priority first; at equal priority mirrors (false) before the upstream (true).
+            order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            reads = order.into_iter().map(|(_, _, c)| c).collect();
+        }
+        Ok(Repo::Registry {
+            client,
+            name,
+            reads,
+        })
     }
 
     /// The handle for a layout directory (one per directory, so writers share its lock).
@@ -73,10 +108,7 @@ impl Clients {
     /// The repository an endpoint names, with `repository` appended for registry-wide entries.
     pub fn repo(&self, endpoint: &Endpoint, repository: Option<&str>) -> Result<Repo> {
         match endpoint {
-            Endpoint::Registry(r) => Ok(Repo::Registry {
-                client: self.registry(r.registry())?,
-                name: r.repository().to_owned(),
-            }),
+            Endpoint::Registry(r) => self.registry_repo(r.registry(), r.repository().to_owned()),
             Endpoint::Namespace { registry, prefix } => {
                 let repo = repository.unwrap_or_default();
                 let name = match (prefix.is_empty(), repo.is_empty()) {
@@ -84,10 +116,7 @@ impl Clients {
                     (false, true) => prefix.clone(),
                     (false, false) => format!("{prefix}/{repo}"),
                 };
-                Ok(Repo::Registry {
-                    client: self.registry(registry)?,
-                    name,
-                })
+                self.registry_repo(registry, name)
             }
             Endpoint::OciDir { path, .. } => Ok(Repo::Layout(self.layout(path))),
         }

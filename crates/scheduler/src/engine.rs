@@ -1,19 +1,24 @@
 //! Running sync entries: list, compare, copy.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use regferry_config::{Config, Endpoint, SyncEntry, SyncKind};
+use std::collections::HashMap;
+
+use regferry_config::template::SystemHost;
+use regferry_config::{
+    BackupTemplate, Config, Endpoint, RefFields, ReferrerFilter, SyncEntry, SyncKind,
+};
 use regferry_registry::http::ManifestHead;
 use regferry_registry::repo::Repo;
-use regferry_registry::{Content, Error, Manifest, Result};
+use regferry_registry::{Content, Digest, Error, Manifest, Reference, Result};
 use regferry_transfer::{CopyOptions, Transfer, select_platform};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::clients::Clients;
-use crate::report::{EntryReport, RunReport, State, TagReport};
+use crate::report::{EntryReport, ReferrerReport, RunReport, State, TagReport};
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +52,9 @@ pub struct Engine {
     clients: Clients,
     transfer: Arc<Transfer>,
     copy_slots: Semaphore,
+    tags_seen: AtomicUsize,
+    tags_done: AtomicUsize,
+    tag_cache: tokio::sync::Mutex<HashMap<String, Arc<Vec<String>>>>,
 }
 
 /// One image to look at: where it comes from and where it goes.
@@ -76,8 +84,19 @@ impl Engine {
             // Blobs in flight: enough to fill the network, bounded so memory stays flat.
             transfer: Arc::new(Transfer::new((slots * 4).clamp(4, 32))),
             copy_slots: Semaphore::new(slots),
+            tags_seen: AtomicUsize::new(0),
+            tags_done: AtomicUsize::new(0),
+            tag_cache: tokio::sync::Mutex::new(HashMap::new()),
             config,
         }
+    }
+
+    /// Tags listed so far, and tags finished (compared, and copied when needed).
+    pub fn progress(&self) -> (usize, usize) {
+        (
+            self.tags_seen.load(Ordering::Relaxed),
+            self.tags_done.load(Ordering::Relaxed),
+        )
     }
 
     /// The copy engine, for live counters.
@@ -145,6 +164,7 @@ impl Engine {
         if items.is_empty() {
             tracing::warn!(entry = entry.index, source = %entry.source, "No tags matched the filters");
         }
+        self.tags_seen.fetch_add(items.len(), Ordering::Relaxed);
         report.tags = stream::iter(
             items
                 .into_iter()
@@ -249,6 +269,18 @@ impl Engine {
         opts: RunOptions,
         abort: &AtomicBool,
     ) -> TagReport {
+        let report = self.process_inner(entry, item, opts, abort).await;
+        self.tags_done.fetch_add(1, Ordering::Relaxed);
+        report
+    }
+
+    async fn process_inner(
+        &self,
+        entry: &SyncEntry,
+        item: Item,
+        opts: RunOptions,
+        abort: &AtomicBool,
+    ) -> TagReport {
         let mut report = TagReport {
             source: format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
             target: format!("{}:{}", item.dst, item.dst_tag),
@@ -257,6 +289,9 @@ impl Engine {
             reason: None,
             source_digest: None,
             target_digest: None,
+            referrers: Vec::new(),
+            digest_tags: Vec::new(),
+            backup: None,
         };
         if abort.load(Ordering::Relaxed) {
             report.reason = Some("not run: an earlier failure aborted the run".into());
@@ -274,20 +309,185 @@ impl Engine {
             report.source_digest = Some(m.digest.to_string());
         }
         let wants_copy = matches!(decision.state, State::Missing | State::Changed);
-        if !wants_copy || opts.mode == Mode::Check {
-            if wants_copy {
-                tracing::info!(source = %report.source, target = %report.target, state = decision.state.as_str(), "Image sync needed");
-            }
+        let dry_run = opts.mode == Mode::Check;
+        if wants_copy && dry_run {
+            tracing::info!(source = %report.source, target = %report.target, state = decision.state.as_str(), "Image sync needed");
+        }
+        // Referrers and digest tags are refreshed for copied images, and for unchanged ones
+        // unless fastCheck says a matching digest is enough.
+        let refresh = matches!(decision.state, State::UpToDate) && !entry.fast_check;
+        if !wants_copy && !refresh {
             return report;
         }
-        match self.copy(entry, &item, decision).await {
-            Ok(()) => {
-                report.copied = true;
-                tracing::info!(source = %report.source, target = %report.target, "Copied");
-                report
-            }
-            Err(e) => self.failed(report, e, opts, abort),
+        if !entry.referrers && !entry.digest_tags && !wants_copy {
+            return report;
         }
+        let mut copied_manifest = decision.manifest.clone();
+        if wants_copy && !dry_run {
+            match self.copy(entry, &item, &decision).await {
+                Ok((m, backup)) => {
+                    report.copied = true;
+                    report.backup = backup;
+                    tracing::info!(source = %report.source, target = %report.target, "Copied");
+                    copied_manifest = Some(m);
+                }
+                Err(e) => return self.failed(report, e, opts, abort),
+            }
+        }
+        if entry.referrers || entry.digest_tags {
+            match self
+                .extras(entry, &item, &decision, copied_manifest.as_ref(), dry_run)
+                .await
+            {
+                Ok((referrers, digest_tags)) => {
+                    report.referrers = referrers;
+                    report.digest_tags = digest_tags;
+                }
+                Err(e) => return self.failed(report, e, opts, abort),
+            }
+        }
+        report
+    }
+
+    /// The manifests whose referrers and digest tags go with an image: the top manifest and,
+    /// for an index, each child (platform manifests carry their own attestations).
+    async fn subjects(
+        &self,
+        item: &Item,
+        decision: &Decision,
+        copied: Option<&Manifest>,
+    ) -> Result<Vec<Digest>> {
+        let top = match (copied, &decision.source) {
+            (Some(m), _) => m.clone(),
+            (None, Some(h))
+                if !regferry_registry::manifest::media_type::is_index(&h.media_type) =>
+            {
+                return Ok(vec![h.digest.clone()]);
+            }
+            (None, Some(h)) => item.src.get_manifest(&h.digest.to_string()).await?,
+            (None, None) => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        // A rebuilt index (platforms) has no referrers of its own; the source index's are
+        // about content the target does not fully have.
+        if decision
+            .source
+            .as_ref()
+            .is_none_or(|h| h.digest == top.digest)
+        {
+            out.push(top.digest.clone());
+        }
+        if let Content::Index { manifests, .. } = top.content(&item.src_ref)? {
+            out.extend(manifests.into_iter().map(|d| d.digest));
+        }
+        Ok(out)
+    }
+
+    /// Copies (or, in a dry run, lists) the referrers and digest tags of an image.
+    async fn extras(
+        &self,
+        entry: &SyncEntry,
+        item: &Item,
+        decision: &Decision,
+        copied: Option<&Manifest>,
+        dry_run: bool,
+    ) -> Result<(Vec<ReferrerReport>, Vec<String>)> {
+        let subjects = self.subjects(item, decision, copied).await?;
+        let mut referrers = Vec::new();
+        if entry.referrers {
+            let sources: Vec<Repo> = if entry.referrer_sources.is_empty() {
+                vec![item.src.clone()]
+            } else {
+                entry
+                    .referrer_sources
+                    .iter()
+                    .map(|e| self.clients.repo(e, None))
+                    .collect::<Result<_>>()?
+            };
+            let target = match &entry.referrer_target {
+                Some(e) => self.clients.repo(e, None)?,
+                None => item.dst.clone(),
+            };
+            let filters = entry.referrer_filters.clone();
+            let filter = move |d: &regferry_registry::Descriptor| {
+                ReferrerFilter::any_matches(
+                    &filters,
+                    d.artifact_type.as_deref().unwrap_or_default(),
+                    &d.annotations,
+                )
+            };
+            for s in &subjects {
+                let _slot = if dry_run {
+                    None
+                } else {
+                    Some(
+                        self.copy_slots
+                            .acquire()
+                            .await
+                            .map_err(|_| Error::Cancelled)?,
+                    )
+                };
+                for r in self
+                    .transfer
+                    .copy_referrers(&sources, &target, s, &filter, dry_run)
+                    .await?
+                {
+                    referrers.push(ReferrerReport {
+                        subject: r.subject.to_string(),
+                        digest: r.digest.to_string(),
+                        artifact_type: r.artifact_type,
+                        source: r.source,
+                    });
+                }
+            }
+        }
+        let mut digest_tags = Vec::new();
+        if entry.digest_tags {
+            let tags = self.source_tags(&item.src).await?;
+            let mut digests: Vec<String> = subjects.iter().map(ToString::to_string).collect();
+            digests.extend(referrers.iter().map(|r| r.digest.clone()));
+            for d in digests {
+                let Ok(d) = Digest::parse(&d) else { continue };
+                // cosign-style `sha256-<hex>.sig|.att|.sbom`; the bare `sha256-<hex>` is the
+                // referrers fallback index, handled with the referrers.
+                let prefix = format!("{}.", d.referrers_tag());
+                for tag in tags.iter().filter(|t| t.starts_with(&prefix)) {
+                    if self.copy_tag(&item.src, &item.dst, tag, dry_run).await? {
+                        digest_tags.push(tag.clone());
+                    }
+                }
+            }
+        }
+        Ok((referrers, digest_tags))
+    }
+
+    /// The source's tags, listed once per repository and run.
+    async fn source_tags(&self, src: &Repo) -> Result<Arc<Vec<String>>> {
+        let key = src.key();
+        if let Some(t) = self.tag_cache.lock().await.get(&key) {
+            return Ok(t.clone());
+        }
+        let tags = Arc::new(src.list_tags().await?);
+        self.tag_cache.lock().await.insert(key, tags.clone());
+        Ok(tags)
+    }
+
+    /// Copies one tag as it is when the target lacks it or differs; returns whether it did
+    /// (or, in a dry run, would).
+    async fn copy_tag(&self, src: &Repo, dst: &Repo, tag: &str, dry_run: bool) -> Result<bool> {
+        let (s, d) = tokio::join!(src.head_manifest(tag), dst.head_manifest(tag));
+        let Some(s) = s? else { return Ok(false) };
+        if d.ok().flatten().is_some_and(|d| d.digest == s.digest) {
+            return Ok(false);
+        }
+        if !dry_run {
+            let m = src.get_manifest(&s.digest.to_string()).await?;
+            self.transfer
+                .copy_manifest(src, dst, &m, Some(tag), &CopyOptions::default())
+                .await?;
+            tracing::info!(tag, target = %dst, "Copied digest tag");
+        }
+        Ok(true)
     }
 
     fn failed(
@@ -382,7 +582,12 @@ impl Engine {
         Ok(d)
     }
 
-    async fn copy(&self, entry: &SyncEntry, item: &Item, decision: Decision) -> Result<()> {
+    async fn copy(
+        &self,
+        entry: &SyncEntry,
+        item: &Item,
+        decision: &Decision,
+    ) -> Result<(Manifest, Option<String>)> {
         let _slot = self
             .copy_slots
             .acquire()
@@ -390,8 +595,8 @@ impl Engine {
             .map_err(|_| Error::Cancelled)?;
         self.wait_for_rate_limit(entry, item, decision.source.as_ref())
             .await?;
-        let manifest = match decision.manifest {
-            Some(m) => m,
+        let manifest = match &decision.manifest {
+            Some(m) => m.clone(),
             None => {
                 let digest = decision.source.as_ref().map(|h| h.digest.to_string());
                 item.src
@@ -399,16 +604,83 @@ impl Engine {
                     .await?
             }
         };
+        let backup = match (&entry.backup, &decision.target) {
+            (Some(b), Some(old))
+                if decision.state == State::Changed && old.digest != manifest.digest =>
+            {
+                self.backup(entry, b, item, old).await
+            }
+            _ => None,
+        };
         let opts = CopyOptions {
             include_external: entry.include_external,
             force_recursive: entry.force_recursive,
             // `platforms` was applied while deciding; the manifest is already the filtered index.
             platforms: Vec::new(),
         };
-        self.transfer
+        let pushed = self
+            .transfer
             .copy_manifest(&item.src, &item.dst, &manifest, Some(&item.dst_tag), &opts)
             .await?;
-        Ok(())
+        Ok((pushed, backup))
+    }
+
+    /// Keeps the image a tag points at before it is overwritten. A failed backup warns and
+    /// the sync goes on (regsync PR #121: a broken target must not block the sync).
+    async fn backup(
+        &self,
+        entry: &SyncEntry,
+        b: &BackupTemplate,
+        item: &Item,
+        old: &ManifestHead,
+    ) -> Option<String> {
+        let fields = RefFields {
+            reference: format!("{}:{}", item.dst, item.dst_tag),
+            registry: match &item.dst {
+                Repo::Registry { client, .. } => client.registry().to_owned(),
+                Repo::Layout(_) => String::new(),
+            },
+            repository: match &item.dst {
+                Repo::Registry { name, .. } => name.clone(),
+                Repo::Layout(l) => l.root().display().to_string(),
+            },
+            tag: item.dst_tag.clone(),
+            digest: old.digest.to_string(),
+        };
+        let result: Result<String> = async {
+            let name =
+                b.render_fields(&fields, entry, &SystemHost)
+                    .map_err(|e| Error::Protocol {
+                        what: format!("backup template {:?}", b.as_str()),
+                        reason: e.to_string(),
+                    })?;
+            let (repo, tag) = if name.contains(':') || name.contains('/') {
+                let r = Reference::parse(&name).map_err(|e| Error::Protocol {
+                    what: format!("backup reference {name:?}"),
+                    reason: e.to_string(),
+                })?;
+                let repo = self.clients.repo(&Endpoint::Registry(r.clone()), None)?;
+                (repo, r.tag().unwrap_or("latest").to_owned())
+            } else {
+                (item.dst.clone(), name)
+            };
+            let m = item.dst.get_manifest(&old.digest.to_string()).await?;
+            self.transfer
+                .copy_manifest(&item.dst, &repo, &m, Some(&tag), &CopyOptions::default())
+                .await?;
+            Ok(format!("{repo}:{tag}"))
+        }
+        .await;
+        match result {
+            Ok(to) => {
+                tracing::info!(target = %format!("{}:{}", item.dst, item.dst_tag), backup = %to, "Backed up the old image");
+                Some(to)
+            }
+            Err(e) => {
+                tracing::warn!(target = %format!("{}:{}", item.dst, item.dst_tag), error = %e, "Backup failed; syncing anyway");
+                None
+            }
+        }
     }
 
     /// regsync's `ratelimit`: while the source reports fewer pulls left than `min`, wait

@@ -11,6 +11,6 @@ mod report;
 
 pub use clients::Clients;
 pub use engine::{Engine, Mode, RunOptions};
-pub use report::{EntryReport, RunReport, State, TagReport};
+pub use report::{EntryReport, ReferrerReport, RunReport, State, TagReport};
 
 pub use regferry_config::Config;

@@ -53,6 +53,29 @@ pub struct TagReport {
     /// The target digest before the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_digest: Option<String>,
+    /// Referrers copied (or, for `check`, missing on the target).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerReport>,
+    /// Digest tags (`sha256-<hex>.sig` …) copied (or, for `check`, missing).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub digest_tags: Vec<String>,
+    /// Where the overwritten image was kept, when `backup` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+}
+
+/// A referrer of an image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferrerReport {
+    /// The manifest it refers to.
+    pub subject: String,
+    /// The referrer's digest.
+    pub digest: String,
+    /// Its artifact type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The repository it was read from.
+    pub source: String,
 }
 
 /// One sync entry.
@@ -94,9 +117,23 @@ impl RunReport {
             .sum()
     }
 
-    /// Tags whose target differs from the source (before this run).
+    /// Tags whose target differs from the source (before this run), counting tags whose
+    /// referrers or digest tags are missing.
     pub fn drift(&self) -> usize {
-        self.count(|t| matches!(t.state, State::Missing | State::Changed))
+        self.count(|t| {
+            matches!(t.state, State::Missing | State::Changed)
+                || !t.referrers.is_empty()
+                || !t.digest_tags.is_empty()
+        })
+    }
+
+    /// Referrers copied (or missing, for `check`).
+    pub fn referrers(&self) -> usize {
+        self.entries
+            .iter()
+            .flat_map(|e| &e.tags)
+            .map(|t| t.referrers.len())
+            .sum()
     }
 
     /// Tags copied in this run.

@@ -64,6 +64,7 @@ impl Transfer {
     ) -> Result<BlobOutcome> {
         if dst.blob_size(digest).await?.is_some() {
             Stats::add(&self.stats.blobs_existing, 1);
+            self.record_landing(dst, digest).await;
             return Ok(BlobOutcome::Existed);
         }
         let _slot = self
@@ -72,10 +73,16 @@ impl Transfer {
             .await
             .map_err(|_| Error::Cancelled)?;
         let mut session = None;
-        if let Some(from) = dst.mount_from(src) {
-            match dst.mount_blob(digest, from).await {
+        // Mount from the source when it shares the target's registry, or else from a target
+        // repository this run already put the blob in (a base layer shared by many images is
+        // then read from the source once per target registry, not once per repository).
+        let landed = self.landed_near(dst, digest).await;
+        let from = dst.mount_from(src).map(str::to_owned).or(landed);
+        if let Some(from) = from {
+            match dst.mount_blob(digest, &from).await {
                 Ok(Mount::Mounted) => {
                     Stats::add(&self.stats.blobs_mounted, 1);
+                    self.record_landing(dst, digest).await;
                     return Ok(BlobOutcome::Mounted);
                 }
                 Ok(Mount::Upload(url)) => session = Some(url),
@@ -111,6 +118,7 @@ impl Transfer {
             match result {
                 Ok(()) => {
                     Stats::add(&self.stats.blobs_copied, 1);
+                    self.record_landing(dst, digest).await;
                     return Ok(BlobOutcome::Copied(n));
                 }
                 Err(e) if attempt < ATTEMPTS && (e.is_retryable() || wants_chunked(&e)) => {
@@ -122,6 +130,26 @@ impl Transfer {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl Transfer {
+    async fn record_landing(&self, dst: &Repo, digest: &Digest) {
+        if let Repo::Registry { .. } = dst {
+            let mut map = self.landed.lock().await;
+            let list = map.entry(digest.clone()).or_default();
+            if !list.iter().any(|r| r.key() == dst.key()) {
+                list.push(dst.clone());
+            }
+        }
+    }
+
+    /// A repository on `dst`'s registry that already holds `digest`, to mount from.
+    async fn landed_near(&self, dst: &Repo, digest: &Digest) -> Option<String> {
+        let map = self.landed.lock().await;
+        map.get(digest)?
+            .iter()
+            .find_map(|r| dst.mount_from(r).map(str::to_owned))
     }
 }
 

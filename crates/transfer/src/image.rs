@@ -45,7 +45,7 @@ impl Transfer {
         Ok(pushed)
     }
 
-    fn copy_children<'a>(
+    pub(crate) fn copy_children<'a>(
         &'a self,
         src: &'a Repo,
         dst: &'a Repo,

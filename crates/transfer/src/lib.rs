@@ -8,16 +8,19 @@
 mod blob;
 mod image;
 mod platform;
+mod referrers;
 mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use regferry_registry::Digest;
+use regferry_registry::repo::Repo;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 pub use image::{CopyOptions, filter_index};
 pub use platform::{matches_platform, select_platform};
+pub use referrers::{ReferrerCopy, ReferrerFilterFn};
 pub use stats::{Stats, StatsSnapshot};
 
 /// How a blob got to the target.
@@ -39,6 +42,8 @@ type Inflight = Mutex<HashMap<(String, Digest), Arc<OnceCell<Result<BlobOutcome,
 pub struct Transfer {
     blob_slots: Semaphore,
     inflight: Inflight,
+    /// Target repositories each blob is known to be in, for mounting.
+    landed: Mutex<HashMap<Digest, Vec<Repo>>>,
     stats: Stats,
 }
 
@@ -48,6 +53,7 @@ impl Transfer {
         Transfer {
             blob_slots: Semaphore::new(concurrent_blobs.max(1)),
             inflight: Mutex::new(HashMap::new()),
+            landed: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         }
     }

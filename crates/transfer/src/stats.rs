@@ -9,6 +9,7 @@ pub struct Stats {
     pub(crate) blobs_mounted: AtomicU64,
     pub(crate) blobs_existing: AtomicU64,
     pub(crate) bytes_copied: AtomicU64,
+    pub(crate) referrers_copied: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -24,6 +25,8 @@ pub struct StatsSnapshot {
     pub blobs_existing: u64,
     /// Blob bytes streamed (including bytes of attempts that failed and were retried).
     pub bytes_copied: u64,
+    /// Referrers copied.
+    pub referrers_copied: u64,
 }
 
 impl Stats {
@@ -36,6 +39,7 @@ impl Stats {
             blobs_mounted: r(&self.blobs_mounted),
             blobs_existing: r(&self.blobs_existing),
             bytes_copied: r(&self.bytes_copied),
+            referrers_copied: r(&self.referrers_copied),
         }
     }
 

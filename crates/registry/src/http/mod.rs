@@ -5,6 +5,7 @@
 mod auth;
 mod challenge;
 mod ops;
+mod referrers;
 mod send;
 
 use std::sync::Arc;
@@ -124,6 +125,9 @@ pub struct HostOptions {
     pub retry: RetryPolicy,
     /// Keep token state per repository (regsync's `repoAuth`).
     pub repo_auth: bool,
+    /// When this host is a pull-only mirror: the upstream registry, sent as `?ns=` so a
+    /// mirror serving several upstreams knows which one is meant.
+    pub mirror_of: Option<String>,
 }
 
 impl HostOptions {
@@ -147,6 +151,7 @@ impl HostOptions {
             user_agent: format!("regferry/{}", env!("CARGO_PKG_VERSION")),
             retry: RetryPolicy::default(),
             repo_auth: false,
+            mirror_of: None,
         }
     }
 }
@@ -184,14 +189,17 @@ impl RegistryClient {
         }
         if let Some(cert) = &opts.client_cert_pem {
             let pem = format!("{}\n{}\n", cert.trim(), opts.client_key_pem.expose().trim());
+            // reqwest's errors display as just "builder error"; the cause is in the chain.
             let id = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
                 tls_err(format!(
-                    "clientCert/clientKey are not a PEM certificate and key: {e}"
+                    "clientCert/clientKey are not a PEM certificate and key: {}",
+                    send::chain(&e)
                 ))
             })?;
             b = b.identity(id);
         }
-        let http = b.build().map_err(|e| tls_err(e.to_string()))?;
+        // With the client's key, rustls checks here that it is usable and matches clientCert.
+        let http = b.build().map_err(|e| tls_err(send::chain(&e)))?;
         let scheme = if opts.tls == TlsMode::Disabled {
             "http"
         } else {

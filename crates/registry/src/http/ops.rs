@@ -103,7 +103,7 @@ fn rate_limit(h: &HeaderMap) -> Option<RateLimitHeaders> {
 }
 
 /// Turns a non-success response into an error, with the registry's error code and message.
-async fn status_error(method: &Method, url: &Url, resp: Response) -> Error {
+pub(crate) async fn status_error(method: &Method, url: &Url, resp: Response) -> Error {
     #[derive(serde::Deserialize)]
     struct Errors {
         #[serde(default)]
@@ -136,7 +136,7 @@ async fn status_error(method: &Method, url: &Url, resp: Response) -> Error {
     }
 }
 
-async fn read_limited(resp: Response, limit: usize) -> Result<Bytes> {
+pub(crate) async fn read_limited(resp: Response, limit: usize) -> Result<Bytes> {
     let url = resp.url().clone();
     let mut out = BytesMut::new();
     let mut stream = resp.bytes_stream();
@@ -159,7 +159,7 @@ async fn read_limited(resp: Response, limit: usize) -> Result<Bytes> {
 }
 
 impl RegistryClient {
-    fn req(&self, method: Method, url: Url, scopes: Vec<String>) -> Request {
+    pub(crate) fn plain_request(&self, method: Method, url: Url, scopes: Vec<String>) -> Request {
         Request {
             method,
             url,
@@ -185,7 +185,7 @@ impl RegistryClient {
             };
         }
         let url = i.repo_url(repo, &format!("manifests/{reference}"));
-        let mut r = self.req(Method::HEAD, url.clone(), vec![repo_scope(repo, false)]);
+        let mut r = self.plain_request(Method::HEAD, url.clone(), vec![repo_scope(repo, false)]);
         r.headers.insert(
             ACCEPT,
             HeaderValue::from_static(media_type::MANIFEST_ACCEPT),
@@ -232,7 +232,7 @@ impl RegistryClient {
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
         let i = &self.inner;
         let url = i.repo_url(repo, &format!("manifests/{reference}"));
-        let mut r = self.req(Method::GET, url.clone(), vec![repo_scope(repo, false)]);
+        let mut r = self.plain_request(Method::GET, url.clone(), vec![repo_scope(repo, false)]);
         r.headers.insert(
             ACCEPT,
             HeaderValue::from_static(media_type::MANIFEST_ACCEPT),
@@ -274,7 +274,7 @@ impl RegistryClient {
     ) -> Result<PushedManifest> {
         let i = &self.inner;
         let url = i.repo_url(repo, &format!("manifests/{reference}"));
-        let mut r = self.req(Method::PUT, url.clone(), vec![repo_scope(repo, true)]);
+        let mut r = self.plain_request(Method::PUT, url.clone(), vec![repo_scope(repo, true)]);
         let ct = HeaderValue::from_str(&m.media_type).map_err(|_| Error::InvalidManifest {
             reference: format!("{repo}:{reference}"),
             reason: format!("media type {:?} is not a valid header", m.media_type),
@@ -355,7 +355,7 @@ impl RegistryClient {
         loop {
             seen_urls.insert(url.to_string());
             let resp = i
-                .send(self.req(Method::GET, url.clone(), scopes.clone()))
+                .send(self.plain_request(Method::GET, url.clone(), scopes.clone()))
                 .await?;
             if !resp.status().is_success() {
                 return Err(status_error(&Method::GET, &url, resp).await);
@@ -396,7 +396,7 @@ impl RegistryClient {
         let i = &self.inner;
         let url = i.repo_url(repo, &format!("blobs/{digest}"));
         let resp = i
-            .send(self.req(Method::HEAD, url.clone(), vec![repo_scope(repo, false)]))
+            .send(self.plain_request(Method::HEAD, url.clone(), vec![repo_scope(repo, false)]))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -416,7 +416,7 @@ impl RegistryClient {
         let url = i.repo_url(repo, &format!("blobs/{digest}"));
         let scopes = vec![repo_scope(repo, false)];
         let resp = i
-            .send(self.req(Method::GET, url.clone(), scopes.clone()))
+            .send(self.plain_request(Method::GET, url.clone(), scopes.clone()))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => {
@@ -451,7 +451,9 @@ impl RegistryClient {
             .append_pair("mount", &digest.to_string())
             .append_pair("from", from_repo);
         let scopes = vec![repo_scope(repo, true), repo_scope(from_repo, false)];
-        let resp = i.send(self.req(Method::POST, url.clone(), scopes)).await?;
+        let resp = i
+            .send(self.plain_request(Method::POST, url.clone(), scopes))
+            .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
             StatusCode::ACCEPTED => Ok(Mount::Upload(location(&url, resp.headers())?)),
@@ -476,7 +478,7 @@ impl RegistryClient {
             None => {
                 let url = i.repo_url(repo, "blobs/uploads/");
                 let resp = i
-                    .send(self.req(Method::POST, url.clone(), scopes.clone()))
+                    .send(self.plain_request(Method::POST, url.clone(), scopes.clone()))
                     .await?;
                 if resp.status() != StatusCode::ACCEPTED {
                     return Err(status_error(&Method::POST, &url, resp).await);
@@ -503,7 +505,9 @@ impl RegistryClient {
         };
         if result.is_err() {
             // Best effort: the registry would expire the session anyway.
-            let _ = i.send(self.req(Method::DELETE, session, scopes)).await;
+            let _ = i
+                .send(self.plain_request(Method::DELETE, session, scopes))
+                .await;
         }
         result
     }
@@ -519,7 +523,7 @@ impl RegistryClient {
         let mut url = session.clone();
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
-        let mut r = self.req(Method::PUT, url.clone(), scopes.to_vec());
+        let mut r = self.plain_request(Method::PUT, url.clone(), scopes.to_vec());
         r.headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
@@ -564,7 +568,7 @@ impl RegistryClient {
             let take = buf.len().min(chunk_size);
             let chunk = buf.split_to(take).freeze();
             let end = offset + chunk.len() as u64 - 1;
-            let mut r = self.req(Method::PATCH, session.clone(), scopes.to_vec());
+            let mut r = self.plain_request(Method::PATCH, session.clone(), scopes.to_vec());
             r.headers.insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
@@ -588,7 +592,7 @@ impl RegistryClient {
         let mut url = session.clone();
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
-        let mut r = self.req(Method::PUT, url.clone(), scopes.to_vec());
+        let mut r = self.plain_request(Method::PUT, url.clone(), scopes.to_vec());
         r.headers.insert(CONTENT_LENGTH, 0.into());
         let resp = i.send(r).await?;
         if resp.status() != StatusCode::CREATED {
@@ -673,7 +677,7 @@ impl Resume {
         let i = &self.client.inner;
         let mut r = self
             .client
-            .req(Method::GET, self.url.clone(), self.scopes.clone());
+            .plain_request(Method::GET, self.url.clone(), self.scopes.clone());
         r.headers.insert(
             RANGE,
             HeaderValue::from_str(&format!("bytes={}-", self.offset))

@@ -111,7 +111,11 @@ impl Inner {
         } else {
             format!("{}/", self.opts.path_prefix)
         };
-        self.url(&format!("/v2/{prefix}{repo}/{rest}"))
+        let mut url = self.url(&format!("/v2/{prefix}{repo}/{rest}"));
+        if let Some(ns) = &self.opts.mirror_of {
+            url.query_pairs_mut().append_pair("ns", ns);
+        }
+        url
     }
 
     pub(crate) fn url(&self, path: &str) -> Url {

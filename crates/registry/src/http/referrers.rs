@@ -1,0 +1,81 @@
+//! The OCI 1.1 referrers API (distribution-spec "Listing Referrers"):
+//! `GET /v2/<name>/referrers/<digest>` answers an image index of descriptors, paged with
+//! `Link`. Registries without the API answer 404 (distribution 2.x) or something else that
+//! is not an index; the caller then uses the referrers tag schema (`sha256-<hex>`).
+use reqwest::header::{ACCEPT, HeaderValue, LINK};
+use reqwest::{Method, StatusCode};
+
+use super::RegistryClient;
+use super::challenge::next_link;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{Content, Descriptor, Manifest, media_type};
+
+/// Largest referrers page read.
+const MAX_PAGE: usize = 8 << 20;
+
+impl RegistryClient {
+    /// The referrers of `subject` through the referrers API, all pages; `Ok(None)` when the
+    /// registry does not implement the API. No `artifactType` filter is sent: filters are
+    /// applied by the caller, which works the same whether or not a registry honours
+    /// `OCI-Filters-Applied`.
+    pub async fn referrers_api(
+        &self,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Option<Vec<Descriptor>>> {
+        let i = &self.inner;
+        let mut url = i.repo_url(repo, &format!("referrers/{subject}"));
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let what = format!("{}/{repo} referrers of {subject}", i.opts.registry);
+        loop {
+            if !seen.insert(url.to_string()) {
+                break;
+            }
+            let mut r = self.plain_request(
+                Method::GET,
+                url.clone(),
+                vec![format!("repository:{repo}:pull")],
+            );
+            r.headers
+                .insert(ACCEPT, HeaderValue::from_static(media_type::OCI_INDEX));
+            let resp = i.send(r).await?;
+            let status = resp.status();
+            let is_index = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(media_type::OCI_INDEX));
+            if status == StatusCode::NOT_FOUND || (status.is_success() && !is_index) {
+                // No API: 404 (distribution 2.8), or a page that is not an index (some proxies).
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(super::ops::status_error(&Method::GET, &url, resp).await);
+            }
+            let next = resp
+                .headers()
+                .get(LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let body = super::ops::read_limited(resp, MAX_PAGE).await?;
+            let page = Manifest::new(body, Some(media_type::OCI_INDEX));
+            match page.content(&what)? {
+                Content::Index { manifests, .. } => out.extend(manifests),
+                _ => {
+                    return Err(Error::Protocol {
+                        what,
+                        reason: "the referrers answer is not an index".into(),
+                    });
+                }
+            }
+            let Some(next) = next else { break };
+            url = url.join(&next).map_err(|e| Error::Protocol {
+                what: what.clone(),
+                reason: format!("invalid Link: {e}"),
+            })?;
+        }
+        Ok(Some(out))
+    }
+}

@@ -1,0 +1,183 @@
+//! Referrers of a manifest, wherever a registry keeps them: through the OCI 1.1 referrers
+//! API where the registry has it, else through the referrers tag schema, a tag
+//! `sha256-<hex>` holding an OCI index of the referrers (distribution-spec "Referrers Tag
+//! Schema"). Writing keeps that index up to date on registries without the API.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
+use tokio::sync::Mutex;
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::http::PushedManifest;
+use crate::manifest::{Content, Descriptor, Manifest, media_type};
+use crate::repo::Repo;
+
+/// Whether a repository answered the referrers API, remembered per repository so that
+/// registries without it cost one extra request per repository, not per image.
+static API_SUPPORT: LazyLock<std::sync::Mutex<HashMap<String, bool>>> =
+    LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+
+/// One lock per fallback tag, so that concurrent copies in this process never lose each
+/// other's entries while they read, merge and write the index.
+static FALLBACK_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>> =
+    LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+
+fn api_known(repo: &Repo) -> Option<bool> {
+    API_SUPPORT.lock().ok()?.get(&repo.key()).copied()
+}
+
+fn remember_api(repo: &Repo, supported: bool) {
+    if let Ok(mut m) = API_SUPPORT.lock() {
+        m.insert(repo.key(), supported);
+    }
+}
+
+fn fallback_lock(key: String) -> Arc<Mutex<()>> {
+    match FALLBACK_LOCKS.lock() {
+        Ok(mut m) => m.entry(key).or_default().clone(),
+        Err(_) => Arc::new(Mutex::new(())),
+    }
+}
+
+/// The descriptor that lists `m` as a referrer: its artifact type (or its config's media
+/// type) and its annotations, as the spec asks.
+pub fn referrer_descriptor(m: &Manifest) -> Descriptor {
+    #[derive(serde::Deserialize, Default)]
+    struct Probe {
+        #[serde(rename = "artifactType", default)]
+        artifact_type: Option<String>,
+        #[serde(default)]
+        config: Option<ProbeConfig>,
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct ProbeConfig {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+    }
+    let p: Probe = serde_json::from_slice(&m.bytes).unwrap_or_default();
+    let artifact_type = p
+        .artifact_type
+        .filter(|t| !t.is_empty())
+        .or_else(|| p.config.map(|c| c.media_type).filter(|t| !t.is_empty()));
+    Descriptor {
+        media_type: m.media_type.clone(),
+        digest: m.digest.clone(),
+        size: m.bytes.len() as u64,
+        urls: Vec::new(),
+        platform: None,
+        artifact_type,
+        annotations: p.annotations,
+    }
+}
+
+impl Repo {
+    /// The referrers of `subject` in this repository.
+    pub async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
+        if let Repo::Registry { client, name, .. } = self
+            && api_known(self) != Some(false)
+        {
+            match client.referrers_api(name, subject).await? {
+                Some(list) => {
+                    remember_api(self, true);
+                    return Ok(list);
+                }
+                None => remember_api(self, false),
+            }
+        }
+        self.fallback_referrers(subject).await
+    }
+
+    /// The referrers listed in the fallback tag of `subject`; none when the tag is absent.
+    pub async fn fallback_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let tag = subject.referrers_tag();
+        match self.get_manifest(&tag).await {
+            Ok(m) if m.is_index() => match m.content(&format!("{self}:{tag}"))? {
+                Content::Index { manifests, .. } => Ok(manifests),
+                _ => Ok(Vec::new()),
+            },
+            // A tag of that name that is not an index is not a referrers list.
+            Ok(_) => Ok(Vec::new()),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes a referrer just pushed here discoverable: when the registry did not confirm
+    /// with `OCI-Subject` that it indexed the subject, adds the referrer to the subject's
+    /// fallback index, keeping every entry already there. Returns whether the index changed.
+    pub async fn publish_referrer(
+        &self,
+        subject: &Digest,
+        referrer: &Manifest,
+        pushed: &PushedManifest,
+    ) -> Result<bool> {
+        if pushed.subject.as_ref() == Some(subject) {
+            remember_api(self, true);
+            return Ok(false);
+        }
+        let tag = subject.referrers_tag();
+        let lock = fallback_lock(format!("{self}:{tag}"));
+        let _held = lock.lock().await;
+        let entry = referrer_descriptor(referrer);
+        let existing = match self.get_manifest(&tag).await {
+            Ok(m) if m.is_index() => Some(m),
+            Ok(_) => None,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let mut doc: serde_json::Value = match &existing {
+            Some(m) => serde_json::from_slice(&m.bytes).unwrap_or_else(|_| empty_index()),
+            None => empty_index(),
+        };
+        if !doc
+            .get("manifests")
+            .is_some_and(serde_json::Value::is_array)
+        {
+            doc = empty_index();
+        }
+        let Some(list) = doc.get_mut("manifests").and_then(|v| v.as_array_mut()) else {
+            return Err(crate::error::Error::Protocol {
+                what: format!("{self}:{tag}"),
+                reason: "fallback index without manifests".into(),
+            });
+        };
+        let digest = entry.digest.to_string();
+        if list
+            .iter()
+            .any(|e| e.get("digest").and_then(|d| d.as_str()) == Some(digest.as_str()))
+        {
+            return Ok(false);
+        }
+        let mut value = serde_json::json!({
+            "mediaType": entry.media_type,
+            "digest": digest,
+            "size": entry.size,
+        });
+        if let Some(t) = &entry.artifact_type {
+            value["artifactType"] = serde_json::Value::String(t.clone());
+        }
+        if !entry.annotations.is_empty() {
+            value["annotations"] = serde_json::to_value(&entry.annotations).unwrap_or_default();
+        }
+        list.push(value);
+        let bytes = serde_json::to_vec(&doc).map_err(|e| crate::error::Error::Protocol {
+            what: format!("{self}:{tag}"),
+            reason: e.to_string(),
+        })?;
+        let index = Manifest::new(Bytes::from(bytes), Some(media_type::OCI_INDEX));
+        self.put_manifest(Some(&tag), &index).await?;
+        Ok(true)
+    }
+}
+
+fn empty_index() -> serde_json::Value {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": []
+    })
+}

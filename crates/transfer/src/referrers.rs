@@ -1,0 +1,95 @@
+//! Referrers (SBOMs, signatures, provenance, VEX) of a copied manifest, from one or more
+//! source repositories into a target repository, recursively (signatures of SBOMs), with
+//! loop detection. Each referrer is copied like any manifest, children first; then, on
+//! registries without the referrers API, the subject's fallback index is updated.
+use std::collections::HashSet;
+
+use regferry_registry::repo::Repo;
+use regferry_registry::{Descriptor, Digest, Error, Result};
+
+use crate::Transfer;
+use crate::image::CopyOptions;
+use crate::stats::Stats;
+
+/// A referrer found (and copied, unless it was a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferrerCopy {
+    /// What it refers to.
+    pub subject: Digest,
+    /// The referrer manifest.
+    pub digest: Digest,
+    /// Its artifact type, when it has one.
+    pub artifact_type: Option<String>,
+    /// Where it was read from.
+    pub source: String,
+}
+
+/// Which referrers to copy.
+pub type ReferrerFilterFn<'a> = &'a (dyn Fn(&Descriptor) -> bool + Send + Sync);
+
+impl Transfer {
+    /// Copies the referrers of `subject` that `filter` selects, and their referrers in turn,
+    /// from `sources` (merged) to `target`. Referrers the target already lists are skipped.
+    /// With `dry_run` nothing is written; the result lists what would be copied.
+    pub async fn copy_referrers(
+        &self,
+        sources: &[Repo],
+        target: &Repo,
+        subject: &Digest,
+        filter: ReferrerFilterFn<'_>,
+        dry_run: bool,
+    ) -> Result<Vec<ReferrerCopy>> {
+        let mut out = Vec::new();
+        let mut visited: HashSet<Digest> = HashSet::from([subject.clone()]);
+        let mut queue = vec![subject.clone()];
+        let opts = CopyOptions::default();
+        while let Some(s) = queue.pop() {
+            let present: HashSet<Digest> = match target.referrers(&s).await {
+                Ok(list) => list.into_iter().map(|d| d.digest).collect(),
+                // A target that cannot list (a new repository) has none.
+                Err(e) if e.is_not_found() => HashSet::new(),
+                Err(e) => return Err(e),
+            };
+            for src in sources {
+                let found = match src.referrers(&s).await {
+                    Ok(f) => f,
+                    Err(e) if e.is_not_found() => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                for d in found.into_iter().filter(|d| filter(d)) {
+                    if !visited.insert(d.digest.clone()) {
+                        // A loop (or the same referrer in two sources): already handled.
+                        continue;
+                    }
+                    queue.push(d.digest.clone());
+                    if present.contains(&d.digest) {
+                        continue;
+                    }
+                    let record = ReferrerCopy {
+                        subject: s.clone(),
+                        digest: d.digest.clone(),
+                        artifact_type: d.artifact_type.clone(),
+                        source: src.to_string(),
+                    };
+                    if !dry_run {
+                        let m = src.get_manifest(&d.digest.to_string()).await?;
+                        if m.digest != d.digest {
+                            return Err(Error::DigestMismatch {
+                                expected: d.digest.clone(),
+                                actual: m.digest,
+                            });
+                        }
+                        let m = self.copy_children(src, target, &m, &opts, false).await?;
+                        let pushed = target.put_manifest(None, &m).await?;
+                        Stats::add(&self.stats.manifests_pushed, 1);
+                        target.publish_referrer(&s, &m, &pushed).await?;
+                        Stats::add(&self.stats.referrers_copied, 1);
+                        tracing::info!(subject = %s, referrer = %d.digest, artifact_type = ?d.artifact_type, target = %target, "Copied referrer");
+                    }
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
