@@ -83,7 +83,15 @@ impl RawClient {
     }
 
     /// A client for `reg` with the credentials it accepts, if any.
+    ///
+    /// # Panics
+    /// If `reg` serves HTTPS: this client speaks plain HTTP only (use skopeo there).
     pub fn for_registry(reg: &TestRegistry) -> Self {
+        assert!(
+            reg.tls().is_none(),
+            "RawClient speaks plain HTTP only; {} serves HTTPS (use the skopeo helpers)",
+            reg.host()
+        );
         let c = Self::new(&reg.url());
         match reg.credentials() {
             Some((u, p)) => c.with_credentials(u, p),

@@ -607,3 +607,151 @@ async fn works_from_a_tokio_test_and_drops_cleanly_there() {
     drop(reg);
     drop(issuer);
 }
+
+/// `curl … https://NAME:PORT/v2/` with `NAME` pinned to 127.0.0.1 (so `localhost` checks the
+/// DNS name without leaving loopback): the HTTP status, or curl's error.
+fn curl_v2(reg: &TestRegistry, name: &str, extra: &[&str]) -> Result<u16, String> {
+    let port = reg.port();
+    let out = std::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "5",
+        ])
+        .args(["--output", "/dev/null", "--write-out", "%{http_code}"])
+        .arg("--resolve")
+        .arg(format!("{name}:{port}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("https://{name}:{port}/v2/"))
+        .output()
+        .expect("run curl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("status"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn https_registry_is_trusted_through_its_own_ca_only_and_skopeo_round_trips() {
+    let reg = TestRegistry::start_with(RegistryOptions {
+        tls: Tls::Https,
+        ..Default::default()
+    });
+    assert_eq!(reg.url(), format!("https://{}", reg.host()));
+    let tls = reg.tls().expect("tls material");
+    assert!(tls.client().is_none() && tls.client_ca().is_none());
+    let ca = tls.ca_path().to_str().unwrap();
+    for name in ["127.0.0.1", "localhost"] {
+        assert_eq!(curl_v2(&reg, name, &["--cacert", ca]), Ok(200), "{name}");
+    }
+    // Another CA, or the system's roots only: the certificate is not trusted.
+    let other = temp_dir();
+    let other_ca = other.path().join("other.crt");
+    std::fs::write(&other_ca, TestCa::new("other").cert_pem()).unwrap();
+    let refused = curl_v2(&reg, "127.0.0.1", &["--cacert", other_ca.to_str().unwrap()]);
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("certificate")),
+        "{refused:?}"
+    );
+    assert!(curl_v2(&reg, "127.0.0.1", &[]).is_err());
+    // A name the certificate does not have.
+    let wrong = curl_v2(&reg, "registry.test", &["--cacert", ca]);
+    assert!(wrong.is_err(), "{wrong:?}");
+
+    let img = image::image(50, 2, 3000);
+    skopeo_push(&reg, "x/tls:1", &img);
+    assert_eq!(skopeo_digest(&reg, "x/tls:1"), img.digest());
+    assert_eq!(skopeo_list_tags(&reg, "x/tls"), vec!["1"]);
+    assert!(
+        reg.writes() > 0,
+        "pushed over HTTPS: {:?}",
+        reg.access_log()
+    );
+}
+
+#[test]
+fn mutual_tls_registry_requires_a_client_certificate_from_its_client_ca() {
+    let reg = TestRegistry::start_with(RegistryOptions {
+        tls: Tls::Mutual,
+        ..Default::default()
+    });
+    let tls = reg.tls().expect("tls material");
+    let ca = tls.ca_path().to_str().unwrap();
+    let (cert, key) = tls.client_paths().expect("client certificate");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    assert_eq!(
+        curl_v2(
+            &reg,
+            "127.0.0.1",
+            &["--cacert", ca, "--cert", cert, "--key", key]
+        ),
+        Ok(200)
+    );
+    assert!(curl_v2(&reg, "127.0.0.1", &["--cacert", ca]).is_err());
+    // A client certificate from a CA the registry does not trust.
+    let stranger = TestCa::new("stranger").issue_client("stranger");
+    let dir = temp_dir();
+    let (scert, skey) = (dir.path().join("s.cert"), dir.path().join("s.key"));
+    std::fs::write(&scert, &stranger.cert_pem).unwrap();
+    std::fs::write(&skey, &stranger.key_pem).unwrap();
+    let refused = curl_v2(
+        &reg,
+        "127.0.0.1",
+        &[
+            "--cacert",
+            ca,
+            "--cert",
+            scert.to_str().unwrap(),
+            "--key",
+            skey.to_str().unwrap(),
+        ],
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    // Another certificate from the registry's client CA is accepted.
+    let more = tls.client_ca().unwrap().issue_client("another");
+    std::fs::write(&scert, &more.cert_pem).unwrap();
+    std::fs::write(&skey, &more.key_pem).unwrap();
+    assert_eq!(
+        curl_v2(
+            &reg,
+            "127.0.0.1",
+            &[
+                "--cacert",
+                ca,
+                "--cert",
+                scert.to_str().unwrap(),
+                "--key",
+                skey.to_str().unwrap()
+            ]
+        ),
+        Ok(200)
+    );
+
+    // skopeo gets the client certificate through --cert-dir.
+    let img = image::image(51, 1, 1000);
+    skopeo_push(&reg, "x/mtls:1", &img);
+    assert_eq!(skopeo_digest(&reg, "x/mtls:1"), img.digest());
+    let log = reg.access_log();
+    assert!(
+        log.iter()
+            .any(|e| e.method == "PUT" && e.user_agent.contains("skopeo")),
+        "{log:?}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "plain HTTP only")]
+fn raw_client_refuses_https_registries_clearly() {
+    let reg = TestRegistry::start_with(RegistryOptions {
+        tls: Tls::Https,
+        ..Default::default()
+    });
+    let _ = RawClient::for_registry(&reg);
+}

@@ -2,30 +2,37 @@
 //! registries to test against.
 //!
 //! - [`TestRegistry`]: Debian's `docker-registry` (distribution 2.8) on a free loopback port
-//!   with its own temp storage, plain or with htpasswd or token auth; killed on drop.
+//!   with its own temp storage, plain or with htpasswd or token auth, over HTTP or HTTPS
+//!   (optionally requiring client certificates, [`Tls`]); killed on drop.
+//! - [`tls`]: throwaway CAs, server and client certificates for HTTPS registries.
 //! - [`TokenIssuer`]: the token server for a token-auth registry.
 //! - [`FaultProxy`]: a streaming reverse proxy in front of a registry that injects faults
 //!   (status codes, resets, short reads, corrupt bytes, delays) by rule.
 //! - [`image`]: deterministic synthetic images, indexes and SBOM referrers, OCI layouts.
 //! - [`skopeo`]: pushing with and reading back through skopeo, the independent client.
-//! - [`RawClient`]: a small blocking HTTP client for arranging state skopeo cannot.
+//! - [`RawClient`]: a small blocking HTTP client for arranging state skopeo cannot (plain HTTP
+//!   registries only).
+//! - [`cli`]: running the `regferry` binary on a config file, and checking what it copied.
 //!
 //! Everything is blocking and owns its own threads (servers run on private tokio runtimes), so
 //! the same calls work from `#[test]` and from `#[tokio::test]`, paused time included. In a
 //! current-thread `#[tokio::test]` a blocking helper also stalls that runtime while it waits:
 //! when the code under test runs on it and must answer meanwhile (say, regferry's admin
 //! server), call helpers through `spawn_blocking` or use the multi-thread flavour. Only
-//! 127.0.0.1 is ever used. Needs the Debian packages `docker-registry` and `skopeo`.
+//! 127.0.0.1 is ever used. Needs the Debian packages `docker-registry` and `skopeo`, and `curl`
+//! for HTTPS registries.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 
+pub mod cli;
 pub mod client;
 pub mod image;
 pub mod proxy;
 pub mod registry;
 mod server;
 pub mod skopeo;
+pub mod tls;
 pub mod token;
 mod wait;
 
@@ -38,7 +45,11 @@ pub use image::{
 };
 pub use proxy::{Action, FaultKind, FaultProxy, ProxiedRequest, Rule};
 pub use registry::{AccessLogEntry, Auth, RegistryOptions, TestRegistry};
-pub use skopeo::{push_layout, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags, skopeo_push};
+pub use skopeo::{
+    assert_same_manifests, push_layout, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags,
+    skopeo_push,
+};
+pub use tls::{CertAndKey, TestCa, Tls, TlsMaterial};
 pub use token::{TokenIssuer, TokenOptions, TokenRequest, TokenUser};
 
 /// The workspace root.

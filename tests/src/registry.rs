@@ -1,20 +1,26 @@
 //! `TestRegistry`: a real distribution registry (Debian's `docker-registry`, 2.8) on a free
-//! loopback port with its own temporary storage, killed on drop.
+//! loopback port with its own temporary storage, killed on drop; plain HTTP, or HTTPS with a
+//! fresh CA (optionally requiring client certificates), see [`Tls`].
 //!
 //! Everything here blocks the calling thread (spawning the process and polling `/v2/` until it
 //! answers, typically ~100 ms); that is fine from `#[test]` and from `#[tokio::test]` (it does
 //! not use the caller's runtime, so paused time does not matter).
 
 use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::tls::{Tls, TlsMaterial};
 use crate::token::TokenIssuer;
 use crate::wait::{Deadline, pause};
 
 /// The registry binary; `REGFERRY_REGISTRY_BIN` overrides it.
 pub const DEFAULT_REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// curl, the readiness probe of HTTPS registries; `REGFERRY_CURL_BIN` overrides it.
+pub const DEFAULT_CURL_BIN: &str = "curl";
 
 /// How long a registry may take to answer `GET /v2/`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -55,6 +61,9 @@ pub struct RegistryOptions<'a> {
     /// [`crate::FaultProxy`] in front of the issuer (`format!("{}/token", proxy.url())`) to
     /// inject faults into token fetches.
     pub token_realm: Option<&'a str>,
+    /// Serve HTTPS (a fresh CA and a server certificate for `127.0.0.1` and `localhost`),
+    /// optionally requiring client certificates; see [`TestRegistry::tls`].
+    pub tls: Tls,
 }
 
 /// One line of the registry's access log.
@@ -86,6 +95,7 @@ pub struct TestRegistry {
     child: Child,
     port: u16,
     credentials: Option<(String, String)>,
+    tls: Option<TlsMaterial>,
     // Declared last: removed after the process is gone.
     dir: tempfile::TempDir,
 }
@@ -139,6 +149,11 @@ impl TestRegistry {
             .unwrap_or_else(|_| DEFAULT_REGISTRY_BIN.to_owned());
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("create registry storage dir");
+        let tls = TlsMaterial::generate(dir.path(), opts.tls);
+        let tls_yaml = tls
+            .as_ref()
+            .map(TlsMaterial::config_yaml)
+            .unwrap_or_default();
 
         for attempt in 1..=PORT_ATTEMPTS {
             let port = free_port();
@@ -163,7 +178,7 @@ http:
   relativeurls: {relative}
   headers:
     X-Content-Type-Options: [nosniff]
-health:
+{tls_yaml}health:
   storagedriver:
     enabled: false
 {auth_yaml}",
@@ -191,12 +206,13 @@ health:
             let mut child = cmd.spawn().unwrap_or_else(|e| {
                 panic!("cannot run {bin} ({e}); is the docker-registry package installed?")
             });
-            match wait_ready(&mut child, port, dir.path()) {
+            match wait_ready(&mut child, port, dir.path(), tls.as_ref()) {
                 Ok(()) => {
                     return Self {
                         child,
                         port,
                         credentials,
+                        tls,
                         dir,
                     };
                 }
@@ -219,9 +235,16 @@ health:
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+
+    /// The certificates and keys of an HTTPS registry ([`RegistryOptions::tls`]); `None` for
+    /// plain HTTP.
+    pub fn tls(&self) -> Option<&TlsMaterial> {
+        self.tls.as_ref()
     }
 
     /// The registry's process id (for checks that it is gone after drop).
@@ -291,7 +314,8 @@ impl Drop for TestRegistry {
 enum Exit {
     PortTaken,
     Exited(std::process::ExitStatus),
-    Timeout,
+    /// The last probe's failure, if any.
+    Timeout(Option<String>),
 }
 
 impl std::fmt::Display for Exit {
@@ -299,16 +323,26 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::PortTaken => write!(f, "port taken"),
             Exit::Exited(status) => write!(f, "exited: {status}"),
-            Exit::Timeout => write!(f, "no answer on /v2/ within {START_TIMEOUT:?}"),
+            Exit::Timeout(None) => write!(f, "no answer on /v2/ within {START_TIMEOUT:?}"),
+            Exit::Timeout(Some(last)) => write!(
+                f,
+                "no answer on /v2/ within {START_TIMEOUT:?}; last probe: {last}"
+            ),
         }
     }
 }
 
 /// Waits until `GET /v2/` answers 200 or 401 (auth modes), or the process exits.
-fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), Exit> {
+fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    dir: &Path,
+    tls: Option<&TlsMaterial>,
+) -> Result<(), Exit> {
     let deadline = Deadline::after(START_TIMEOUT);
     let agent = crate::client::agent(Duration::from_secs(2));
     let url = format!("http://127.0.0.1:{port}/v2/");
+    let mut last_error = None;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(
@@ -319,16 +353,74 @@ fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), Exit> {
                 },
             );
         }
-        if let Ok(resp) = agent.get(&url).call()
-            && matches!(resp.status().as_u16(), 200 | 401)
-        {
+        let status = match tls {
+            None => agent.get(&url).call().map(|r| r.status().as_u16()).ok(),
+            Some(tls) => match probe_https(port, tls) {
+                Ok(status) => status,
+                Err(e) => {
+                    last_error = Some(e);
+                    None
+                }
+            },
+        };
+        if matches!(status, Some(200 | 401)) {
             return Ok(());
         }
         if deadline.passed() {
-            return Err(Exit::Timeout);
+            return Err(Exit::Timeout(last_error));
         }
         pause(Duration::from_millis(20));
     }
+}
+
+/// `GET https://127.0.0.1:PORT/v2/` with curl, trusting only the registry's CA (and showing its
+/// client certificate with [`Tls::Mutual`]): `Ok(None)` while the port does not accept
+/// connections yet, `Ok(Some(status))` on an answer, `Err` with curl's message otherwise (a
+/// TLS failure here is a harness bug, reported if the registry never becomes ready).
+///
+/// curl rather than the harness's ureq agent: ureq's TLS support would add rustls with its
+/// `ring` provider to a workspace whose reqwest builds rustls with `aws-lc-rs`, changing
+/// rustls's features (and so rebuilding reqwest and regferry) in every test build, and leaving
+/// the binary under test with a crypto set-up the shipped one does not have. curl also checks
+/// the generated certificates with a third, independent TLS stack (OpenSSL).
+fn probe_https(port: u16, tls: &TlsMaterial) -> Result<Option<u16>, String> {
+    // Only spawn curl once the port accepts connections; until then the registry is starting.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        return Ok(None);
+    }
+    let bin = std::env::var("REGFERRY_CURL_BIN").unwrap_or_else(|_| DEFAULT_CURL_BIN.to_owned());
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "--silent",
+        "--show-error",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "2",
+        "--output",
+        "/dev/null",
+        "--write-out",
+        "%{http_code}",
+        "--cacert",
+    ])
+    .arg(tls.ca_path());
+    if let Some((cert, key)) = tls.client_paths() {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}/v2/"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin} ({e}); is the curl package installed?"));
+    if !out.status.success() {
+        return Err(format!(
+            "curl ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse().ok())
 }
 
 /// SIGKILL (the registry keeps nothing worth a graceful stop) and reap.

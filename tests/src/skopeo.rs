@@ -1,9 +1,11 @@
 //! skopeo (Debian's `skopeo` package, 1.9) as the independent client: pushing synthetic layouts
 //! into a [`TestRegistry`] and reading back what regferry wrote.
 //!
-//! Every call runs `skopeo --insecure-policy --command-timeout 120s …` with plain HTTP
-//! (`--tls-verify=false`) and either the registry's credentials or `--no-creds`, so neither the
-//! machine's policy nor a user's auth file changes the outcome. All calls block.
+//! Every call runs `skopeo --insecure-policy --command-timeout 120s …` with
+//! `--tls-verify=false` (plain HTTP, or HTTPS without verification) and either the registry's
+//! credentials or `--no-creds`, so neither the machine's policy nor a user's auth file changes
+//! the outcome. For an HTTPS registry it also passes `--cert-dir` with the registry's CA and,
+//! when the registry requires one, its client certificate. All calls block.
 
 use std::path::Path;
 use std::process::Command;
@@ -36,12 +38,20 @@ pub fn skopeo(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// `--creds user:pass` or `--no-creds`, under the given flag prefix (`""`, `"dest-"`, `"src-"`).
+/// `--creds user:pass` or `--no-creds`, and `--cert-dir DIR` for an HTTPS registry, under the
+/// given flag prefix (`""`, `"dest-"`, `"src-"`).
 fn creds_args(reg: &TestRegistry, prefix: &str) -> Vec<String> {
-    match reg.credentials() {
+    let mut args = match reg.credentials() {
         Some((u, p)) => vec![format!("--{prefix}creds"), format!("{u}:{p}")],
         None => vec![format!("--{prefix}no-creds")],
+    };
+    if let Some(tls) = reg.tls() {
+        // Without a client certificate from here, skopeo cannot reach a registry that
+        // requires one (`Tls::Mutual`): the handshake fails.
+        args.push(format!("--{prefix}cert-dir"));
+        args.push(tls.cert_dir().display().to_string());
     }
+    args
 }
 
 /// `skopeo copy --all --preserve-digests oci:LAYOUT:TAG docker://HOST/DEST`, where `dest` is
@@ -124,4 +134,24 @@ pub fn skopeo_list_tags(reg: &TestRegistry, repo: &str) -> Vec<String> {
         .unwrap_or_default();
     tags.sort();
     tags
+}
+
+/// Asserts that `dst_ref` on `dst` serves exactly the manifest bytes of `src_ref` on `src`, and,
+/// for an index, that every child manifest it lists exists in `dst`'s repository with its digest.
+///
+/// # Panics
+/// On a difference, or if skopeo fails.
+pub fn assert_same_manifests(src: &TestRegistry, dst: &TestRegistry, src_ref: &str, dst_ref: &str) {
+    let a = skopeo_inspect_raw(src, src_ref);
+    let b = skopeo_inspect_raw(dst, dst_ref);
+    assert_eq!(a, b, "{dst_ref}: manifest bytes differ from {src_ref}");
+    let v: serde_json::Value = serde_json::from_slice(&a).expect("manifest JSON");
+    if let Some(children) = v["manifests"].as_array() {
+        let repo = dst_ref.split(['@', ':']).next().unwrap_or(dst_ref);
+        for c in children {
+            let d = c["digest"].as_str().expect("child digest");
+            let child = skopeo_inspect_raw(dst, &format!("{repo}@{d}"));
+            assert_eq!(sha256_digest(&child), d, "child {d} in {repo}");
+        }
+    }
 }

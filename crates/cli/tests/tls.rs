@@ -1,0 +1,242 @@
+//! `regferry once` against HTTPS registries (Debian's distribution with a throwaway CA, and
+//! with client certificates required), verified with skopeo. The per-registry TLS settings
+//! under test are `tls`, `regcert`, `clientCert` and `clientKey` (docs/configuration.md).
+use regferry_testkit::cli::{ConfigFile, RunOutput, run_regferry, yaml_block};
+use regferry_testkit::image::{self, Index};
+use regferry_testkit::{
+    RawClient, RegistryOptions, TestCa, TestRegistry, Tls, assert_same_manifests, skopeo_digest,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_regferry");
+
+fn once(c: &ConfigFile) -> RunOutput {
+    run_regferry(BIN, &["once"], c)
+}
+
+fn start(tls: Tls) -> TestRegistry {
+    TestRegistry::start_with(RegistryOptions {
+        tls,
+        ..RegistryOptions::default()
+    })
+}
+
+/// A plain source registry holding `app:1`, a two-platform index.
+fn source() -> (TestRegistry, Index) {
+    let src = TestRegistry::start();
+    let idx = image::multi_arch(200, 1, 3000);
+    RawClient::for_registry(&src).push("app", Some("1"), &idx);
+    (src, idx)
+}
+
+/// A config copying `src/app:1` to `dst/<dst_repo>:1`; `dst_creds` are the target's `creds`
+/// lines after `registry:` (indented by four spaces).
+fn config(src: &TestRegistry, dst: &TestRegistry, dst_creds: &str, dst_repo: &str) -> ConfigFile {
+    ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\n  parallel: 2\ncreds:\n  - registry: {s}\n    tls: disabled\n  - registry: {d}\n{dst_creds}sync:\n  - source: {s}/app:1\n    target: {d}/{dst_repo}:1\n    type: image\n",
+        s = src.host(),
+        d = dst.host(),
+    ))
+}
+
+/// `    key: |` followed by the PEM, as a creds line.
+fn pem_line(key: &str, pem: &str) -> String {
+    format!("    {key}: {}", yaml_block(pem, 6))
+}
+
+/// Requests regferry sent to `reg` (its user agent starts with `regferry/`).
+fn regferry_requests(reg: &TestRegistry) -> Vec<regferry_testkit::AccessLogEntry> {
+    reg.access_log()
+        .into_iter()
+        .filter(|e| e.user_agent.starts_with("regferry"))
+        .collect()
+}
+
+#[test]
+fn regcert_trusts_a_private_ca_as_a_block_scalar_and_through_a_file_template() {
+    let (src, idx) = source();
+    let dst = start(Tls::Https);
+    let ca = dst.tls().unwrap().ca_pem();
+
+    let inline = format!("    tls: enabled\n{}", pem_line("regcert", ca));
+    let c = config(&src, &dst, &inline, "inline/app");
+    let o = once(&c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_same_manifests(&src, &dst, "app:1", "inline/app:1");
+    assert!(
+        regferry_requests(&dst).iter().any(|e| e.is_write()),
+        "regferry wrote over HTTPS: {:?}",
+        dst.access_log()
+    );
+    let o = run_regferry(BIN, &["check"], &c);
+    assert_eq!(o.code, 0, "in sync over HTTPS\n{}", o.all());
+
+    // The same CA through `{{ file "…" }}`, as a mounted secret would be.
+    let holder = regferry_testkit::temp_dir();
+    let ca_file = holder.path().join("registry-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let templated = format!(
+        "    tls: enabled\n    regcert: '{{{{ file \"{}\" }}}}'\n",
+        ca_file.display()
+    );
+    let c = config(&src, &dst, &templated, "file/app");
+    let o = once(&c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(skopeo_digest(&dst, "file/app:1"), idx.digest());
+}
+
+#[test]
+fn without_regcert_an_unknown_ca_fails_the_run_and_nothing_is_written() {
+    let (src, _) = source();
+    let dst = start(Tls::Https);
+    let c = config(&src, &dst, "    tls: enabled\n", "app");
+    let o = once(&c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.all().to_lowercase().contains("certificate"),
+        "the error names the certificate problem:\n{}",
+        o.all()
+    );
+    assert!(!o.all().contains("panicked"), "{}", o.all());
+    assert_eq!(dst.writes(), 0, "{:?}", dst.access_log());
+    assert_eq!(
+        regferry_requests(&dst),
+        vec![],
+        "no request got past the handshake"
+    );
+    // regferry did connect, and refused the certificate (Go logs the client's alert).
+    let log = dst.registry_log();
+    assert!(log.contains("TLS handshake error"), "{log}");
+}
+
+#[test]
+fn insecure_copies_without_verifying_the_certificate() {
+    let (src, _) = source();
+    let dst = start(Tls::Https);
+    let c = config(&src, &dst, "    tls: insecure\n", "app");
+    let o = once(&c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_same_manifests(&src, &dst, "app:1", "app:1");
+}
+
+#[test]
+fn mutual_tls_target_needs_the_client_certificate() {
+    let (src, _) = source();
+    let dst = start(Tls::Mutual);
+    let tls = dst.tls().unwrap();
+    let client = tls.client().unwrap();
+    let server_only = format!("    tls: enabled\n{}", pem_line("regcert", tls.ca_pem()));
+
+    // Without a client certificate the registry ends every handshake. In TLS 1.3 it does so
+    // after the client has finished its side, so what regferry reports varies between the
+    // registry's alert and a closed connection; the registry's log says why, every time.
+    let c = config(&src, &dst, &server_only, "app");
+    let o = once(&c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains(&dst.host()), "{}", o.all());
+    assert_eq!(dst.writes(), 0, "{:?}", dst.access_log());
+    assert_eq!(regferry_requests(&dst), vec![]);
+    let log = dst.registry_log();
+    assert!(log.contains("client didn't provide a certificate"), "{log}");
+
+    // With the registry's client certificate and key, the copy goes through.
+    let c = config(
+        &src,
+        &dst,
+        &format!(
+            "{server_only}{}{}",
+            pem_line("clientCert", &client.cert_pem),
+            pem_line("clientKey", &client.key_pem)
+        ),
+        "app",
+    );
+    let o = once(&c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_same_manifests(&src, &dst, "app:1", "app:1");
+    assert!(
+        !o.all().contains("PRIVATE KEY"),
+        "the key is never printed:\n{}",
+        o.all()
+    );
+}
+
+#[test]
+fn mutual_tls_refuses_a_client_certificate_from_another_ca() {
+    let (src, _) = source();
+    let dst = start(Tls::Mutual);
+    let server_only = format!(
+        "    tls: enabled\n{}",
+        pem_line("regcert", dst.tls().unwrap().ca_pem())
+    );
+    let stranger = TestCa::new("stranger").issue_client("stranger");
+    let c = config(
+        &src,
+        &dst,
+        &format!(
+            "{server_only}{}{}",
+            pem_line("clientCert", &stranger.cert_pem),
+            pem_line("clientKey", &stranger.key_pem)
+        ),
+        "app",
+    );
+    let o = once(&c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert_eq!(dst.writes(), 0, "{:?}", dst.access_log());
+    assert_eq!(regferry_requests(&dst), vec![]);
+    // regferry presented the certificate; the registry could not verify it.
+    let log = dst.registry_log();
+    assert!(
+        log.contains("certificate signed by unknown authority"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_bad_client_key_is_refused_naming_tls_and_the_registry() {
+    let (src, _) = source();
+    let dst = start(Tls::Mutual);
+    let tls = dst.tls().unwrap();
+    let client = tls.client().unwrap();
+    let other_key = TestCa::new("other").issue_client("other").key_pem;
+    let bad_keys = [
+        ("not PEM at all", "this is not a key".to_owned()),
+        (
+            "PEM armour around garbage",
+            "-----BEGIN PRIVATE KEY-----\nAAECAwQFBgcICQ==\n-----END PRIVATE KEY-----\n".to_owned(),
+        ),
+        ("the certificate again", client.cert_pem.clone()),
+        ("another certificate's key", other_key),
+    ];
+    for (what, key) in bad_keys {
+        let c = config(
+            &src,
+            &dst,
+            &format!(
+                "    tls: enabled\n{}{}{}",
+                pem_line("regcert", tls.ca_pem()),
+                pem_line("clientCert", &client.cert_pem),
+                pem_line("clientKey", &key)
+            ),
+            "app",
+        );
+        let o = once(&c);
+        let all = o.all();
+        assert!(matches!(o.code, 1 | 2), "{what}: exit {}\n{all}", o.code);
+        assert!(!all.contains("panicked"), "{what}: {all}");
+        assert!(
+            !all.contains("PRIVATE KEY"),
+            "{what}: the key is masked: {all}"
+        );
+        // `TLS settings for HOST: <why>`, where the why says more than reqwest's bare
+        // "builder error".
+        let prefix = format!("TLS settings for {}: ", dst.host());
+        let why = all
+            .lines()
+            .find_map(|l| l.split_once(&prefix).map(|(_, why)| why.to_owned()))
+            .unwrap_or_else(|| panic!("{what}: the error names TLS and the registry:\n{all}"));
+        assert!(
+            why.to_lowercase().contains("key") && why.trim() != "builder error",
+            "{what}: the reason is given: {why:?}"
+        );
+        assert_eq!(regferry_requests(&dst), vec![], "{what}: nothing was sent");
+    }
+}
