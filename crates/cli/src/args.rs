@@ -67,6 +67,11 @@ pub(crate) enum Command {
     Server(RunArgs),
     /// Print the resolved configuration (defaults applied, secrets masked).
     Config,
+    /// Inspect OCI artifacts (referrers: SBOMs, signatures, provenance).
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
     /// Print version, git commit and target.
     Version {
         /// Output format.
@@ -77,6 +82,24 @@ pub(crate) enum Command {
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ArtifactCommand {
+    /// List the referrers of an image: of the index and each platform manifest.
+    List {
+        /// The image: `registry/repo:tag`, `…@sha256:…`, or `ocidir://path[:tag]`.
+        reference: String,
+        /// Only this platform's manifest, e.g. `linux/arm64`.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Output: a table, or JSON.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Speak plain HTTP to the registry (with no `creds` entry saying `tls: disabled`).
+        #[arg(long)]
+        plain_http: bool,
     },
 }
 

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod artifact;
 mod logging;
 mod sync;
 mod version;
@@ -15,7 +16,7 @@ use clap::{CommandFactory, Parser};
 use regferry_config::{Config, ConfigError, template::SystemHost};
 use regferry_scheduler::Mode;
 
-use args::{Cli, Command};
+use args::{ArtifactCommand, Cli, Command};
 
 /// Documented exit codes (README, docs/operations.md).
 mod exit {
@@ -74,6 +75,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stdout
                 .write_all(regferry_config::to_yaml(&config).as_bytes())
                 .context("writing to stdout")?;
+        }
+        Command::Artifact {
+            command:
+                ArtifactCommand::List {
+                    reference,
+                    platform,
+                    format,
+                    plain_http,
+                },
+        } => {
+            let config = if cli.config.is_some() {
+                Some(load(&cli)?)
+            } else {
+                None
+            };
+            artifact::list(config, reference, platform.as_deref(), *format, *plain_http)?;
         }
         Command::Check { run, format } => {
             let config = load(&cli)?;

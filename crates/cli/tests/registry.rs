@@ -567,3 +567,116 @@ fn a_target_that_refuses_writes_fails_the_tag_and_the_run() {
         .unwrap();
     assert_eq!(head.status, 404);
 }
+
+#[test]
+fn pull_only_mirrors_serve_reads_with_the_upstream_named() {
+    let (upstream, mirror, dst) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        TestRegistry::start(),
+    );
+    let img = image::image(100, 2, 20_000);
+    // The image exists only on the mirror; the upstream is empty.
+    push(&mirror, "library/app", "1", &img);
+    let c = cfg(
+        &[
+            (&upstream.host(), None),
+            (&mirror.host(), None),
+            (&dst.host(), None),
+        ],
+        &format!(
+            "  - source: {}/library/app:1\n    target: {}/app:1\n    type: image\n",
+            upstream.host(),
+            dst.host()
+        ),
+    );
+    let text = std::fs::read_to_string(&c.path).unwrap().replacen(
+        &format!("  - registry: {}\n    tls: disabled\n", upstream.host()),
+        &format!(
+            "  - registry: {}\n    tls: disabled\n    mirrors: ['{}']\n",
+            upstream.host(),
+            mirror.host()
+        ),
+        1,
+    );
+    std::fs::write(&c.path, text).unwrap();
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_digest(&dst, "app:1"), img.digest());
+    let ns = format!("ns={}", upstream.host().replace(':', "%3A"));
+    let mirror_reads = mirror
+        .access_log()
+        .into_iter()
+        .filter(|e| e.path.contains(&ns))
+        .count();
+    assert!(
+        mirror_reads >= 4,
+        "mirror reads carry ?ns=: {:?}",
+        mirror.access_log()
+    );
+    assert!(upstream.access_log().iter().all(|e| !e.is_write()));
+}
+
+#[test]
+fn blob_max_sends_blobs_in_chunks() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(110, 1, 300_000);
+    push(&src, "app", "1", &img);
+    let c = cfg(
+        &[(&src.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {}/app:1\n    target: {}/app:1\n    type: image\n",
+            src.host(),
+            dst.host()
+        ),
+    );
+    let text = std::fs::read_to_string(&c.path).unwrap().replacen(
+        &format!("  - registry: {}\n    tls: disabled\n", dst.host()),
+        &format!(
+            "  - registry: {}\n    tls: disabled\n    blobMax: 1\n    blobChunk: 65536\n",
+            dst.host()
+        ),
+        1,
+    );
+    std::fs::write(&c.path, text).unwrap();
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_same(&src, &dst, "app:1", "app:1");
+    let patches = dst
+        .access_log()
+        .iter()
+        .filter(|e| e.method == "PATCH")
+        .count();
+    // 300000 bytes in 64 KiB chunks is 5 PATCHes, plus one for the config blob.
+    assert_eq!(patches, 6, "{:?}", dst.access_log());
+}
+
+#[test]
+fn abort_on_error_stops_the_run_and_without_it_the_rest_goes_on() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    push(&src, "good", "1", &image::image(120, 1, 100));
+    let entries = format!(
+        "  - source: {s}/missing:1\n    target: {d}/missing:1\n    type: image\n  - source: {s}/good:1\n    target: {d}/good:1\n    type: image\n",
+        s = src.host(),
+        d = dst.host()
+    );
+    let c = cfg(&[(&src.host(), None), (&dst.host(), None)], &entries);
+    let sequential = std::fs::read_to_string(&c.path)
+        .unwrap()
+        .replace("parallel: 2", "parallel: 0");
+    std::fs::write(&c.path, sequential).unwrap();
+    let o = regferry(&["once", "--abort-on-error"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("not found"), "{}", o.stdout);
+    let head = RawClient::for_registry(&dst)
+        .send("HEAD", "/v2/good/manifests/1", &[], &[])
+        .unwrap();
+    assert_eq!(head.status, 404, "aborted before the second entry");
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "a failure still fails the run");
+    assert_eq!(
+        skopeo_list_tags(&dst, "good"),
+        vec!["1"],
+        "the other entry was copied"
+    );
+}

@@ -153,7 +153,7 @@ impl Engine {
         let items = match self.items(entry, opts.mode).await {
             Ok(items) => items,
             Err(e) => {
-                tracing::error!(entry = entry.index, source = %entry.source, error = %e, "Listing the source failed");
+                tracing::error!(entry = entry.index, source = %entry.source, error = %e, "Entry failed before copying (listing the source, or setting up a registry)");
                 report.error = Some(e.to_string());
                 if opts.abort_on_error {
                     abort.store(true, Ordering::Relaxed);

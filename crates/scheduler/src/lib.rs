@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod artifacts;
 mod clients;
 mod engine;
 mod report;

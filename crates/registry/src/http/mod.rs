@@ -181,8 +181,17 @@ impl RegistryClient {
             b = b.tls_danger_accept_invalid_certs(true);
         }
         if let Some(pem) = &opts.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| tls_err(format!("regcert is not a PEM certificate: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                tls_err(format!(
+                    "regcert is not a PEM certificate: {}",
+                    send::chain(&e)
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(tls_err(
+                    "regcert holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+                ));
+            }
             for c in certs {
                 b = b.add_root_certificate(c);
             }

@@ -206,8 +206,11 @@ impl Inner {
                 }
                 Err(e) => {
                     self.stats.record(&req.method, 0);
-                    let retryable =
-                        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                    // A certificate the client refuses (or that the server refuses) will be
+                    // refused again: fail at once instead of backing off five times.
+                    let tls_refusal = is_tls_refusal(&chain(&e));
+                    let retryable = !tls_refusal
+                        && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body());
                     if retryable && replayable && attempt < policy.attempts {
                         let delay = self.delay(attempt, None);
                         tracing::warn!(
@@ -294,6 +297,20 @@ pub(crate) fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
         when.duration_since(std::time::SystemTime::now())
             .unwrap_or_default(),
     )
+}
+
+/// Whether a transport error is a TLS verdict (an untrusted or bad certificate) rather
+/// than a network failure. rustls reports these as connect errors.
+fn is_tls_refusal(chain: &str) -> bool {
+    const MARKERS: [&str; 6] = [
+        "invalid peer certificate",
+        "UnknownIssuer",
+        "BadCertificate",
+        "CertificateRequired",
+        "NotValidForName",
+        "certificate verify failed",
+    ];
+    MARKERS.iter().any(|m| chain.contains(m))
 }
 
 /// An error and its causes on one line.
