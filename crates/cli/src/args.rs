@@ -64,7 +64,30 @@ pub(crate) enum Command {
         format: OutputFormat,
     },
     /// Run as a daemon, syncing each entry on its interval or schedule.
-    Server(RunArgs),
+    Server {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Serve /healthz, /readyz, /metrics, webhooks and triggers on this address
+        /// (e.g. 127.0.0.1:8080 or 0.0.0.0:8080); off when not given.
+        #[arg(long, value_name = "ADDR", env = "REGFERRY_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Secret in webhook URLs (/v1/webhooks/dockerhub/<token>) and the bearer token for
+        /// POST /v1/sync/<entry>; without it those endpoints are off.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "REGFERRY_WEBHOOK_TOKEN",
+            hide_env_values = true
+        )]
+        webhook_token: Option<String>,
+        /// How long copies in flight may finish after SIGTERM (Go duration).
+        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        grace: String,
+        /// Run only this replica's share of the entries: I/N, from 0 (e.g. from a
+        /// StatefulSet ordinal).
+        #[arg(long, value_name = "I/N", env = "REGFERRY_SHARD")]
+        shard: Option<String>,
+    },
     /// Print the resolved configuration (defaults applied, secrets masked).
     Config,
     /// Inspect OCI artifacts (referrers: SBOMs, signatures, provenance).

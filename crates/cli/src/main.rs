@@ -5,6 +5,7 @@
 mod args;
 mod artifact;
 mod logging;
+mod server;
 mod sync;
 mod version;
 
@@ -109,15 +110,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = sync::run(config, mode, run.abort_on_error, *format)?;
             return Ok(ExitCode::from(code));
         }
-        Command::Server(_) => {
+        Command::Server {
+            run,
+            listen,
+            webhook_token,
+            grace,
+            shard,
+        } => {
             let config = load(&cli)?;
-            tracing::info!(file = %config.file, entries = config.sync.len(), "Configuration is valid");
-            let _ = writeln!(
-                std::io::stderr(),
-                "regferry: server mode is not implemented yet: the configuration is valid, \
-                 but nothing was scheduled; use `regferry once` from cron meanwhile"
-            );
-            return Ok(ExitCode::from(exit::FAILURE));
+            let grace = regferry_config::duration::parse_go_duration(grace)
+                .map_err(|_| UsageError("--grace takes a Go duration such as 30s"))?;
+            let shard = shard.as_deref().map(server::parse_shard).transpose()?;
+            let settings = server::Settings {
+                listen: *listen,
+                token: webhook_token.clone(),
+                grace,
+                shard,
+                abort_on_error: run.abort_on_error,
+            };
+            return Ok(ExitCode::from(server::run(config, settings)?));
         }
     }
     Ok(ExitCode::SUCCESS)

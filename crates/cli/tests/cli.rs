@@ -196,16 +196,6 @@ fn demo_layout_syncs_and_check_tells_drift_from_in_sync() {
 }
 
 #[test]
-fn server_says_plainly_it_is_not_there_yet() {
-    let demo = regferry_testkit::workspace_root()
-        .join("config")
-        .join("demo.yaml");
-    let o = run(regferry().arg("server").arg("-c").arg(&demo));
-    assert_eq!(o.code, 1, "no fake success\n{}", o.stderr);
-    assert!(o.stderr.contains("not implemented yet"), "{}", o.stderr);
-}
-
-#[test]
 fn version_names_version_commit_and_target() {
     let o = run(regferry().arg("version"));
     assert_eq!(o.code, 0);

@@ -35,7 +35,7 @@ pub use filter::{Pattern, ReferrerFilter, RepoFilter, TagFilter, TagSet};
 pub use model::{
     BackupTemplate, Config, DEFAULT_BLOB_CHUNK, DEFAULT_CRED_EXPIRE, DEFAULT_MEDIA_TYPES,
     DEFAULT_PARALLEL, DEFAULT_REQ_CONCURRENT, Endpoint, Globals, Host, MIN_RATELIMIT_RETRY,
-    RateLimit, RefFields, SyncEntry, SyncKind, TlsMode, Trigger,
+    RateLimit, RefFields, SyncEntry, SyncKind, TlsMode, Trigger, default_entry_name,
 };
 pub use resolve::Loaded;
 pub use view::to_yaml;

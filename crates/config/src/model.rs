@@ -339,6 +339,9 @@ impl PartialEq for BackupTemplate {
 pub struct SyncEntry {
     /// Index in the file's `sync` list, from 0.
     pub index: usize,
+    /// The entry's name: `name` when set, else a stable id derived from source and target,
+    /// so that metrics and the admin API keep naming the same entry when others are added.
+    pub name: String,
     /// What is copied.
     pub kind: SyncKind,
     /// Where from.
@@ -381,6 +384,17 @@ pub struct SyncEntry {
     pub force_recursive: bool,
     /// `.Sync` for templates: the entry as regsync's Go struct would show it.
     pub template_data: Value,
+}
+
+/// The default name of an entry: `e-` and 8 hex digits of an FNV-1a hash of
+/// `source -> target`, stable across restarts and unaffected by other entries.
+pub fn default_entry_name(source: &str, target: &str) -> String {
+    let h = format!("{source} -> {target}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("e-{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
 }
 
 impl SyncEntry {

@@ -151,6 +151,8 @@ with_inheritable! {
         repos: Option<RawRepoFilter>,
         platform: Option<S<String>>,
         platforms: Option<Vec<S<String>>>,
+        /// regferry extension: a name for the admin API and metrics.
+        name: Option<S<String>>,
     }
 }
 

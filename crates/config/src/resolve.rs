@@ -182,7 +182,33 @@ pub(crate) fn resolve(
     check_inheritable_notes(&mut ctx, &defaults_scope, &defaults);
     let mut sync = Vec::with_capacity(raw.sync.len());
     for (index, entry) in raw.sync.into_iter().enumerate() {
-        sync.push(resolve_entry(&mut ctx, index, entry, &defaults)?);
+        let mut e = resolve_entry(&mut ctx, index, entry, &defaults)?;
+        if sync.iter().any(|o: &SyncEntry| o.name == e.name) {
+            if e.name == default_entry_name(&e.source.to_string(), &e.target.to_string()) {
+                // Two entries with the same source and target (valid in regsync): keep both,
+                // told apart by index.
+                e.name = format!("{}-{index}", e.name);
+            } else {
+                let scope = Scope {
+                    entry: Some(EntryRef {
+                        section: Section::Sync,
+                        index,
+                        label: Some(e.source.to_string()),
+                    }),
+                    prefix: String::new(),
+                };
+                return ctx.err(
+                    &scope,
+                    "name",
+                    None,
+                    ErrorKind::Endpoint {
+                        value: e.name.clone(),
+                        reason: "is already the name of an earlier entry",
+                    },
+                );
+            }
+        }
+        sync.push(e);
     }
     if sync.is_empty() {
         ctx.warn(
@@ -926,8 +952,25 @@ fn resolve_entry(
     };
     let template_data = data.value();
 
+    let name = match &s.name {
+        Some(n) if !n.value.trim().is_empty() => {
+            let n = n.value.trim();
+            if !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return ctx.err(&scope, "name", None, ErrorKind::Endpoint {
+                    value: n.to_owned(),
+                    reason: "a name may only use letters, digits, '-', '_' and '.' (it appears in URLs and metrics)",
+                });
+            }
+            n.to_owned()
+        }
+        _ => default_entry_name(&source_ep.to_string(), &target_ep.to_string()),
+    };
     Ok(SyncEntry {
         index,
+        name,
         kind,
         source: source_ep,
         target: target_ep,

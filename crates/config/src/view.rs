@@ -101,6 +101,7 @@ struct ReferrerFilterView {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SyncView {
+    name: String,
     source: String,
     target: String,
     #[serde(rename = "type")]
@@ -187,6 +188,7 @@ fn sync_view(e: &SyncEntry) -> SyncView {
         None => (None, None),
     };
     SyncView {
+        name: e.name.clone(),
         source: e.source.to_string(),
         target: e.target.to_string(),
         kind: e.kind.as_str(),

@@ -94,6 +94,14 @@ impl Clients {
         })
     }
 
+    /// Every registry client made so far, with its name (mirrors included).
+    pub fn registries(&self) -> Vec<RegistryClient> {
+        match self.registries.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The handle for a layout directory (one per directory, so writers share its lock).
     pub fn layout(&self, path: &Path) -> OciLayout {
         let mut map = match self.layouts.lock() {

@@ -55,6 +55,16 @@ pub struct Engine {
     tags_seen: AtomicUsize,
     tags_done: AtomicUsize,
     tag_cache: tokio::sync::Mutex<HashMap<String, Arc<Vec<String>>>>,
+    stopping: AtomicBool,
+}
+
+/// Limits a run to what a webhook reported: one repository of a registry entry, one tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Only {
+    /// The source repository (for `type: registry` entries).
+    pub repository: Option<String>,
+    /// The tag; it must still pass the entry's filters.
+    pub tag: Option<String>,
 }
 
 /// One image to look at: where it comes from and where it goes.
@@ -87,6 +97,7 @@ impl Engine {
             tags_seen: AtomicUsize::new(0),
             tags_done: AtomicUsize::new(0),
             tag_cache: tokio::sync::Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
             config,
         }
     }
@@ -97,6 +108,16 @@ impl Engine {
             self.tags_seen.load(Ordering::Relaxed),
             self.tags_done.load(Ordering::Relaxed),
         )
+    }
+
+    /// Stops starting new images; those in flight go on. For a graceful shutdown.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// The registry clients, for their request counters.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     /// The copy engine, for live counters.
@@ -140,6 +161,18 @@ impl Engine {
         opts: RunOptions,
         abort: &AtomicBool,
     ) -> EntryReport {
+        self.run_entry_only(entry, opts, abort, &Only::default())
+            .await
+    }
+
+    /// Runs one entry, limited to one repository and/or tag (a webhook's push).
+    pub async fn run_entry_only(
+        &self,
+        entry: &SyncEntry,
+        opts: RunOptions,
+        abort: &AtomicBool,
+        only: &Only,
+    ) -> EntryReport {
         let mut report = EntryReport {
             index: entry.index,
             label: format!("{} -> {}", entry.source, entry.target),
@@ -150,7 +183,7 @@ impl Engine {
             report.error = Some("not run: an earlier failure aborted the run".into());
             return report;
         }
-        let items = match self.items(entry, opts.mode).await {
+        let items = match self.items(entry, opts.mode, only).await {
             Ok(items) => items,
             Err(e) => {
                 tracing::error!(entry = entry.index, source = %entry.source, error = %e, "Entry failed before copying (listing the source, or setting up a registry)");
@@ -178,9 +211,14 @@ impl Engine {
     }
 
     /// The images an entry covers, after listing and filtering.
-    async fn items(&self, entry: &SyncEntry, mode: Mode) -> Result<Vec<Item>> {
+    async fn items(&self, entry: &SyncEntry, mode: Mode, only: &Only) -> Result<Vec<Item>> {
         match entry.kind {
             SyncKind::Image => {
+                if let Some(tag) = &only.tag
+                    && tag_of(&entry.source).as_deref() != Some(tag.as_str())
+                {
+                    return Ok(Vec::new());
+                }
                 let src = self.clients.repo(&entry.source, None)?;
                 let dst = self.clients.repo(&entry.target, None)?;
                 let src_ref = reference_of(&entry.source);
@@ -197,7 +235,7 @@ impl Engine {
             SyncKind::Repository => {
                 let src = self.clients.repo(&entry.source, None)?;
                 let dst = self.clients.repo(&entry.target, None)?;
-                self.repo_items(entry, src, dst, mode).await
+                self.repo_items(entry, src, dst, mode, only).await
             }
             SyncKind::Registry => {
                 let Endpoint::Namespace { registry, prefix } = &entry.source else {
@@ -207,7 +245,10 @@ impl Engine {
                     });
                 };
                 let client = self.clients.registry(registry)?;
-                let mut repos = client.catalog().await?;
+                let mut repos = match &only.repository {
+                    Some(r) => vec![r.clone()],
+                    None => client.catalog().await?,
+                };
                 repos.retain(|r| prefix.is_empty() || r.starts_with(&format!("{prefix}/")));
                 repos.retain(|r| entry.repos.matches(r));
                 repos.sort();
@@ -221,7 +262,7 @@ impl Engine {
                         repo.strip_prefix(&format!("{prefix}/")).unwrap_or(&repo)
                     };
                     let dst = self.clients.repo(&entry.target, Some(rel))?;
-                    items.extend(self.repo_items(entry, src, dst, mode).await?);
+                    items.extend(self.repo_items(entry, src, dst, mode, only).await?);
                 }
                 Ok(items)
             }
@@ -234,8 +275,12 @@ impl Engine {
         src: Repo,
         dst: Repo,
         mode: Mode,
+        only: &Only,
     ) -> Result<Vec<Item>> {
-        let mut tags = src.list_tags().await?;
+        let mut tags = match &only.tag {
+            Some(t) => vec![t.clone()],
+            None => src.list_tags().await?,
+        };
         tags.retain(|t| entry.tags.matches(t));
         tags.sort();
         if let Mode::Copy { missing_only: true } = mode {
@@ -297,6 +342,11 @@ impl Engine {
             report.reason = Some("not run: an earlier failure aborted the run".into());
             return report;
         }
+        if self.stopping.load(Ordering::Relaxed) {
+            report.state = State::Skipped;
+            report.reason = Some("not run: shutting down".into());
+            return report;
+        }
         let decision = match self.decide(entry, &item, opts.mode).await {
             Ok(d) => d,
             Err(e) => return self.failed(report, e, opts, abort),
@@ -330,6 +380,11 @@ impl Engine {
                     report.backup = backup;
                     tracing::info!(source = %report.source, target = %report.target, "Copied");
                     copied_manifest = Some(m);
+                }
+                Err(Error::Cancelled) if self.stopping.load(Ordering::Relaxed) => {
+                    report.state = State::Skipped;
+                    report.reason = Some("not run: shutting down".into());
+                    return report;
                 }
                 Err(e) => return self.failed(report, e, opts, abort),
             }
@@ -589,12 +644,11 @@ impl Engine {
         decision: &Decision,
     ) -> Result<(Manifest, Option<String>)> {
         let _slot = self
-            .copy_slots
-            .acquire()
-            .await
-            .map_err(|_| Error::Cancelled)?;
-        self.wait_for_rate_limit(entry, item, decision.source.as_ref())
+            .slot_within_rate_limit(entry, item, decision.source.as_ref())
             .await?;
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
         let manifest = match &decision.manifest {
             Some(m) => m.clone(),
             None => {
@@ -685,19 +739,26 @@ impl Engine {
 
     /// regsync's `ratelimit`: while the source reports fewer pulls left than `min`, wait
     /// `retry` and look again.
-    async fn wait_for_rate_limit(
+    async fn slot_within_rate_limit(
         &self,
         entry: &SyncEntry,
         item: &Item,
         head: Option<&ManifestHead>,
-    ) -> Result<()> {
-        if entry.ratelimit.min == 0 {
-            return Ok(());
-        }
+    ) -> Result<tokio::sync::SemaphorePermit<'_>> {
         let mut remaining = head.and_then(|h| h.rate_limit).map(|r| r.remaining);
-        while let Some(left) = remaining
-            && left < entry.ratelimit.min
-        {
+        loop {
+            let slot = self
+                .copy_slots
+                .acquire()
+                .await
+                .map_err(|_| Error::Cancelled)?;
+            let Some(left) =
+                remaining.filter(|left| entry.ratelimit.min > 0 && *left < entry.ratelimit.min)
+            else {
+                return Ok(slot);
+            };
+            // Wait without holding a copy slot, so entries on other registries go on.
+            drop(slot);
             tracing::warn!(
                 source = %item.src,
                 remaining = left,
@@ -706,6 +767,7 @@ impl Engine {
                 "Delaying for rate limit"
             );
             tokio::time::sleep(entry.ratelimit.retry.max(Duration::from_secs(1))).await;
+            // regsync relies on Docker Hub not counting HEADs as pulls; so do we.
             remaining = item
                 .src
                 .head_manifest(&item.src_ref)
@@ -713,7 +775,6 @@ impl Engine {
                 .and_then(|h| h.rate_limit)
                 .map(|r| r.remaining);
         }
-        Ok(())
     }
 }
 

@@ -8,10 +8,12 @@
 pub mod artifacts;
 mod clients;
 mod engine;
+pub mod metrics;
 mod report;
+pub mod server;
 
 pub use clients::Clients;
-pub use engine::{Engine, Mode, RunOptions};
+pub use engine::{Engine, Mode, Only, RunOptions};
 pub use report::{EntryReport, ReferrerReport, RunReport, State, TagReport};
 
 pub use regferry_config::Config;

@@ -1,0 +1,310 @@
+//! `regferry server`: the scheduler, the admin HTTP listener, signals and systemd.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use regferry_config::Config;
+use regferry_scheduler::Engine;
+use regferry_scheduler::metrics::Metrics;
+use regferry_scheduler::server::{self, Request, ServerOptions, SystemClock};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What `regferry server` was asked to do.
+pub(crate) struct Settings {
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) token: Option<String>,
+    pub(crate) grace: Duration,
+    pub(crate) shard: Option<(u32, u32)>,
+    pub(crate) abort_on_error: bool,
+}
+
+/// Parses `I/N`.
+pub(crate) fn parse_shard(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (i, n) = s
+        .split_once('/')
+        .with_context(|| format!("--shard {s:?}: expected I/N, e.g. 0/3"))?;
+    let (i, n): (u32, u32) = (i.trim().parse()?, n.trim().parse()?);
+    anyhow::ensure!(
+        n > 0 && i < n,
+        "--shard {s:?}: I must be below N, and N above 0"
+    );
+    Ok((i, n))
+}
+
+struct Admin {
+    ready: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    engine: Arc<Engine>,
+    requests: mpsc::Sender<Request>,
+    token: Option<String>,
+}
+
+pub(crate) fn run(config: Config, s: Settings) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let engine = Arc::new(Engine::new(Arc::new(config)));
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+        let cancel = CancellationToken::new();
+        let (req_tx, req_rx) = mpsc::channel(64);
+        let (ready_tx, ready_rx) = watch::channel(false);
+
+        tokio::spawn(signals(cancel.clone()));
+        if let Some(addr) = s.listen {
+            let admin = Arc::new(Admin {
+                ready: ready_rx.clone(),
+                metrics: metrics.clone(),
+                engine: engine.clone(),
+                requests: req_tx.clone(),
+                token: s.token.clone().filter(|t| !t.is_empty()),
+            });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            tracing::info!(address = %listener.local_addr()?, "Admin listener started");
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                let app = router(admin);
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+                {
+                    tracing::error!(error = %e, "Admin listener failed");
+                }
+            });
+        }
+        tokio::spawn(systemd(ready_rx.clone(), cancel.clone()));
+        let opts = ServerOptions {
+            abort_on_error: s.abort_on_error,
+            grace: s.grace,
+            shard: s.shard,
+            ..ServerOptions::default()
+        };
+        let outcome = server::serve(
+            engine,
+            metrics,
+            opts,
+            Arc::new(SystemClock),
+            cancel.clone(),
+            req_rx,
+            ready_tx,
+        )
+        .await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!(
+            failed_runs = outcome.failed_runs,
+            cancelled = outcome.cancelled_in_flight,
+            "Server stopped"
+        );
+        Ok(if s.abort_on_error && outcome.failed_runs > 0 {
+            1
+        } else {
+            0
+        })
+    })
+}
+
+/// SIGTERM or SIGINT starts a graceful stop; a second one exits at once.
+async fn signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("Stop signal received; stopping gracefully (send it again to exit at once)");
+    cancel.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("Second stop signal: exiting now");
+    std::process::exit(130);
+}
+
+/// Tells systemd when the server is ready, and keeps its watchdog fed.
+async fn systemd(mut ready: watch::Receiver<bool>, cancel: CancellationToken) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    while !*ready.borrow() {
+        if ready.changed().await.is_err() {
+            return;
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(timeout) = sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) {
+        let period = timeout / 2;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(period) => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }
+}
+
+fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/sync/{entry}", post(sync_entry))
+        .route("/v1/webhooks/dockerhub/{token}", post(dockerhub))
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(admin)
+}
+
+async fn readyz(State(a): State<Arc<Admin>>) -> impl IntoResponse {
+    if *a.ready.borrow() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "first pass running\n")
+    }
+}
+
+async fn metrics(State(a): State<Arc<Admin>>) -> impl IntoResponse {
+    let body = a.metrics.render(&a.engine.clients().registries());
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn sync_entry(
+    State(a): State<Arc<Admin>>,
+    Path(entry): Path<String>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let Some(token) = &a.token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "manual triggers need --webhook-token\n".to_owned(),
+        );
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same_secret(given, token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "bad or missing bearer token\n".to_owned(),
+        );
+    }
+    let (tx, rx) = oneshot::channel();
+    if a.requests
+        .send(Request::Sync {
+            entry: entry.clone(),
+            reply: tx,
+        })
+        .await
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned());
+    }
+    match rx.await {
+        Ok(true) => (StatusCode::ACCEPTED, format!("sync of {entry} started\n")),
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            format!("no scheduled entry {entry:?} here\n"),
+        ),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DockerHubPush {
+    repository: DockerHubRepo,
+    #[serde(default)]
+    push_data: Option<DockerHubPushData>,
+}
+
+#[derive(serde::Deserialize)]
+struct DockerHubRepo {
+    repo_name: String,
+}
+
+#[derive(serde::Deserialize)]
+struct DockerHubPushData {
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+/// Docker Hub's webhook (https://docs.docker.com/docker-hub/repos/manage/webhooks/): the
+/// secret is in the path because Docker Hub does not sign its requests.
+async fn dockerhub(
+    State(a): State<Arc<Admin>>,
+    Path(token): Path<String>,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    let Some(expected) = &a.token else {
+        return (StatusCode::NOT_FOUND, "webhooks are off\n".to_owned());
+    };
+    if !same_secret(&token, expected) {
+        return (StatusCode::NOT_FOUND, "not found\n".to_owned());
+    }
+    let push: DockerHubPush = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not a Docker Hub push payload: {e}\n"),
+            );
+        }
+    };
+    let tag = push.push_data.and_then(|p| p.tag).filter(|t| !t.is_empty());
+    let repository = format!("docker.io/{}", push.repository.repo_name);
+    let (tx, rx) = oneshot::channel();
+    let req = Request::Push {
+        repository: repository.clone(),
+        tag: tag.clone(),
+        reply: tx,
+    };
+    if a.requests.send(req).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned());
+    }
+    match rx.await {
+        Ok(started) if started.is_empty() => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no entry syncs {repository}{}\n",
+                tag.map(|t| format!(":{t}")).unwrap_or_default()
+            ),
+        ),
+        Ok(started) => {
+            tracing::info!(repository, ?started, "Webhook started a sync");
+            (
+                StatusCode::ACCEPTED,
+                format!("started: {}\n", started.join(", ")),
+            )
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned()),
+    }
+}

@@ -1,0 +1,351 @@
+//! `regferry server` as an operator runs it: a real process, a real registry, the admin
+//! listener, webhooks, metrics and a graceful stop.
+// These tests drive a separate process from plain threads; there is no tokio runtime to
+// pause, so the daemon-oriented bans on std's Instant and thread::sleep do not apply.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use regferry_testkit::cli::ConfigFile;
+use regferry_testkit::image;
+use regferry_testkit::{RawClient, TestRegistry, skopeo_digest};
+
+struct Server {
+    child: Child,
+    admin: RawClient,
+    _cfg: ConfigFile,
+}
+
+impl Server {
+    fn start(yaml: &str, extra: &[&str]) -> Server {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cfg = ConfigFile::new(yaml);
+        let child = Command::new(env!("CARGO_BIN_EXE_regferry"))
+            .args(["server", "-c"])
+            .arg(cfg.path())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--webhook-token",
+                "hook-s3cret",
+                "--grace",
+                "5s",
+            ])
+            .args(extra)
+            .env("REGFERRY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let admin = RawClient::new(&format!("http://127.0.0.1:{port}"));
+        let s = Server {
+            child,
+            admin,
+            _cfg: cfg,
+        };
+        s.wait_for(|s| s.get("/readyz").0 == 200, "ready");
+        s
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        match self.admin.send("GET", path, &[], &[]) {
+            Ok(r) => (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let r = self
+            .admin
+            .send("POST", path, headers, body.as_bytes())
+            .unwrap();
+        (r.status, String::from_utf8_lossy(&r.body).into_owned())
+    }
+
+    fn wait_for(&self, f: impl Fn(&Server) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (_, metrics) = self.get("/metrics");
+        let runs: Vec<&str> = metrics.lines().filter(|l| l.starts_with("regferry_entry_runs")).collect();
+        panic!("timed out waiting for: {what}; runs so far: {runs:?}");
+    }
+
+    fn metric(&self, line_start: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// SIGTERM, then the exit code and everything it logged.
+    fn stop(mut self) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        let mut log = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut log).unwrap();
+        }
+        (status.code().unwrap_or(-1), log)
+    }
+}
+
+/// The tags of a repository; none when it does not exist (yet).
+fn tags(reg: &TestRegistry, repo: &str) -> Vec<String> {
+    let r = RawClient::for_registry(reg)
+        .send("GET", &format!("/v2/{repo}/tags/list"), &[], &[])
+        .unwrap();
+    if r.status != 200 {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let mut t: Vec<String> = v["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort();
+    t
+}
+
+fn yaml(src: &TestRegistry, dst: &TestRegistry, entries: &str) -> String {
+    format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - {{registry: '{s}', tls: disabled}}\n  - {{registry: '{d}', tls: disabled}}\nsync:\n{entries}",
+        s = src.host(),
+        d = dst.host()
+    )
+}
+
+#[test]
+fn server_syncs_on_its_interval_and_serves_health_and_metrics() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let one = image::image(200, 1, 100);
+    let two = image::image(201, 1, 100);
+    RawClient::for_registry(&src).push("app", Some("1"), &one);
+    let entries = format!(
+        "  - name: app\n    source: {}/app\n    target: {}/app\n    type: repository\n    interval: 1s\n  - name: manual-only\n    source: {}/app\n    target: {}/other\n    type: repository\n",
+        src.host(),
+        dst.host(),
+        src.host(),
+        dst.host()
+    );
+    let s = Server::start(&yaml(&src, &dst, &entries), &[]);
+    // Ready means the first (missing-only) pass is done: the tag is there.
+    assert_eq!(skopeo_digest(&dst, "app:1"), one.digest());
+    assert_eq!(s.get("/healthz"), (200, "ok\n".to_owned()));
+    // A changed source tag is picked up by a scheduled run.
+    RawClient::for_registry(&src).push("app", Some("1"), &two);
+    s.wait_for(
+        |_| skopeo_digest(&dst, "app:1") == two.digest(),
+        "the changed tag to be copied",
+    );
+    s.wait_for(
+        |s| {
+            s.metric("regferry_entry_runs_total{entry=\"app\",result=\"success\"}")
+                .unwrap_or(0.0)
+                >= 2.0
+        },
+        "run metrics",
+    );
+    let (_, metrics) = s.get("/metrics");
+    assert!(
+        metrics.contains("regferry_entry_last_success_timestamp_seconds{entry=\"app\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("regferry_registry_requests_total{registry=\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("manual-only"),
+        "an entry without interval or schedule is not run"
+    );
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("has no interval or schedule"), "{log}");
+    assert!(log.contains("Server stopped"), "{log}");
+}
+
+#[test]
+fn webhooks_and_manual_triggers_start_a_sync_and_bad_tokens_run_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(210, 1, 100);
+    // The entry's source is named like a Docker Hub repository through a creds alias:
+    // `docker.io` is served by the test registry, so a Docker Hub payload matches it.
+    let entries = format!(
+        "  - name: hub\n    source: docker.io/team/app\n    target: {}/app\n    type: repository\n    schedule: '0 0 1 1 *'\n    tags:\n      allow: ['1\\..*']\n",
+        dst.host()
+    );
+    let text = yaml(&src, &dst, &entries).replace(
+        "creds:\n",
+        &format!(
+            "creds:\n  - {{registry: docker.io, hostname: '{}', tls: disabled}}\n",
+            src.host()
+        ),
+    );
+    let s = Server::start(&text, &[]);
+    RawClient::for_registry(&src).push("team/app", Some("1.0"), &img);
+    RawClient::for_registry(&src).push("team/app", Some("2.0"), &img);
+    let writes_before = dst.writes();
+    // A wrong token or a malformed body starts nothing.
+    let payload = r#"{"repository":{"repo_name":"team/app"},"push_data":{"tag":"1.0"}}"#;
+    assert_eq!(s.post("/v1/webhooks/dockerhub/wrong", &[], payload).0, 404);
+    assert_eq!(
+        s.post("/v1/webhooks/dockerhub/hook-s3cret", &[], "{not json")
+            .0,
+        400
+    );
+    assert_eq!(
+        s.post(
+            "/v1/webhooks/dockerhub/hook-s3cret",
+            &[],
+            r#"{"repository":{"repo_name":"other/app"}}"#
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        s.post("/v1/sync/hub", &[("Authorization", "Bearer wrong")], "")
+            .0,
+        401
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(dst.writes(), writes_before, "nothing ran");
+    // The right token: the pushed tag is synced within seconds, and only that tag.
+    let (code, body) = s.post("/v1/webhooks/dockerhub/hook-s3cret", &[], payload);
+    assert_eq!(code, 202, "{body}");
+    s.wait_for(|_| tags(&dst, "app") == vec!["1.0"], "the pushed tag");
+    // A manual trigger runs the whole entry (still filtered: 2.0 does not match).
+    assert_eq!(
+        s.post(
+            "/v1/sync/hub",
+            &[("Authorization", "Bearer hook-s3cret")],
+            ""
+        )
+        .0,
+        202
+    );
+    assert_eq!(
+        s.post(
+            "/v1/sync/nope",
+            &[("Authorization", "Bearer hook-s3cret")],
+            ""
+        )
+        .0,
+        404
+    );
+    // The first pass failed (the repository did not exist yet); the webhook's run and the
+    // manual one succeed.
+    s.wait_for(
+        |s| {
+            s.metric("regferry_entry_runs_total{entry=\"hub\",result=\"success\"}")
+                .unwrap_or(0.0)
+                >= 2.0
+        },
+        "the runs in /metrics",
+    );
+    assert_eq!(tags(&dst, "app"), vec!["1.0"]);
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("hook-s3cret"), "the token is never logged");
+}
+
+#[test]
+fn sigterm_mid_copy_leaves_a_consistent_target_and_exits_0() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    for i in 0..6 {
+        RawClient::for_registry(&src).push(
+            "app",
+            Some(&format!("{i}")),
+            &image::image(220 + i, 2, 200_000),
+        );
+    }
+    // Slow blob reads keep copies in flight past the grace period.
+    let proxy = regferry_testkit::FaultProxy::start(&src);
+    proxy.add_rule(regferry_testkit::Rule::new(
+        "GET",
+        "/blobs/",
+        regferry_testkit::Action::Delay(Duration::from_secs(4)),
+    ));
+    let entries = format!(
+        "  - source: {}/app\n    target: {}/app\n    type: repository\n    interval: 1h\n",
+        proxy.host(),
+        dst.host()
+    );
+    let text = yaml(&src, &dst, &entries).replace(
+        "creds:\n",
+        &format!(
+            "creds:\n  - {{registry: '{}', tls: disabled}}\n",
+            proxy.host()
+        ),
+    );
+    let cfg = ConfigFile::new(&text);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regferry"))
+        .args(["server", "--grace", "1s", "-c"])
+        .arg(cfg.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.count("GET", "/blobs/") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(proxy.count("GET", "/blobs/") > 0, "a copy started");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("Grace period over"),
+        "copies were cancelled after the grace period: {log}"
+    );
+    // Every tag that exists is complete: its manifest and every blob it names are there.
+    let present = tags(&dst, "app");
+    assert!(
+        present.len() < 6,
+        "the stop came before every tag was copied: {present:?}"
+    );
+    let client = RawClient::for_registry(&dst);
+    for tag in present {
+        let raw = regferry_testkit::skopeo_inspect_raw(&dst, &format!("app:{tag}"));
+        let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
+            let digest = d["digest"].as_str().unwrap();
+            let head = client
+                .send("HEAD", &format!("/v2/app/blobs/{digest}"), &[], &[])
+                .unwrap();
+            assert_eq!(
+                head.status, 200,
+                "tag {tag} names blob {digest}, which must exist"
+            );
+        }
+    }
+}

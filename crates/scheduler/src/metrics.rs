@@ -1,0 +1,242 @@
+//! Prometheus metrics, `regferry_<thing>_<unit>`, labelled by entry and registry only
+//! (never tag or digest, which would make the series count unbounded).
+use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use regferry_registry::http::RegistryClient;
+
+use crate::report::{EntryReport, State};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EntryLabel {
+    entry: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EntryResult {
+    entry: String,
+    result: String,
+}
+
+/// The metrics of a server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<EntryResult, Counter>,
+    last_run: Family<EntryLabel, Gauge<f64, AtomicU64>>,
+    last_success: Family<EntryLabel, Gauge<f64, AtomicU64>>,
+    duration: Family<EntryLabel, Histogram, fn() -> Histogram>,
+    tags: Family<EntryResult, Counter>,
+    referrers: Family<EntryLabel, Counter>,
+    skipped_ticks: Family<EntryLabel, Counter>,
+    bytes: Counter,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(env!("CARGO_PKG_VERSION"))
+    }
+}
+
+impl Metrics {
+    /// Registers every metric; `version` goes into `regferry_build_info`.
+    pub fn new(version: &str) -> Metrics {
+        let runs = Family::<EntryResult, Counter>::default();
+        let last_run = Family::<EntryLabel, Gauge<f64, AtomicU64>>::default();
+        let last_success = Family::<EntryLabel, Gauge<f64, AtomicU64>>::default();
+        let duration = Family::<EntryLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let tags = Family::<EntryResult, Counter>::default();
+        let referrers = Family::<EntryLabel, Counter>::default();
+        let skipped_ticks = Family::<EntryLabel, Counter>::default();
+        let bytes = Counter::default();
+        let mut r = Registry::default();
+        r.register(
+            "regferry_build",
+            "regferry's version",
+            Info::new(vec![("version".to_owned(), version.to_owned())]),
+        );
+        r.register(
+            "regferry_entry_runs",
+            "Runs of each entry, by result",
+            runs.clone(),
+        );
+        r.register(
+            "regferry_entry_last_run_timestamp_seconds",
+            "When each entry last finished a run",
+            last_run.clone(),
+        );
+        r.register(
+            "regferry_entry_last_success_timestamp_seconds",
+            "When each entry last finished a run without failures",
+            last_success.clone(),
+        );
+        r.register(
+            "regferry_entry_run_duration_seconds",
+            "How long runs take",
+            duration.clone(),
+        );
+        r.register(
+            "regferry_entry_tags",
+            "Tags looked at, by result: copied, up_to_date, skipped, failed",
+            tags.clone(),
+        );
+        r.register(
+            "regferry_entry_referrers_copied",
+            "Referrers copied",
+            referrers.clone(),
+        );
+        r.register(
+            "regferry_entry_skipped_ticks",
+            "Schedule ticks skipped because the entry was still running",
+            skipped_ticks.clone(),
+        );
+        r.register(
+            "regferry_blob_bytes_copied",
+            "Blob bytes copied",
+            bytes.clone(),
+        );
+        Metrics {
+            registry: r,
+            runs,
+            last_run,
+            last_success,
+            duration,
+            tags,
+            referrers,
+            skipped_ticks,
+            bytes,
+        }
+    }
+
+    /// Records a finished run of `entry`.
+    pub fn record_run(
+        &self,
+        entry: &str,
+        report: &EntryReport,
+        took: Duration,
+        now_unix: f64,
+        bytes: u64,
+    ) {
+        let label = EntryLabel {
+            entry: entry.to_owned(),
+        };
+        let failed = report.error.is_some() || report.tags.iter().any(|t| t.state == State::Failed);
+        let result = if failed { "failure" } else { "success" };
+        self.runs
+            .get_or_create(&EntryResult {
+                entry: entry.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        self.last_run.get_or_create(&label).set(now_unix);
+        if !failed {
+            self.last_success.get_or_create(&label).set(now_unix);
+        }
+        self.duration
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+        for t in &report.tags {
+            let result = match (t.copied, t.state) {
+                (true, _) => "copied",
+                (false, State::UpToDate) => "up_to_date",
+                (false, State::Failed) => "failed",
+                (false, _) => "skipped",
+            };
+            self.tags
+                .get_or_create(&EntryResult {
+                    entry: entry.to_owned(),
+                    result: result.to_owned(),
+                })
+                .inc();
+            if !t.referrers.is_empty() {
+                self.referrers
+                    .get_or_create(&label)
+                    .inc_by(t.referrers.len() as u64);
+            }
+        }
+        self.bytes.inc_by(bytes);
+    }
+
+    /// Counts ticks skipped while `entry` was running.
+    pub fn skipped_ticks(&self, entry: &str, n: u64) {
+        if n > 0 {
+            self.skipped_ticks
+                .get_or_create(&EntryLabel {
+                    entry: entry.to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// The Prometheus text exposition, with per-registry request counters read from the
+    /// clients at scrape time.
+    pub fn render(&self, clients: &[RegistryClient]) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        // The encoder ends with "# EOF"; registry families go before it.
+        let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_owned();
+        let mut out = body;
+        let _ = writeln!(
+            out,
+            "# HELP regferry_registry_requests Requests sent to each registry, by method and status (0: no answer)."
+        );
+        let _ = writeln!(out, "# TYPE regferry_registry_requests counter");
+        for c in clients {
+            for ((method, status), n) in c.stats().by_method_status() {
+                let _ = writeln!(
+                    out,
+                    "regferry_registry_requests_total{{registry=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                    escape(c.registry())
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP regferry_registry_retries Requests sent again after a failure."
+        );
+        let _ = writeln!(out, "# TYPE regferry_registry_retries counter");
+        for c in clients {
+            let _ = writeln!(
+                out,
+                "regferry_registry_retries_total{{registry=\"{}\"}} {}",
+                escape(c.registry()),
+                c.stats().retries()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP regferry_registry_rate_limited 429 answers received."
+        );
+        let _ = writeln!(out, "# TYPE regferry_registry_rate_limited counter");
+        for c in clients {
+            let _ = writeln!(
+                out,
+                "regferry_registry_rate_limited_total{{registry=\"{}\"}} {}",
+                escape(c.registry()),
+                c.stats().rate_limited()
+            );
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

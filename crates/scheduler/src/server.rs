@@ -1,0 +1,713 @@
+//! `regferry server`: each entry on its `interval` or `schedule`, after a first pass that
+//! copies missing tags (regsync's behaviour); manual and webhook triggers; a graceful stop.
+//!
+//! One task per scheduled entry runs it whenever its schedule fires or a trigger arrives.
+//! A run never overlaps another run of the same entry: ticks that pass during a run are
+//! skipped and counted, and triggers that arrive meanwhile collapse into one more run.
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use regferry_config::schedule::Schedule;
+use regferry_config::{Endpoint, SyncEntry, SyncKind, Trigger};
+use regferry_registry::Reference;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, Mode, Only, RunOptions};
+use crate::metrics::Metrics;
+
+/// Wall-clock time, injectable so that schedule tests can run on paused tokio time.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that starts at a given time and advances with tokio's (pausable) time.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    start: DateTime<Utc>,
+    at: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading `start` now.
+    pub fn starting_at(start: DateTime<Utc>) -> TokioClock {
+        TokioClock {
+            start,
+            at: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = chrono::Duration::from_std(self.at.elapsed()).unwrap_or_default();
+        self.start + elapsed
+    }
+}
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Stop the server at the first failed run.
+    pub abort_on_error: bool,
+    /// How long in-flight copies may finish after a stop signal.
+    pub grace: Duration,
+    /// The largest start offset given to an entry, so that many entries on the same
+    /// schedule do not fire in the same second. Each entry's offset is fixed (derived from
+    /// its name) and at most a tenth of its interval.
+    pub max_jitter: Duration,
+    /// Run the missing-only first pass before scheduling (regsync does).
+    pub first_pass: bool,
+    /// This replica's shard, `(index, count)`: only entries it owns run here.
+    pub shard: Option<(u32, u32)>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            abort_on_error: false,
+            grace: Duration::from_secs(30),
+            max_jitter: Duration::from_secs(30),
+            first_pass: true,
+            shard: None,
+        }
+    }
+}
+
+/// A request from the admin API.
+#[derive(Debug)]
+pub enum Request {
+    /// Run an entry now (`POST /v1/sync/<entry>`); answers whether the entry exists here.
+    Sync {
+        /// The entry's name.
+        entry: String,
+        /// The answer.
+        reply: oneshot::Sender<bool>,
+    },
+    /// A registry push (a webhook): run the entries whose source is that repository, for
+    /// that tag; answers the names of the entries started.
+    Push {
+        /// The repository as the registry names it (`docker.io/user/app` or `user/app`).
+        repository: String,
+        /// The tag pushed.
+        tag: Option<String>,
+        /// The answer.
+        reply: oneshot::Sender<Vec<String>>,
+    },
+}
+
+/// How a server run ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Runs that had a failure.
+    pub failed_runs: u64,
+    /// Whether in-flight work had to be cancelled after the grace period.
+    pub cancelled_in_flight: bool,
+}
+
+struct EntryTask {
+    name: String,
+    tx: mpsc::Sender<Only>,
+    entry: SyncEntry,
+}
+
+/// Whether this replica owns `key` among `count` replicas: rendezvous (highest random
+/// weight) hashing, so each key has exactly one owner and a change of `count` moves only
+/// the keys of the replicas that came or went.
+pub fn owns(key: &str, index: u32, count: u32) -> bool {
+    if count <= 1 {
+        return true;
+    }
+    let weight = |replica: u32| {
+        let h = format!("{replica}\0{key}")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        // splitmix64's finaliser: FNV alone mixes poorly for keys that differ in one byte.
+        let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    };
+    let best = (0..count)
+        .max_by_key(|r| (weight(*r), std::cmp::Reverse(*r)))
+        .unwrap_or(0);
+    best == index
+}
+
+fn schedule_of(entry: &SyncEntry) -> Option<Schedule> {
+    match &entry.trigger {
+        Some(Trigger::Schedule(s)) => Some(s.clone()),
+        Some(Trigger::Interval(d)) => Schedule::every(*d).ok(),
+        None => None,
+    }
+}
+
+/// A fixed offset in `[0, max)` for an entry, from its name.
+fn jitter(name: &str, max: Duration, schedule: &Schedule) -> Duration {
+    let cap = match schedule.period() {
+        Some(p) => max.min(p / 10),
+        None => max,
+    };
+    let ms = cap.as_millis() as u64;
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    let h = name.bytes().fold(0x811c_9dc5u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0193)
+    });
+    Duration::from_millis(h % ms)
+}
+
+/// Runs the server until `cancel` fires (or, with `abort_on_error`, a run fails).
+pub async fn serve(
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    opts: ServerOptions,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+    mut requests: mpsc::Receiver<Request>,
+    ready: watch::Sender<bool>,
+) -> Outcome {
+    let entries: Vec<SyncEntry> = engine
+        .config()
+        .sync
+        .iter()
+        .filter(|e| match opts.shard {
+            Some((i, n)) => owns(&e.name, i, n),
+            None => true,
+        })
+        .cloned()
+        .collect();
+    let (scheduled, unscheduled): (Vec<_>, Vec<_>) =
+        entries.into_iter().partition(|e| e.trigger.is_some());
+    for e in &unscheduled {
+        tracing::warn!(entry = %e.name, source = %e.source, "Entry has no interval or schedule; the server does not run it");
+    }
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_all = cancel.child_token();
+
+    if opts.first_pass {
+        tracing::info!(
+            entries = scheduled.len(),
+            "Starting the first pass (missing tags only)"
+        );
+        let mut first = JoinSet::new();
+        for e in scheduled.clone() {
+            let (engine, metrics, clock, failed, stop_all) = (
+                engine.clone(),
+                metrics.clone(),
+                clock.clone(),
+                failed.clone(),
+                stop_all.clone(),
+            );
+            let abort_on_error = opts.abort_on_error;
+            first.spawn(async move {
+                let ok = run_once(
+                    &engine,
+                    &metrics,
+                    &*clock,
+                    &e,
+                    Mode::Copy { missing_only: true },
+                    &Only::default(),
+                )
+                .await;
+                if !ok {
+                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if abort_on_error {
+                        stop_all.cancel();
+                    }
+                }
+            });
+        }
+        loop {
+            tokio::select! {
+                next = first.join_next() => if next.is_none() { break },
+                () = stop_all.cancelled() => break,
+            }
+        }
+        if stop_all.is_cancelled() {
+            return shutdown(&engine, first, opts.grace, &failed).await;
+        }
+    }
+    let _ = ready.send(true);
+    tracing::info!(entries = scheduled.len(), "Scheduling entries");
+
+    let mut tasks = JoinSet::new();
+    let mut handles = Vec::new();
+    for e in scheduled {
+        let Some(schedule) = schedule_of(&e) else {
+            continue;
+        };
+        let (tx, rx) = mpsc::channel(1);
+        handles.push(EntryTask {
+            name: e.name.clone(),
+            tx,
+            entry: e.clone(),
+        });
+        let offset = jitter(&e.name, opts.max_jitter, &schedule);
+        let (engine, metrics, clock, failed, stop_all) = (
+            engine.clone(),
+            metrics.clone(),
+            clock.clone(),
+            failed.clone(),
+            stop_all.clone(),
+        );
+        let abort_on_error = opts.abort_on_error;
+        tasks.spawn(async move {
+            entry_loop(
+                &engine,
+                &metrics,
+                &*clock,
+                &e,
+                schedule,
+                offset,
+                rx,
+                &stop_all,
+                abort_on_error,
+                &failed,
+            )
+            .await;
+        });
+    }
+
+    loop {
+        tokio::select! {
+            () = stop_all.cancelled() => break,
+            req = requests.recv() => match req {
+                Some(Request::Sync { entry, reply }) => {
+                    let found = handles.iter().find(|h| h.name == entry);
+                    if let Some(h) = found {
+                        // A full channel means a run is already pending: debounced.
+                        let _ = h.tx.try_send(Only::default());
+                    }
+                    let _ = reply.send(found.is_some());
+                }
+                Some(Request::Push { repository, tag, reply }) => {
+                    let mut started = Vec::new();
+                    for h in &handles {
+                        if let Some(only) = push_matches(&h.entry, &repository, tag.as_deref()) {
+                            let _ = h.tx.try_send(only);
+                            started.push(h.name.clone());
+                        }
+                    }
+                    let _ = reply.send(started);
+                }
+                None => stop_all.cancelled().await,
+            },
+        }
+    }
+    shutdown(&engine, tasks, opts.grace, &failed).await
+}
+
+async fn shutdown(
+    engine: &Engine,
+    mut tasks: JoinSet<()>,
+    grace: Duration,
+    failed: &std::sync::atomic::AtomicU64,
+) -> Outcome {
+    tracing::info!(grace = ?grace, "Stopping: no new images start; waiting for copies in flight");
+    engine.stop();
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            () = &mut deadline => {
+                tracing::warn!("Grace period over; cancelling copies in flight (no tag points at partial content: manifests are pushed last)");
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                cancelled = true;
+                break;
+            }
+        }
+    }
+    Outcome {
+        failed_runs: failed.load(std::sync::atomic::Ordering::Relaxed),
+        cancelled_in_flight: cancelled,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn entry_loop(
+    engine: &Engine,
+    metrics: &Metrics,
+    clock: &dyn Clock,
+    entry: &SyncEntry,
+    schedule: Schedule,
+    offset: Duration,
+    mut rx: mpsc::Receiver<Only>,
+    stop: &CancellationToken,
+    abort_on_error: bool,
+    failed: &std::sync::atomic::AtomicU64,
+) {
+    schedule_loop(
+        clock,
+        &schedule,
+        offset,
+        &mut rx,
+        stop,
+        |only| async move {
+            let ok = run_once(engine, metrics, clock, entry, Mode::Copy { missing_only: false }, &only).await;
+            if !ok {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if abort_on_error {
+                    stop.cancel();
+                    return false;
+                }
+            }
+            true
+        },
+        |missed| {
+            tracing::warn!(entry = %entry.name, skipped = missed, "Skipped schedule ticks while the entry was still running");
+            metrics.skipped_ticks(&entry.name, missed);
+        },
+    )
+    .await;
+}
+
+/// Fires `run` on each tick of `schedule` (shifted by `offset`) and on each request from
+/// `rx`, never two runs at once. Ticks that pass during a run are reported to `skipped`
+/// and dropped. Ends when `stop` fires, `rx` closes, or `run` returns false.
+pub(crate) async fn schedule_loop<F, Fut>(
+    clock: &dyn Clock,
+    schedule: &Schedule,
+    offset: Duration,
+    rx: &mut mpsc::Receiver<Only>,
+    stop: &CancellationToken,
+    mut run: F,
+    mut skipped: impl FnMut(u64),
+) where
+    F: FnMut(Only) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let offset_c = chrono::Duration::from_std(offset).unwrap_or_default();
+    let next_fire =
+        |after: DateTime<Utc>| schedule.next_after(after - offset_c).map(|t| t + offset_c);
+    let Some(mut next) = next_fire(clock.now()) else {
+        tracing::warn!(schedule = %schedule, "Schedule never fires");
+        return;
+    };
+    loop {
+        let wait = (next - clock.now()).to_std().unwrap_or_default();
+        let (only, from_tick) = tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => (Only::default(), true),
+            r = rx.recv() => match r {
+                Some(only) => (only, false),
+                None => return,
+            },
+        };
+        if !run(only).await {
+            return;
+        }
+        let now = clock.now();
+        if from_tick {
+            let Some(t) = next_fire(next) else { return };
+            next = t;
+        }
+        let mut missed = 0u64;
+        while next <= now {
+            missed += 1;
+            let Some(t) = next_fire(next) else { return };
+            next = t;
+        }
+        if missed > 0 {
+            skipped(missed);
+        }
+    }
+}
+
+/// Runs an entry once and records it; returns whether it had no failure.
+async fn run_once(
+    engine: &Engine,
+    metrics: &Metrics,
+    clock: &dyn Clock,
+    entry: &SyncEntry,
+    mode: Mode,
+    only: &Only,
+) -> bool {
+    let started = tokio::time::Instant::now();
+    let bytes_before = engine.transfer().stats().snapshot().bytes_copied;
+    let abort = AtomicBool::new(false);
+    let opts = RunOptions {
+        mode,
+        abort_on_error: false,
+    };
+    let report = engine.run_entry_only(entry, opts, &abort, only).await;
+    let took = started.elapsed();
+    let bytes = engine
+        .transfer()
+        .stats()
+        .snapshot()
+        .bytes_copied
+        .saturating_sub(bytes_before);
+    let now = clock.now();
+    metrics.record_run(
+        &entry.name,
+        &report,
+        took,
+        now.timestamp_millis() as f64 / 1000.0,
+        bytes,
+    );
+    let failures = usize::from(report.error.is_some())
+        + report
+            .tags
+            .iter()
+            .filter(|t| t.state == crate::report::State::Failed)
+            .count();
+    let copied = report.tags.iter().filter(|t| t.copied).count();
+    if failures > 0 {
+        tracing::error!(entry = %entry.name, failures, copied, took_ms = took.as_millis() as u64, "Run failed");
+    } else {
+        tracing::info!(entry = %entry.name, copied, tags = report.tags.len(), took_ms = took.as_millis() as u64, "Run finished");
+    }
+    failures == 0
+}
+
+/// Whether a push of `repository:tag` concerns `entry`, and what to run.
+pub fn push_matches(entry: &SyncEntry, repository: &str, tag: Option<&str>) -> Option<Only> {
+    // Docker Hub names `user/app`; other registries may send `host/path`.
+    let pushed = Reference::parse(repository).ok()?;
+    let only_tag = |t: Option<&str>| t.filter(|t| entry.tags.matches(t)).map(str::to_owned);
+    match (&entry.source, entry.kind) {
+        (Endpoint::Registry(src), SyncKind::Repository) => (src.registry() == pushed.registry()
+            && src.repository() == pushed.repository()
+            && tag.is_none_or(|t| entry.tags.matches(t)))
+        .then(|| Only {
+            repository: None,
+            tag: only_tag(tag),
+        }),
+        (Endpoint::Registry(src), SyncKind::Image) => (src.registry() == pushed.registry()
+            && src.repository() == pushed.repository()
+            && tag.is_none_or(|t| src.tag() == Some(t)))
+        .then(Only::default),
+        (Endpoint::Namespace { registry, prefix }, SyncKind::Registry) => {
+            let inside =
+                prefix.is_empty() || pushed.repository().starts_with(&format!("{prefix}/"));
+            (registry == pushed.registry()
+                && inside
+                && entry.repos.matches(pushed.repository())
+                && tag.is_none_or(|t| entry.tags.matches(t)))
+            .then(|| Only {
+                repository: Some(pushed.repository().to_owned()),
+                tag: only_tag(tag),
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// Runs `schedule_loop` on paused time for `span`, with runs taking `run_time`; returns
+    /// the clock times of the runs and the skipped-tick count.
+    async fn simulate(
+        schedule: &str,
+        start: &str,
+        span: Duration,
+        run_time: Duration,
+        offset: Duration,
+    ) -> (Vec<DateTime<Utc>>, u64) {
+        let clock = TokioClock::starting_at(utc(start));
+        let schedule = Schedule::parse(schedule).unwrap();
+        let (_tx, mut rx) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let runs = Mutex::new(Vec::new());
+        let skipped = Mutex::new(0u64);
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(span).await;
+            stopper.cancel();
+        });
+        schedule_loop(
+            &clock,
+            &schedule,
+            offset,
+            &mut rx,
+            &stop,
+            |_| {
+                runs.lock().unwrap().push(clock.now());
+                async move {
+                    tokio::time::sleep(run_time).await;
+                    true
+                }
+            },
+            |n| *skipped.lock().unwrap() += n,
+        )
+        .await;
+        let r = runs.lock().unwrap().clone();
+        let s = *skipped.lock().unwrap();
+        (r, s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn intervals_tick_and_long_runs_skip_ticks() {
+        let (runs, skipped) = simulate(
+            "@every 10m",
+            "2026-11-29T00:00:00Z",
+            Duration::from_secs(3605),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(runs.len(), 6, "{runs:?}");
+        assert_eq!(runs[0], utc("2026-11-29T00:10:00Z"));
+        assert_eq!(runs[5], utc("2026-11-29T01:00:00Z"));
+        assert_eq!(skipped, 0);
+        // Runs of 25 minutes on a 10 minute interval: two ticks skipped after each run.
+        let (runs, skipped) = simulate(
+            "@every 10m",
+            "2026-11-29T00:00:00Z",
+            Duration::from_secs(3601),
+            Duration::from_secs(25 * 60),
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(
+            runs,
+            vec![utc("2026-11-29T00:10:00Z"), utc("2026-11-29T00:40:00Z")]
+        );
+        assert_eq!(skipped, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cron_with_a_time_zone_fires_at_local_times() {
+        // 03:15 in Berlin is 02:15 UTC in winter; weekdays only (Mon-Fri), from a Friday.
+        let (runs, _) = simulate(
+            "CRON_TZ=Europe/Berlin 15 3 * * 1-5",
+            "2026-11-27T12:00:00Z",
+            Duration::from_secs(3 * 86_400),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(
+            runs,
+            vec![utc("2026-11-30T02:15:00Z")],
+            "Saturday and Sunday are skipped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offsets_shift_every_tick() {
+        let (runs, _) = simulate(
+            "@hourly",
+            "2026-11-29T00:30:00Z",
+            Duration::from_secs(7200),
+            Duration::from_secs(1),
+            Duration::from_secs(17),
+        )
+        .await;
+        assert_eq!(
+            runs,
+            vec![utc("2026-11-29T01:00:17Z"), utc("2026-11-29T02:00:17Z")]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn triggers_run_at_once_and_a_pending_one_waits_for_the_running_one() {
+        let clock = TokioClock::starting_at(utc("2026-11-29T00:00:00Z"));
+        let schedule = Schedule::parse("@every 1h").unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let runs = Mutex::new(Vec::new());
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            tx.try_send(Only {
+                repository: None,
+                tag: Some("1".into()),
+            })
+            .unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            // Arrives while the first run goes on: it runs right after it.
+            tx.try_send(Only::default()).unwrap();
+            assert!(
+                tx.try_send(Only::default()).is_err(),
+                "a second pending trigger is debounced"
+            );
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            s2.cancel();
+        });
+        schedule_loop(
+            &clock,
+            &schedule,
+            Duration::ZERO,
+            &mut rx,
+            &stop,
+            |only| {
+                runs.lock().unwrap().push((clock.now(), only));
+                async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    true
+                }
+            },
+            |_| {},
+        )
+        .await;
+        let runs = runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!(runs[0].0, utc("2026-11-29T00:00:00Z"));
+        assert_eq!(runs[0].1.tag.as_deref(), Some("1"));
+        assert_eq!(runs[1].0, utc("2026-11-29T00:00:10Z"));
+    }
+
+    #[test]
+    fn jitter_is_bounded_and_stable() {
+        let hourly = Schedule::parse("@hourly").unwrap();
+        let every = Schedule::parse("@every 1m").unwrap();
+        for i in 0..200 {
+            let name = format!("e-{i}");
+            let j = jitter(&name, Duration::from_secs(30), &hourly);
+            assert!(j < Duration::from_secs(30));
+            assert_eq!(j, jitter(&name, Duration::from_secs(30), &hourly));
+            assert!(
+                jitter(&name, Duration::from_secs(30), &every) < Duration::from_secs(6),
+                "a tenth of the interval"
+            );
+        }
+        let spread: std::collections::HashSet<_> = (0..50)
+            .map(|i| jitter(&format!("e-{i}"), Duration::from_secs(30), &hourly).as_secs())
+            .collect();
+        assert!(spread.len() > 10, "offsets spread out: {spread:?}");
+    }
+
+    #[test]
+    fn shards_split_keys_exactly_once_and_move_little() {
+        let keys: Vec<String> = (0..1000).map(|i| format!("entry-{i}")).collect();
+        for n in 1..=5u32 {
+            for k in &keys {
+                let owners = (0..n).filter(|i| owns(k, *i, n)).count();
+                assert_eq!(owners, 1, "{k} with {n} replicas");
+            }
+        }
+        let owner = |k: &str, n: u32| (0..n).find(|i| owns(k, *i, n)).unwrap();
+        let moved = keys.iter().filter(|k| owner(k, 4) != owner(k, 5)).count();
+        assert!(
+            moved < 300,
+            "going from 4 to 5 replicas moves about a fifth of the keys, moved {moved}"
+        );
+    }
+}
