@@ -127,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 grace,
                 shard,
                 abort_on_error: run.abort_on_error,
+                config_path: cli.config.clone().filter(|p| p.as_os_str() != "-"),
             };
             return Ok(ExitCode::from(server::run(config, settings)?));
         }

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use regferry_config::Config;
 use regferry_scheduler::Engine;
 use regferry_scheduler::metrics::Metrics;
-use regferry_scheduler::server::{self, Request, ServerOptions, SystemClock};
+use regferry_scheduler::server::{self, Reload, Request, ServerOptions, SystemClock};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,8 @@ pub(crate) struct Settings {
     pub(crate) grace: Duration,
     pub(crate) shard: Option<(u32, u32)>,
     pub(crate) abort_on_error: bool,
+    /// The config file, for reloads (`None` when it came from standard input).
+    pub(crate) config_path: Option<std::path::PathBuf>,
 }
 
 /// Parses `I/N`.
@@ -41,9 +43,45 @@ pub(crate) fn parse_shard(s: &str) -> anyhow::Result<(u32, u32)> {
 struct Admin {
     ready: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
-    engine: Arc<Engine>,
+    engine: watch::Receiver<Arc<Engine>>,
     requests: mpsc::Sender<Request>,
     token: Option<String>,
+    reloader: Reloader,
+}
+
+/// Reads the config file again and hands a new engine to the server.
+#[derive(Clone)]
+struct Reloader {
+    path: Option<std::path::PathBuf>,
+    shard: Option<(u32, u32)>,
+    requests: mpsc::Sender<Request>,
+}
+
+impl Reloader {
+    /// Reloads; an invalid file leaves the running configuration in force.
+    async fn reload(&self) -> Result<usize, String> {
+        let Some(path) = self.path.clone() else {
+            return Err(
+                "the configuration came from standard input and cannot be read again".into(),
+            );
+        };
+        let loaded = tokio::task::spawn_blocking(move || {
+            regferry_config::load_file(&path, &regferry_config::template::SystemHost)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let engine = Arc::new(Engine::with_shard(Arc::new(loaded.config), self.shard));
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Reload(Reload { engine, reply: tx }))
+            .await
+            .map_err(|_| "the server is stopping".to_owned())?;
+        rx.await.map_err(|_| "the server is stopping".to_owned())
+    }
 }
 
 pub(crate) fn run(config: Config, s: Settings) -> anyhow::Result<u8> {
@@ -51,20 +89,28 @@ pub(crate) fn run(config: Config, s: Settings) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let engine = Arc::new(Engine::new(Arc::new(config)));
+        let engine = Arc::new(Engine::with_shard(Arc::new(config), s.shard));
+        let (current_tx, current_rx) = watch::channel(engine.clone());
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
         let cancel = CancellationToken::new();
         let (req_tx, req_rx) = mpsc::channel(64);
         let (ready_tx, ready_rx) = watch::channel(false);
 
         tokio::spawn(signals(cancel.clone()));
+        let reloader = Reloader {
+            path: s.config_path.clone(),
+            shard: s.shard,
+            requests: req_tx.clone(),
+        };
+        tokio::spawn(hangups(reloader.clone()));
         if let Some(addr) = s.listen {
             let admin = Arc::new(Admin {
                 ready: ready_rx.clone(),
                 metrics: metrics.clone(),
-                engine: engine.clone(),
+                engine: current_rx.clone(),
                 requests: req_tx.clone(),
                 token: s.token.clone().filter(|t| !t.is_empty()),
+                reloader: reloader.clone(),
             });
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -96,6 +142,7 @@ pub(crate) fn run(config: Config, s: Settings) -> anyhow::Result<u8> {
             cancel.clone(),
             req_rx,
             ready_tx,
+            current_tx,
         )
         .await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -136,6 +183,26 @@ async fn signals(cancel: CancellationToken) {
     std::process::exit(130);
 }
 
+/// SIGHUP reloads the configuration.
+async fn hangups(reloader: Reloader) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("Cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        match reloader.reload().await {
+            Ok(n) => tracing::info!(entries = n, "Reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "Reload failed; the running configuration stays in force")
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+}
+
 /// Tells systemd when the server is ready, and keeps its watchdog fed.
 async fn systemd(mut ready: watch::Receiver<bool>, cancel: CancellationToken) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -166,6 +233,7 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/sync/{entry}", post(sync_entry))
+        .route("/v1/reload", post(reload))
         .route("/v1/webhooks/dockerhub/{token}", post(dockerhub))
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(admin)
@@ -180,7 +248,8 @@ async fn readyz(State(a): State<Arc<Admin>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(a): State<Arc<Admin>>) -> impl IntoResponse {
-    let body = a.metrics.render(&a.engine.clients().registries());
+    let engine = a.engine.borrow().clone();
+    let body = a.metrics.render(&engine.clients().registries());
     (
         [(
             "content-type",
@@ -196,27 +265,52 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn sync_entry(
-    State(a): State<Arc<Admin>>,
-    Path(entry): Path<String>,
-    headers: HeaderMap,
-) -> impl IntoResponse {
+/// Checks the bearer token of an admin POST.
+fn authorized(a: &Admin, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
     let Some(token) = &a.token else {
-        return (
+        return Err((
             StatusCode::FORBIDDEN,
-            "manual triggers need --webhook-token\n".to_owned(),
-        );
+            "this endpoint needs --webhook-token\n".to_owned(),
+        ));
     };
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !same_secret(given, token) {
-        return (
+    if same_secret(given, token) {
+        Ok(())
+    } else {
+        Err((
             StatusCode::UNAUTHORIZED,
             "bad or missing bearer token\n".to_owned(),
-        );
+        ))
+    }
+}
+
+async fn reload(State(a): State<Arc<Admin>>, headers: HeaderMap) -> impl IntoResponse {
+    if let Err(e) = authorized(&a, &headers) {
+        return e;
+    }
+    match a.reloader.reload().await {
+        Ok(n) => (StatusCode::OK, format!("reloaded: {n} scheduled entries\n")),
+        Err(e) => {
+            tracing::error!(error = %e, "Reload failed; the running configuration stays in force");
+            (
+                StatusCode::BAD_REQUEST,
+                format!("reload failed, the running configuration stays: {e}\n"),
+            )
+        }
+    }
+}
+
+async fn sync_entry(
+    State(a): State<Arc<Admin>>,
+    Path(entry): Path<String>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    if let Err(e) = authorized(&a, &headers) {
+        return e;
     }
     let (tx, rx) = oneshot::channel();
     if a.requests

@@ -14,7 +14,7 @@ use regferry_testkit::{RawClient, TestRegistry, skopeo_digest};
 struct Server {
     child: Child,
     admin: RawClient,
-    _cfg: ConfigFile,
+    cfg: ConfigFile,
 }
 
 impl Server {
@@ -45,7 +45,7 @@ impl Server {
         let s = Server {
             child,
             admin,
-            _cfg: cfg,
+            cfg,
         };
         s.wait_for(|s| s.get("/readyz").0 == 200, "ready");
         s
@@ -75,7 +75,10 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         let (_, metrics) = self.get("/metrics");
-        let runs: Vec<&str> = metrics.lines().filter(|l| l.starts_with("regferry_entry_runs")).collect();
+        let runs: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("regferry_entry_runs"))
+            .collect();
         panic!("timed out waiting for: {what}; runs so far: {runs:?}");
     }
 
@@ -347,5 +350,101 @@ fn sigterm_mid_copy_leaves_a_consistent_target_and_exits_0() {
                 "tag {tag} names blob {digest}, which must exist"
             );
         }
+    }
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_broken() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    RawClient::for_registry(&src).push("a", Some("1"), &image::image(230, 1, 100));
+    RawClient::for_registry(&src).push("b", Some("1"), &image::image(231, 1, 100));
+    let entry = |repo: &str| {
+        format!(
+            "  - name: {repo}\n    source: {}/{repo}\n    target: {}/{repo}\n    type: repository\n    interval: 1h\n",
+            src.host(),
+            dst.host()
+        )
+    };
+    let s = Server::start(&yaml(&src, &dst, &entry("a")), &[]);
+    assert_eq!(tags(&dst, "a"), vec!["1"]);
+    let hup = |s: &Server| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &s.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    // A broken file: the server keeps running the old configuration.
+    std::fs::write(s.cfg.path(), "sync: [this is: not valid\n").unwrap();
+    hup(&s);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.get("/healthz").0, 200, "still alive");
+    assert_eq!(
+        s.post("/v1/sync/a", &[("Authorization", "Bearer hook-s3cret")], "")
+            .0,
+        202,
+        "the old entry is still scheduled"
+    );
+    // A valid file adding an entry: the new entry runs at once.
+    std::fs::write(
+        s.cfg.path(),
+        yaml(&src, &dst, &format!("{}{}", entry("a"), entry("b"))),
+    )
+    .unwrap();
+    hup(&s);
+    s.wait_for(
+        |_| tags(&dst, "b") == vec!["1"],
+        "the new entry to run after the reload",
+    );
+    // The admin API reloads too, and reports a broken file.
+    std::fs::write(s.cfg.path(), "version: 7\n").unwrap();
+    let (code, body) = s.post("/v1/reload", &[("Authorization", "Bearer hook-s3cret")], "");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unsupported config version 7"), "{body}");
+    assert_eq!(s.post("/v1/reload", &[], "").0, 401);
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("Reload failed"), "{log}");
+    assert!(log.contains("Configuration reloaded"), "{log}");
+}
+
+#[test]
+fn three_shards_copy_every_tag_exactly_once() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(240, 1, 100);
+    let mut entries = String::new();
+    for i in 0..6 {
+        let repo = format!("solo{i}");
+        RawClient::for_registry(&src).push(&repo, Some("1"), &img);
+        entries.push_str(&format!("  - source: {}/{repo}\n    target: {}/{repo}\n    type: repository\n    interval: 1h\n", src.host(), dst.host()));
+    }
+    for i in 0..9 {
+        RawClient::for_registry(&src).push(&format!("team/r{i}"), Some("1"), &img);
+    }
+    entries.push_str(&format!(
+        "  - source: {}\n    target: {}/mirror\n    type: registry\n    interval: 1h\n    repos:\n      allow: ['team/.*']\n",
+        src.host(),
+        dst.host()
+    ));
+    let text = yaml(&src, &dst, &entries);
+    let servers: Vec<Server> = (0..3)
+        .map(|i| Server::start(&text, &["--shard", &format!("{i}/3")]))
+        .collect();
+    // Every replica is ready: each finished its share of the first pass.
+    let puts: Vec<String> = dst
+        .access_log()
+        .into_iter()
+        .filter(|e| e.method == "PUT" && e.path.contains("/manifests/1"))
+        .map(|e| e.path)
+        .collect();
+    let mut unique = puts.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 15, "every tag copied: {unique:?}");
+    assert_eq!(puts.len(), 15, "and each exactly once: {puts:?}");
+    for s in servers {
+        assert_eq!(s.stop().0, 0);
     }
 }

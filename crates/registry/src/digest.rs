@@ -102,6 +102,19 @@ impl Digest {
     pub fn referrers_tag(&self) -> String {
         format!("{}-{}", self.algorithm, self.encoded)
     }
+
+    /// Whether `tag` is a referrers tag schema tag, `sha256-<64 hex>` (or `sha512-<hex>`, cut to
+    /// the 128 characters a tag may have), where a registry without the referrers API keeps
+    /// the referrers index of that digest (distribution-spec v1.1, "Referrers Tag Schema").
+    /// Cosign's `sha256-<hex>.sig` is not one.
+    pub fn is_referrers_tag(tag: &str) -> bool {
+        let hex = |e: &str| e.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        match tag.split_once('-') {
+            Some(("sha256", e)) => e.len() == 64 && hex(e),
+            Some(("sha512", e)) => matches!(e.len(), 121 | 128) && hex(e),
+            _ => false,
+        }
+    }
 }
 
 // algorithm-component (algorithm-separator algorithm-component)*,

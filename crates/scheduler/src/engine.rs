@@ -56,6 +56,7 @@ pub struct Engine {
     tags_done: AtomicUsize,
     tag_cache: tokio::sync::Mutex<HashMap<String, Arc<Vec<String>>>>,
     stopping: AtomicBool,
+    shard: Option<(u32, u32)>,
 }
 
 /// Limits a run to what a webhook reported: one repository of a registry entry, one tag.
@@ -98,7 +99,17 @@ impl Engine {
             tags_done: AtomicUsize::new(0),
             tag_cache: tokio::sync::Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            shard: None,
             config,
+        }
+    }
+
+    /// An engine that, for `type: registry` entries, syncs only the repositories this
+    /// replica owns among `count` (rendezvous hashing, as for whole entries).
+    pub fn with_shard(config: Arc<Config>, shard: Option<(u32, u32)>) -> Engine {
+        Engine {
+            shard,
+            ..Engine::new(config)
         }
     }
 
@@ -251,6 +262,11 @@ impl Engine {
                 };
                 repos.retain(|r| prefix.is_empty() || r.starts_with(&format!("{prefix}/")));
                 repos.retain(|r| entry.repos.matches(r));
+                if let Some((index, count)) = self.shard {
+                    repos.retain(|r| {
+                        crate::server::owns(&format!("{}\0{r}", entry.name), index, count)
+                    });
+                }
                 repos.sort();
                 let mut items = Vec::new();
                 for repo in repos {
@@ -282,6 +298,11 @@ impl Engine {
             None => src.list_tags().await?,
         };
         tags.retain(|t| entry.tags.matches(t));
+        if entry.referrers {
+            // A `sha256-<hex>` referrers index is the referrers copy's to merge and filter;
+            // copied as an image it would replace the target's index with the source's.
+            tags.retain(|t| !Digest::is_referrers_tag(t));
+        }
         tags.sort();
         if let Mode::Copy { missing_only: true } = mode {
             // "Exists" means the tag exists, even if stale; a failed target listing counts as empty.

@@ -98,6 +98,9 @@ pub enum Request {
         /// The answer.
         reply: oneshot::Sender<bool>,
     },
+    /// Replace the configuration: entries in flight finish their run under the old one,
+    /// then stop; the new entries are scheduled at once, and new names run immediately.
+    Reload(Reload),
     /// A registry push (a webhook): run the entries whose source is that repository, for
     /// that tag; answers the names of the entries started.
     Push {
@@ -108,6 +111,15 @@ pub enum Request {
         /// The answer.
         reply: oneshot::Sender<Vec<String>>,
     },
+}
+
+/// A new configuration for a running server (SIGHUP, `POST /v1/reload`).
+#[derive(Debug)]
+pub struct Reload {
+    /// The engine built from the new configuration.
+    pub engine: Arc<Engine>,
+    /// Answered once the new entries are scheduled: how many there are.
+    pub reply: oneshot::Sender<usize>,
 }
 
 /// How a server run ended.
@@ -173,7 +185,24 @@ fn jitter(name: &str, max: Duration, schedule: &Schedule) -> Duration {
     Duration::from_millis(h % ms)
 }
 
+/// The entries of a configuration this replica runs: with a shard, the entries it owns,
+/// plus every `type: registry` entry (whose repositories are split instead).
+fn my_entries(engine: &Engine, shard: Option<(u32, u32)>) -> (Vec<SyncEntry>, Vec<SyncEntry>) {
+    engine
+        .config()
+        .sync
+        .iter()
+        .filter(|e| match shard {
+            Some((i, n)) => e.kind == SyncKind::Registry || owns(&e.name, i, n),
+            None => true,
+        })
+        .cloned()
+        .partition(|e| e.trigger.is_some())
+}
+
 /// Runs the server until `cancel` fires (or, with `abort_on_error`, a run fails).
+/// `current` always holds the engine of the configuration in force, for the admin API.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
@@ -182,24 +211,15 @@ pub async fn serve(
     cancel: CancellationToken,
     mut requests: mpsc::Receiver<Request>,
     ready: watch::Sender<bool>,
+    current: watch::Sender<Arc<Engine>>,
 ) -> Outcome {
-    let entries: Vec<SyncEntry> = engine
-        .config()
-        .sync
-        .iter()
-        .filter(|e| match opts.shard {
-            Some((i, n)) => owns(&e.name, i, n),
-            None => true,
-        })
-        .cloned()
-        .collect();
-    let (scheduled, unscheduled): (Vec<_>, Vec<_>) =
-        entries.into_iter().partition(|e| e.trigger.is_some());
+    let (scheduled, unscheduled) = my_entries(&engine, opts.shard);
     for e in &unscheduled {
         tracing::warn!(entry = %e.name, source = %e.source, "Entry has no interval or schedule; the server does not run it");
     }
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop_all = cancel.child_token();
+    let mut engines = vec![engine.clone()];
 
     if opts.first_pass {
         tracing::info!(
@@ -241,53 +261,31 @@ pub async fn serve(
             }
         }
         if stop_all.is_cancelled() {
-            return shutdown(&engine, first, opts.grace, &failed).await;
+            return shutdown(&engines, first, opts.grace, &failed).await;
         }
     }
     let _ = ready.send(true);
     tracing::info!(entries = scheduled.len(), "Scheduling entries");
 
     let mut tasks = JoinSet::new();
-    let mut handles = Vec::new();
-    for e in scheduled {
-        let Some(schedule) = schedule_of(&e) else {
-            continue;
-        };
-        let (tx, rx) = mpsc::channel(1);
-        handles.push(EntryTask {
-            name: e.name.clone(),
-            tx,
-            entry: e.clone(),
-        });
-        let offset = jitter(&e.name, opts.max_jitter, &schedule);
-        let (engine, metrics, clock, failed, stop_all) = (
-            engine.clone(),
-            metrics.clone(),
-            clock.clone(),
-            failed.clone(),
-            stop_all.clone(),
-        );
-        let abort_on_error = opts.abort_on_error;
-        tasks.spawn(async move {
-            entry_loop(
-                &engine,
-                &metrics,
-                &*clock,
-                &e,
-                schedule,
-                offset,
-                rx,
-                &stop_all,
-                abort_on_error,
-                &failed,
-            )
-            .await;
-        });
-    }
+    let mut generation = stop_all.child_token();
+    let mut handles = spawn_loops(
+        &mut tasks,
+        &engine,
+        &metrics,
+        &clock,
+        &opts,
+        scheduled,
+        &generation,
+        &stop_all,
+        &failed,
+    );
 
     loop {
         tokio::select! {
             () = stop_all.cancelled() => break,
+            // Reap loops of earlier configurations as they finish.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             req = requests.recv() => match req {
                 Some(Request::Sync { entry, reply }) => {
                     let found = handles.iter().find(|h| h.name == entry);
@@ -307,21 +305,96 @@ pub async fn serve(
                     }
                     let _ = reply.send(started);
                 }
+                Some(Request::Reload(Reload { engine: new, reply })) => {
+                    let (scheduled, unscheduled) = my_entries(&new, opts.shard);
+                    for e in &unscheduled {
+                        tracing::warn!(entry = %e.name, source = %e.source, "Entry has no interval or schedule; the server does not run it");
+                    }
+                    let old_names: Vec<String> = handles.iter().map(|h| h.name.clone()).collect();
+                    // The old loops finish the run they are in, then end.
+                    generation.cancel();
+                    generation = stop_all.child_token();
+                    let count = scheduled.len();
+                    handles = spawn_loops(&mut tasks, &new, &metrics, &clock, &opts, scheduled, &generation, &stop_all, &failed);
+                    for h in &handles {
+                        if !old_names.contains(&h.name) {
+                            let _ = h.tx.try_send(Only::default());
+                        }
+                    }
+                    engines.push(new.clone());
+                    let _ = current.send(new);
+                    tracing::info!(entries = count, "Configuration reloaded");
+                    let _ = reply.send(count);
+                }
                 None => stop_all.cancelled().await,
             },
         }
     }
-    shutdown(&engine, tasks, opts.grace, &failed).await
+    shutdown(&engines, tasks, opts.grace, &failed).await
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_loops(
+    tasks: &mut JoinSet<()>,
+    engine: &Arc<Engine>,
+    metrics: &Arc<Metrics>,
+    clock: &Arc<dyn Clock>,
+    opts: &ServerOptions,
+    scheduled: Vec<SyncEntry>,
+    generation: &CancellationToken,
+    stop_all: &CancellationToken,
+    failed: &Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<EntryTask> {
+    let mut handles = Vec::new();
+    for e in scheduled {
+        let Some(schedule) = schedule_of(&e) else {
+            continue;
+        };
+        let (tx, rx) = mpsc::channel(1);
+        handles.push(EntryTask {
+            name: e.name.clone(),
+            tx,
+            entry: e.clone(),
+        });
+        let offset = jitter(&e.name, opts.max_jitter, &schedule);
+        let (engine, metrics, clock, failed) = (
+            engine.clone(),
+            metrics.clone(),
+            clock.clone(),
+            failed.clone(),
+        );
+        let (generation, stop_all) = (generation.clone(), stop_all.clone());
+        let abort_on_error = opts.abort_on_error;
+        tasks.spawn(async move {
+            entry_loop(
+                &engine,
+                &metrics,
+                &*clock,
+                &e,
+                schedule,
+                offset,
+                rx,
+                &generation,
+                &stop_all,
+                abort_on_error,
+                &failed,
+            )
+            .await;
+        });
+    }
+    handles
 }
 
 async fn shutdown(
-    engine: &Engine,
+    engines: &[Arc<Engine>],
     mut tasks: JoinSet<()>,
     grace: Duration,
     failed: &std::sync::atomic::AtomicU64,
 ) -> Outcome {
     tracing::info!(grace = ?grace, "Stopping: no new images start; waiting for copies in flight");
-    engine.stop();
+    for e in engines {
+        e.stop();
+    }
     let deadline = tokio::time::sleep(grace);
     tokio::pin!(deadline);
     let mut cancelled = false;
@@ -352,7 +425,8 @@ async fn entry_loop(
     schedule: Schedule,
     offset: Duration,
     mut rx: mpsc::Receiver<Only>,
-    stop: &CancellationToken,
+    generation: &CancellationToken,
+    stop_all: &CancellationToken,
     abort_on_error: bool,
     failed: &std::sync::atomic::AtomicU64,
 ) {
@@ -361,13 +435,13 @@ async fn entry_loop(
         &schedule,
         offset,
         &mut rx,
-        stop,
+        generation,
         |only| async move {
             let ok = run_once(engine, metrics, clock, entry, Mode::Copy { missing_only: false }, &only).await;
             if !ok {
                 failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if abort_on_error {
-                    stop.cancel();
+                    stop_all.cancel();
                     return false;
                 }
             }
