@@ -407,6 +407,106 @@ fn artifacts_with_a_subject_and_the_referrers_fallback_tag_can_be_pushed() {
 }
 
 #[test]
+fn referrers_api_emulation_confirms_subjects_and_pages_listings() {
+    let reg = TestRegistry::start();
+    let api = ReferrersApi::start(&reg);
+    let through = RawClient::new(&api.url());
+    let img = image::image(7, 1, 256);
+    through.push(REPO, Some("app"), &img);
+    let sboms: Vec<_> = (1..=3).map(|i| image::sbom(&img.descriptor(), i)).collect();
+    let vex = image::artifact(
+        &img.descriptor(),
+        "application/vnd.openvex+json",
+        b"{}",
+        &[],
+    );
+    for s in &sboms {
+        through.push_blob(REPO, &s.layers[0].data);
+        through.push_blob(REPO, &s.config.data);
+        let put = through
+            .request(
+                "PUT",
+                &format!("/v2/{REPO}/manifests/{}", s.digest()),
+                &[("Content-Type", image::OCI_MANIFEST)],
+                &s.manifest.bytes,
+            )
+            .expect("PUT");
+        assert_eq!(put.status, 201, "{}", put.text());
+        assert_eq!(put.header("oci-subject"), Some(img.digest().as_str()));
+    }
+    through.push(REPO, None, &vex);
+    // A manifest without a subject gets no OCI-Subject.
+    let plain = image::image(8, 1, 64);
+    through.push_blob(REPO, &plain.layers[0].data);
+    through.push_blob(REPO, &plain.config.data);
+    let put = through
+        .request(
+            "PUT",
+            &format!("/v2/{REPO}/manifests/plain"),
+            &[("Content-Type", image::OCI_MANIFEST)],
+            &plain.manifest.bytes,
+        )
+        .expect("PUT");
+    assert_eq!((put.status, put.header("oci-subject")), (201, None));
+
+    api.set_page_size(2);
+    let mut path = format!("/v2/{REPO}/referrers/{}", img.digest());
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = through.get(&path);
+        pages += 1;
+        assert_eq!(page.status, 200);
+        assert_eq!(page.header("content-type"), Some(OCI_INDEX));
+        let v: serde_json::Value = serde_json::from_slice(&page.body).expect("json");
+        for m in v["manifests"].as_array().expect("manifests") {
+            listed.push(m["digest"].as_str().expect("digest").to_owned());
+            assert!(m["artifactType"].is_string(), "{m}");
+        }
+        let Some(link) = page.header("link") else {
+            break;
+        };
+        path = link
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .expect("link target")
+            .to_owned();
+    }
+    let mut expected: Vec<String> = sboms.iter().map(image::Image::digest).collect();
+    expected.push(vex.digest());
+    assert_eq!((listed, pages), (expected, 2));
+
+    let filtered = through.get(&format!(
+        "/v2/{REPO}/referrers/{}?artifactType=application%2Fvnd.openvex%2Bjson",
+        img.digest()
+    ));
+    assert_eq!(filtered.header("oci-filters-applied"), Some("artifactType"));
+    let v: serde_json::Value = serde_json::from_slice(&filtered.body).expect("json");
+    assert_eq!(v["manifests"][0]["digest"], vex.digest().as_str());
+    assert_eq!(v["manifests"].as_array().map(Vec::len), Some(1));
+    // An unknown subject lists nothing (not 404: the API exists).
+    let none = through.get(&format!("/v2/{REPO}/referrers/{}", plain.digest()));
+    let v: serde_json::Value = serde_json::from_slice(&none.body).expect("json");
+    assert_eq!(
+        (none.status, v),
+        (
+            200,
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+        )
+    );
+    // The registry behind it still has no API, and no fallback tag was written by anyone.
+    let direct = RawClient::for_registry(&reg);
+    assert_eq!(
+        direct
+            .get(&format!("/v2/{REPO}/referrers/{}", img.digest()))
+            .status,
+        404
+    );
+    assert_eq!(skopeo_list_tags(&reg, REPO), vec!["app", "plain"]);
+}
+
+#[test]
 fn docker_media_types_push_and_read_back() {
     let reg = TestRegistry::start();
     let list = ImageBuilder::new(8).docker().build_multi_arch();

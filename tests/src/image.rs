@@ -595,6 +595,38 @@ pub fn sbom(subject: &Descriptor, seed: u64) -> Image {
     )
 }
 
+/// A referrer of `subject` of any kind (SLSA provenance, VEX, a signature, ...): an OCI image
+/// manifest with `artifactType`, the empty config, one layer of type `artifact_type` holding
+/// `payload`, these annotations, and `subject`. [`sbom`] is the SPDX case with a generated
+/// document.
+pub fn artifact(
+    subject: &Descriptor,
+    artifact_type: &str,
+    payload: &[u8],
+    annotations: &[(&str, &str)],
+) -> Image {
+    let layer = Blob::new(artifact_type, payload.to_vec());
+    let annotations: BTreeMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let subject = Descriptor {
+        platform: None,
+        artifact_type: None,
+        annotations: BTreeMap::new(),
+        ..subject.clone()
+    };
+    image_from_parts(
+        OCI_MANIFEST,
+        Blob::empty(),
+        vec![layer],
+        Some(artifact_type),
+        Some(&subject),
+        &annotations,
+        None,
+    )
+}
+
 /// The OCI 1.1 referrers tag-schema fallback for a registry without the referrers API (such as
 /// distribution 2.8): an index listing `referrers`, to be pushed under
 /// [`referrers_tag`]`(subject digest)`.
@@ -754,6 +786,27 @@ mod tests {
             referrers_tag(&subject.digest()),
             subject.digest().replace("sha256:", "sha256-")
         );
+    }
+
+    #[test]
+    fn artifact_carries_type_payload_annotations_and_subject() {
+        let subject = image(6, 1, 64);
+        let a = artifact(
+            &subject.descriptor(),
+            "application/vnd.in-toto+json",
+            b"{\"predicateType\":\"https://slsa.dev/provenance/v1\"}",
+            &[("com.example.k", "v")],
+        );
+        let json = a.manifest.json();
+        assert_eq!(json["artifactType"], "application/vnd.in-toto+json");
+        assert_eq!(
+            json["layers"][0]["mediaType"],
+            "application/vnd.in-toto+json"
+        );
+        assert_eq!(json["subject"]["digest"], subject.digest().as_str());
+        assert_eq!(json["annotations"]["com.example.k"], "v");
+        assert_eq!(a.descriptor().annotations["com.example.k"], "v");
+        assert_ne!(a.digest(), sbom(&subject.descriptor(), 1).digest());
     }
 
     #[test]

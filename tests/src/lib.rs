@@ -10,6 +10,8 @@
 //!   (status codes, resets, short reads, corrupt bytes, delays) by rule.
 //! - [`image`]: deterministic synthetic images, indexes and SBOM referrers, OCI layouts.
 //! - [`skopeo`]: pushing with and reading back through skopeo, the independent client.
+//! - [`ReferrersApi`]: the fault proxy scripted to serve the OCI 1.1 referrers API in front of
+//!   a registry without it (an emulation for tests only).
 //! - [`RawClient`]: a small blocking HTTP client for arranging state skopeo cannot (plain HTTP
 //!   registries only).
 //! - [`cli`]: running the `regferry` binary on a config file, and checking what it copied.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod image;
 pub mod proxy;
+pub mod referrers_api;
 pub mod registry;
 mod server;
 pub mod skopeo;
@@ -44,6 +47,7 @@ pub use image::{
     Blob, Content, Descriptor, Image, ImageBuilder, Index, Manifest, OciLayout, Platform,
 };
 pub use proxy::{Action, FaultKind, FaultProxy, ProxiedRequest, Rule};
+pub use referrers_api::ReferrersApi;
 pub use registry::{AccessLogEntry, Auth, RegistryOptions, TestRegistry};
 pub use skopeo::{
     assert_same_manifests, push_layout, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags,

@@ -6,6 +6,10 @@
 //! decides what happens to it (one action per request). `Location` headers that point at the
 //! upstream are rewritten to point at the proxy, so upload sessions stay behind it.
 //!
+//! Within the harness, an [`Interceptor`] can script more than faults: it sees each request no
+//! rule answered and may answer it or forward it with a hook on the response head. That is how
+//! [`crate::ReferrersApi`] serves an API the registry behind it lacks.
+//!
 //! The constructor only binds a port; the proxy runs on its own thread and runtime, so it works
 //! from `#[test]` and `#[tokio::test]` alike.
 
@@ -158,6 +162,30 @@ impl Rule {
     }
 }
 
+/// What an [`Interceptor`] decides for one request.
+pub(crate) enum Intercept {
+    /// Answer with this response; the upstream is not asked.
+    Answer(Response<Body>),
+    /// Forward this request (possibly with its body read and replaced); then let the hook, if
+    /// any, see and change the upstream's response head before the client does.
+    Forward(Request<Body>, Option<AfterHook>),
+}
+
+/// Sees (and may change) the upstream's response head of a forwarded request.
+pub(crate) type AfterHook = Box<dyn FnOnce(&mut hyper::http::response::Parts) + Send>;
+
+/// A future an [`Interceptor`] returns.
+pub(crate) type InterceptFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Intercept> + Send>>;
+
+/// Behaviour scripted into a [`FaultProxy`] beyond fault rules, for emulating a registry
+/// feature the real registry lacks (see [`crate::referrers_api`]). Consulted for every request
+/// no fault rule answered.
+pub(crate) trait Interceptor: Send + Sync {
+    /// Answers `req` itself, or forwards it.
+    fn intercept(&self, method: &str, path: &str, req: Request<Body>) -> InterceptFuture;
+}
+
 /// One request the proxy handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxiedRequest {
@@ -216,6 +244,15 @@ impl FaultProxy {
 
     /// A proxy in front of `upstream` (`127.0.0.1:PORT`).
     pub fn start_for(upstream: &str) -> Self {
+        Self::start_intercepted(upstream, None)
+    }
+
+    /// A proxy in front of `upstream` that lets `interceptor` answer or rewrite requests no
+    /// fault rule answered.
+    pub(crate) fn start_intercepted(
+        upstream: &str,
+        interceptor: Option<Arc<dyn Interceptor>>,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
         let upstream = upstream.to_owned();
         // The proxy's own address is only known once bound; handlers read it from here.
@@ -230,6 +267,7 @@ impl FaultProxy {
                     upstream: upstream.clone(),
                     own: own.lock().expect("own lock").clone(),
                     client: client.clone(),
+                    interceptor: interceptor.clone(),
                 };
                 Box::pin(async move { ctx.handle(req, conn).await })
             })
@@ -303,6 +341,7 @@ struct Ctx {
     upstream: String,
     own: String,
     client: Client<HttpConnector, Body>,
+    interceptor: Option<Arc<dyn Interceptor>>,
 }
 
 impl Ctx {
@@ -344,6 +383,18 @@ impl Ctx {
             None => None,
         };
 
+        let req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
+        let (req, after) = match &self.interceptor {
+            None => (req, None),
+            Some(i) => match i.intercept(&method, &path, req).await {
+                Intercept::Answer(resp) => {
+                    self.shared
+                        .record(&method, &path, resp.status().as_u16(), fault);
+                    return resp;
+                }
+                Intercept::Forward(req, after) => (req, after),
+            },
+        };
         let (mut parts, body) = req.into_parts();
         parts.uri = match Uri::try_from(format!("http://{}{path}", self.upstream)) {
             Ok(uri) => uri,
@@ -358,7 +409,7 @@ impl Ctx {
         if let Ok(host) = HeaderValue::from_str(&self.upstream) {
             parts.headers.insert(HOST, host);
         }
-        let up_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+        let up_req = Request::from_parts(parts, body);
         let resp = match self.client.request(up_req).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -376,6 +427,9 @@ impl Ctx {
             && let Ok(v) = HeaderValue::from_str(&format!("http://{}{rest}", self.own))
         {
             parts.headers.insert(LOCATION, v);
+        }
+        if let Some(after) = after {
+            after(&mut parts);
         }
         self.shared
             .record(&method, &path, parts.status.as_u16(), fault);

@@ -42,11 +42,7 @@ impl Server {
             .spawn()
             .unwrap();
         let admin = RawClient::new(&format!("http://127.0.0.1:{port}"));
-        let s = Server {
-            child,
-            admin,
-            cfg,
-        };
+        let s = Server { child, admin, cfg };
         s.wait_for(|s| s.get("/readyz").0 == 200, "ready");
         s
     }
