@@ -265,8 +265,15 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks the bearer token of an admin POST.
+/// Checks the bearer token of an admin POST, and that the server takes requests: during
+/// the first pass it answers 503 rather than holding the request until the pass ends.
 fn authorized(a: &Admin, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    if !*a.ready.borrow() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the first pass is still running; try again when /readyz says ready\n".to_owned(),
+        ));
+    }
     let Some(token) = &a.token else {
         return Err((
             StatusCode::FORBIDDEN,
@@ -363,6 +370,13 @@ async fn dockerhub(
     };
     if !same_secret(&token, expected) {
         return (StatusCode::NOT_FOUND, "not found\n".to_owned());
+    }
+    if !*a.ready.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the first pass is still running; send the push again when /readyz says ready\n"
+                .to_owned(),
+        );
     }
     let push: DockerHubPush = match serde_json::from_slice(&body) {
         Ok(p) => p,

@@ -126,6 +126,14 @@ fn tags(reg: &TestRegistry, repo: &str) -> Vec<String> {
     t
 }
 
+impl Drop for Server {
+    /// A test that fails midway must not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn yaml(src: &TestRegistry, dst: &TestRegistry, entries: &str) -> String {
     format!(
         "defaults:\n  skipDockerConfig: true\ncreds:\n  - {{registry: '{s}', tls: disabled}}\n  - {{registry: '{d}', tls: disabled}}\nsync:\n{entries}",

@@ -232,6 +232,20 @@ impl Metrics {
                 c.stats().rate_limited()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP regferry_registry_ratelimit_remaining Pulls left in the registry's rate-limit window, as last reported."
+        );
+        let _ = writeln!(out, "# TYPE regferry_registry_ratelimit_remaining gauge");
+        for c in clients {
+            if let Some(left) = c.stats().ratelimit_remaining() {
+                let _ = writeln!(
+                    out,
+                    "regferry_registry_ratelimit_remaining{{registry=\"{}\"}} {left}",
+                    escape(c.registry())
+                );
+            }
+        }
         out.push_str("# EOF\n");
         out
     }
@@ -239,4 +253,66 @@ impl Metrics {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::TagReport;
+
+    fn tag(state: State, copied: bool) -> TagReport {
+        TagReport {
+            source: "s".into(),
+            target: "t".into(),
+            state,
+            copied,
+            reason: None,
+            source_digest: None,
+            target_digest: None,
+            referrers: Vec::new(),
+            digest_tags: Vec::new(),
+            backup: None,
+        }
+    }
+
+    #[test]
+    fn runs_tags_and_ticks_are_counted_per_entry() {
+        let m = Metrics::new("1.2.3");
+        let report = EntryReport {
+            index: 0,
+            label: "a -> b".into(),
+            tags: vec![
+                tag(State::Missing, true),
+                tag(State::UpToDate, false),
+                tag(State::Failed, false),
+            ],
+            error: None,
+        };
+        m.record_run(
+            "mirror",
+            &report,
+            Duration::from_millis(1500),
+            1_700_000_000.0,
+            1024,
+        );
+        m.skipped_ticks("mirror", 2);
+        let text = m.render(&[]);
+        for want in [
+            "regferry_build_info{version=\"1.2.3\"} 1",
+            "regferry_entry_runs_total{entry=\"mirror\",result=\"failure\"} 1",
+            "regferry_entry_tags_total{entry=\"mirror\",result=\"copied\"} 1",
+            "regferry_entry_tags_total{entry=\"mirror\",result=\"up_to_date\"} 1",
+            "regferry_entry_tags_total{entry=\"mirror\",result=\"failed\"} 1",
+            "regferry_entry_skipped_ticks_total{entry=\"mirror\"} 2",
+            "regferry_blob_bytes_copied_total 1024",
+            "regferry_entry_last_run_timestamp_seconds{entry=\"mirror\"} 1700000000.0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("regferry_entry_last_success_timestamp_seconds{entry=\"mirror\"}"),
+            "a failed run is no success"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
 }

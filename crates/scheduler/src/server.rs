@@ -350,7 +350,8 @@ fn spawn_loops(
         let Some(schedule) = schedule_of(&e) else {
             continue;
         };
-        let (tx, rx) = mpsc::channel(1);
+        // Room for a burst of pushes during a run; they are merged into one run after it.
+        let (tx, rx) = mpsc::channel(16);
         handles.push(EntryTask {
             name: e.name.clone(),
             tx,
@@ -483,7 +484,7 @@ pub(crate) async fn schedule_loop<F, Fut>(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => (Only::default(), true),
             r = rx.recv() => match r {
-                Some(only) => (only, false),
+                Some(only) => (drain_and_merge(only, rx), false),
                 None => return,
             },
         };
@@ -505,6 +506,18 @@ pub(crate) async fn schedule_loop<F, Fut>(
             skipped(missed);
         }
     }
+}
+
+/// Merges every trigger already waiting into `first`: the same request once, different
+/// ones into a full run, so no pushed tag is lost and a burst costs one run.
+fn drain_and_merge(first: Only, rx: &mut mpsc::Receiver<Only>) -> Only {
+    let mut merged = first;
+    while let Ok(next) = rx.try_recv() {
+        if next != merged {
+            merged = Only::default();
+        }
+    }
+    merged
 }
 
 /// Runs an entry once and records it; returns whether it had no failure.
@@ -746,6 +759,52 @@ mod tests {
         assert_eq!(runs[0].0, utc("2026-11-29T00:00:00Z"));
         assert_eq!(runs[0].1.tag.as_deref(), Some("1"));
         assert_eq!(runs[1].0, utc("2026-11-29T00:00:10Z"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_different_pushes_becomes_one_full_run() {
+        let clock = TokioClock::starting_at(utc("2026-11-29T00:00:00Z"));
+        let schedule = Schedule::parse("@every 1h").unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let runs = Mutex::new(Vec::new());
+        let s2 = stop.clone();
+        let only = |t: &str| Only {
+            repository: None,
+            tag: Some(t.to_owned()),
+        };
+        tx.try_send(only("1")).unwrap();
+        tx.try_send(only("1")).unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for t in ["2", "3", "2"] {
+                tx.try_send(only(t)).unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            s2.cancel();
+        });
+        schedule_loop(
+            &clock,
+            &schedule,
+            Duration::ZERO,
+            &mut rx,
+            &stop,
+            |o| {
+                runs.lock().unwrap().push(o);
+                async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    true
+                }
+            },
+            |_| {},
+        )
+        .await;
+        let runs = runs.lock().unwrap().clone();
+        assert_eq!(
+            runs,
+            vec![only("1"), Only::default()],
+            "identical pushes collapse; different ones become a full run"
+        );
     }
 
     #[test]

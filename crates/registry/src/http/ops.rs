@@ -200,6 +200,9 @@ impl RegistryClient {
                 let media = header_str(h, "content-type").map(str::to_owned);
                 let size = header_str(h, "content-length").and_then(|v| v.parse().ok());
                 let rl = rate_limit(h);
+                if let Some(r) = rl {
+                    i.stats.record_ratelimit(r.remaining);
+                }
                 match (digest, media, size) {
                     (Some(digest), Some(media_type), Some(size)) => Ok(Some(ManifestHead {
                         digest,
@@ -692,5 +695,30 @@ impl Resume {
         }
         self.body = Some(Box::pin(resp.bytes_stream()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_rate_limit_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-limit", HeaderValue::from_static("100;w=21600"));
+        h.insert(
+            "ratelimit-remaining",
+            HeaderValue::from_static("76;w=21600"),
+        );
+        assert_eq!(
+            rate_limit(&h),
+            Some(RateLimitHeaders {
+                limit: Some(100),
+                remaining: 76,
+                reset: None
+            })
+        );
+        h.insert("ratelimit-remaining", HeaderValue::from_static("lots"));
+        assert_eq!(rate_limit(&h), None, "only a number counts as a limit");
     }
 }

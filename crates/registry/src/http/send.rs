@@ -23,6 +23,8 @@ pub struct RequestStats {
     by_method_status: StdMutex<BTreeMap<(String, u16), u64>>,
     retries: AtomicU64,
     rate_limited: AtomicU64,
+    /// The last `RateLimit-Remaining` seen, plus one (0: never seen).
+    ratelimit_remaining: AtomicU64,
 }
 
 impl RequestStats {
@@ -57,6 +59,19 @@ impl RequestStats {
     /// 429 answers received.
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// The pulls left in the registry's rate-limit window, as its last answer said
+    /// (`RateLimit-Remaining`, Docker Hub); `None` when it never said.
+    pub fn ratelimit_remaining(&self) -> Option<u64> {
+        self.ratelimit_remaining
+            .load(Ordering::Relaxed)
+            .checked_sub(1)
+    }
+
+    pub(crate) fn record_ratelimit(&self, remaining: u64) {
+        self.ratelimit_remaining
+            .store(remaining.saturating_add(1), Ordering::Relaxed);
     }
 }
 
