@@ -452,3 +452,44 @@ fn three_shards_copy_every_tag_exactly_once() {
         assert_eq!(s.stop().0, 0);
     }
 }
+
+#[test]
+fn failed_runs_keep_the_server_running_unless_abort_on_error() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    RawClient::for_registry(&src).push("good", Some("1"), &image::image(250, 1, 100));
+    let entries = format!(
+        "  - name: broken\n    source: {s}/missing\n    target: {d}/missing\n    type: repository\n    interval: 1h\n  - name: good\n    source: {s}/good\n    target: {d}/good\n    type: repository\n    interval: 1h\n",
+        s = src.host(),
+        d = dst.host()
+    );
+    // Without --abort-on-error: the failure is counted, the other entry is synced, the
+    // server stays up and exits 0 on SIGTERM.
+    let s = Server::start(&yaml(&src, &dst, &entries), &[]);
+    assert_eq!(tags(&dst, "good"), vec!["1"]);
+    assert_eq!(
+        s.metric("regferry_entry_runs_total{entry=\"broken\",result=\"failure\"}"),
+        Some(1.0)
+    );
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    // With it: the server stops on its own after the failed first pass, with exit 1.
+    let cfg = ConfigFile::new(&yaml(&src, &dst, &entries));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regferry"))
+        .args(["server", "--abort-on-error", "-c"])
+        .arg(cfg.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server should stop by itself"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+}
