@@ -40,6 +40,17 @@ struct Scope {
 }
 
 impl Scope {
+    fn entry(section: Section, index: usize, label: Option<String>) -> Scope {
+        Scope {
+            entry: Some(EntryRef {
+                section,
+                index,
+                label,
+            }),
+            prefix: String::new(),
+        }
+    }
+
     fn top(prefix: &str) -> Scope {
         Scope {
             entry: None,
@@ -189,14 +200,7 @@ pub(crate) fn resolve(
                 // told apart by index.
                 e.name = format!("{}-{index}", e.name);
             } else {
-                let scope = Scope {
-                    entry: Some(EntryRef {
-                        section: Section::Sync,
-                        index,
-                        label: Some(e.source.to_string()),
-                    }),
-                    prefix: String::new(),
-                };
+                let scope = Scope::entry(Section::Sync, index, Some(e.source.to_string()));
                 return ctx.err(
                     &scope,
                     "name",
@@ -280,14 +284,11 @@ fn resolve_creds(ctx: &mut Ctx<'_>, raw: Vec<Spanned<RawHost>>) -> Result<Vec<Ho
     for (index, spanned) in raw.into_iter().enumerate() {
         let entry_loc = spanned.defined;
         let h = spanned.value;
-        let mut scope = Scope {
-            entry: Some(EntryRef {
-                section: Section::Creds,
-                index,
-                label: h.registry.as_ref().map(|r| r.value.clone()),
-            }),
-            prefix: String::new(),
-        };
+        let mut scope = Scope::entry(
+            Section::Creds,
+            index,
+            h.registry.as_ref().map(|r| r.value.clone()),
+        );
         let nil = Value::Nil;
         let Some(reg) = &h.registry else {
             return ctx.err(&scope, "registry", Some(entry_loc), ErrorKind::Missing);
@@ -580,14 +581,11 @@ fn resolve_entry(
 ) -> Result<SyncEntry, ConfigError> {
     let entry_loc = spanned.defined;
     let mut s = spanned.value;
-    let mut scope = Scope {
-        entry: Some(EntryRef {
-            section: Section::Sync,
-            index,
-            label: s.source.as_ref().map(|x| x.value.clone()),
-        }),
-        prefix: String::new(),
-    };
+    let mut scope = Scope::entry(
+        Section::Sync,
+        index,
+        s.source.as_ref().map(|x| x.value.clone()),
+    );
     let own = s.take_inheritable();
     check_inheritable_notes(ctx, &scope, &own);
 
