@@ -77,6 +77,17 @@ pub fn referrer_descriptor(m: &Manifest) -> Descriptor {
 impl Repo {
     /// The referrers of `subject` in this repository.
     pub async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
+        self.referrers_hinted(subject, None).await
+    }
+
+    /// [`Repo::referrers`], given this repository's tags when known: through the tag
+    /// schema, a subject whose `sha256-<hex>` tag is not among them has no referrers, and
+    /// no request is sent.
+    pub async fn referrers_hinted(
+        &self,
+        subject: &Digest,
+        tags: Option<&std::collections::HashSet<String>>,
+    ) -> Result<Vec<Descriptor>> {
         if let Repo::Registry { client, name, .. } = self
             && api_known(self) != Some(false)
         {
@@ -87,6 +98,11 @@ impl Repo {
                 }
                 None => remember_api(self, false),
             }
+        }
+        if let Some(tags) = tags
+            && !tags.contains(&subject.referrers_tag())
+        {
+            return Ok(Vec::new());
         }
         self.fallback_referrers(subject).await
     }

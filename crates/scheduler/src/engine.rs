@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use regferry_config::template::SystemHost;
 use regferry_config::{
@@ -54,9 +54,40 @@ pub struct Engine {
     copy_slots: Semaphore,
     tags_seen: AtomicUsize,
     tags_done: AtomicUsize,
-    tag_cache: tokio::sync::Mutex<HashMap<String, Arc<Vec<String>>>>,
     stopping: AtomicBool,
     shard: Option<(u32, u32)>,
+}
+
+/// Tag lists of one entry run, so that each repository is listed at most once per run
+/// (and never reused by a later run, which must see new tags).
+#[derive(Debug, Default)]
+struct RunCache {
+    tags: tokio::sync::Mutex<HashMap<String, Arc<HashSet<String>>>>,
+}
+
+impl RunCache {
+    async fn put(&self, repo: &Repo, tags: &[String]) {
+        self.tags
+            .lock()
+            .await
+            .insert(repo.key(), Arc::new(tags.iter().cloned().collect()));
+    }
+
+    /// The tags of `repo`, listed now if this run has not yet; a repository that does not
+    /// exist has none.
+    async fn tags(&self, repo: &Repo) -> Result<Arc<HashSet<String>>> {
+        if let Some(t) = self.tags.lock().await.get(&repo.key()) {
+            return Ok(t.clone());
+        }
+        let list = match repo.list_tags().await {
+            Ok(l) => l,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let set = Arc::new(list.into_iter().collect::<HashSet<String>>());
+        self.tags.lock().await.insert(repo.key(), set.clone());
+        Ok(set)
+    }
 }
 
 /// Limits a run to what a webhook reported: one repository of a registry entry, one tag.
@@ -97,7 +128,6 @@ impl Engine {
             copy_slots: Semaphore::new(slots),
             tags_seen: AtomicUsize::new(0),
             tags_done: AtomicUsize::new(0),
-            tag_cache: tokio::sync::Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             shard: None,
             config,
@@ -194,7 +224,8 @@ impl Engine {
             report.error = Some("not run: an earlier failure aborted the run".into());
             return report;
         }
-        let items = match self.items(entry, opts.mode, only).await {
+        let cache = RunCache::default();
+        let items = match self.items(entry, opts.mode, only, &cache).await {
             Ok(items) => items,
             Err(e) => {
                 tracing::error!(entry = entry.index, source = %entry.source, error = %e, "Entry failed before copying (listing the source, or setting up a registry)");
@@ -212,7 +243,7 @@ impl Engine {
         report.tags = stream::iter(
             items
                 .into_iter()
-                .map(|item| self.process(entry, item, opts, abort)),
+                .map(|item| self.process(entry, item, opts, abort, &cache)),
         )
         .buffer_unordered(CHECK_CONCURRENCY)
         .collect()
@@ -222,7 +253,13 @@ impl Engine {
     }
 
     /// The images an entry covers, after listing and filtering.
-    async fn items(&self, entry: &SyncEntry, mode: Mode, only: &Only) -> Result<Vec<Item>> {
+    async fn items(
+        &self,
+        entry: &SyncEntry,
+        mode: Mode,
+        only: &Only,
+        cache: &RunCache,
+    ) -> Result<Vec<Item>> {
         match entry.kind {
             SyncKind::Image => {
                 if let Some(tag) = &only.tag
@@ -246,7 +283,7 @@ impl Engine {
             SyncKind::Repository => {
                 let src = self.clients.repo(&entry.source, None)?;
                 let dst = self.clients.repo(&entry.target, None)?;
-                self.repo_items(entry, src, dst, mode, only).await
+                self.repo_items(entry, src, dst, mode, only, cache).await
             }
             SyncKind::Registry => {
                 let Endpoint::Namespace { registry, prefix } = &entry.source else {
@@ -278,7 +315,7 @@ impl Engine {
                         repo.strip_prefix(&format!("{prefix}/")).unwrap_or(&repo)
                     };
                     let dst = self.clients.repo(&entry.target, Some(rel))?;
-                    items.extend(self.repo_items(entry, src, dst, mode, only).await?);
+                    items.extend(self.repo_items(entry, src, dst, mode, only, cache).await?);
                 }
                 Ok(items)
             }
@@ -292,10 +329,15 @@ impl Engine {
         dst: Repo,
         mode: Mode,
         only: &Only,
+        cache: &RunCache,
     ) -> Result<Vec<Item>> {
         let mut tags = match &only.tag {
             Some(t) => vec![t.clone()],
-            None => src.list_tags().await?,
+            None => {
+                let listed = src.list_tags().await?;
+                cache.put(&src, &listed).await;
+                listed
+            }
         };
         tags.retain(|t| entry.tags.matches(t));
         if entry.referrers {
@@ -308,6 +350,7 @@ impl Engine {
             // "Exists" means the tag exists, even if stale; a failed target listing counts as empty.
             match dst.list_tags().await {
                 Ok(have) => {
+                    cache.put(&dst, &have).await;
                     let have: std::collections::HashSet<String> = have.into_iter().collect();
                     tags.retain(|t| !have.contains(t));
                 }
@@ -334,8 +377,9 @@ impl Engine {
         item: Item,
         opts: RunOptions,
         abort: &AtomicBool,
+        cache: &RunCache,
     ) -> TagReport {
-        let report = self.process_inner(entry, item, opts, abort).await;
+        let report = self.process_inner(entry, item, opts, abort, cache).await;
         self.tags_done.fetch_add(1, Ordering::Relaxed);
         report
     }
@@ -346,6 +390,7 @@ impl Engine {
         item: Item,
         opts: RunOptions,
         abort: &AtomicBool,
+        cache: &RunCache,
     ) -> TagReport {
         let mut report = TagReport {
             source: format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
@@ -412,7 +457,14 @@ impl Engine {
         }
         if entry.referrers || entry.digest_tags {
             match self
-                .extras(entry, &item, &decision, copied_manifest.as_ref(), dry_run)
+                .extras(
+                    entry,
+                    &item,
+                    &decision,
+                    copied_manifest.as_ref(),
+                    dry_run,
+                    cache,
+                )
                 .await
             {
                 Ok((referrers, digest_tags)) => {
@@ -467,6 +519,7 @@ impl Engine {
         decision: &Decision,
         copied: Option<&Manifest>,
         dry_run: bool,
+        cache: &RunCache,
     ) -> Result<(Vec<ReferrerReport>, Vec<String>)> {
         let subjects = self.subjects(item, decision, copied).await?;
         let mut referrers = Vec::new();
@@ -492,6 +545,12 @@ impl Engine {
                     &d.annotations,
                 )
             };
+            // Without the referrers API a repository keeps referrers under `sha256-<hex>`
+            // tags; with its tag list at hand, subjects without one cost no request.
+            let mut known: HashMap<String, Arc<HashSet<String>>> = HashMap::new();
+            for repo in sources.iter().chain(std::iter::once(&target)) {
+                known.insert(repo.key(), cache.tags(repo).await?);
+            }
             for s in &subjects {
                 let _slot = if dry_run {
                     None
@@ -505,7 +564,7 @@ impl Engine {
                 };
                 for r in self
                     .transfer
-                    .copy_referrers(&sources, &target, s, &filter, dry_run)
+                    .copy_referrers(&sources, &target, s, &filter, &known, dry_run)
                     .await?
                 {
                     referrers.push(ReferrerReport {
@@ -519,7 +578,7 @@ impl Engine {
         }
         let mut digest_tags = Vec::new();
         if entry.digest_tags {
-            let tags = self.source_tags(&item.src).await?;
+            let tags = cache.tags(&item.src).await?;
             let mut digests: Vec<String> = subjects.iter().map(ToString::to_string).collect();
             digests.extend(referrers.iter().map(|r| r.digest.clone()));
             for d in digests {
@@ -527,7 +586,10 @@ impl Engine {
                 // cosign-style `sha256-<hex>.sig|.att|.sbom`; the bare `sha256-<hex>` is the
                 // referrers fallback index, handled with the referrers.
                 let prefix = format!("{}.", d.referrers_tag());
-                for tag in tags.iter().filter(|t| t.starts_with(&prefix)) {
+                let mut matching: Vec<&String> =
+                    tags.iter().filter(|t| t.starts_with(&prefix)).collect();
+                matching.sort();
+                for tag in matching {
                     if self.copy_tag(&item.src, &item.dst, tag, dry_run).await? {
                         digest_tags.push(tag.clone());
                     }
@@ -535,17 +597,6 @@ impl Engine {
             }
         }
         Ok((referrers, digest_tags))
-    }
-
-    /// The source's tags, listed once per repository and run.
-    async fn source_tags(&self, src: &Repo) -> Result<Arc<Vec<String>>> {
-        let key = src.key();
-        if let Some(t) = self.tag_cache.lock().await.get(&key) {
-            return Ok(t.clone());
-        }
-        let tags = Arc::new(src.list_tags().await?);
-        self.tag_cache.lock().await.insert(key, tags.clone());
-        Ok(tags)
     }
 
     /// Copies one tag as it is when the target lacks it or differs; returns whether it did

@@ -2,7 +2,8 @@
 //! source repositories into a target repository, recursively (signatures of SBOMs), with
 //! loop detection. Each referrer is copied like any manifest, children first; then, on
 //! registries without the referrers API, the subject's fallback index is updated.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use regferry_registry::repo::Repo;
 use regferry_registry::{Descriptor, Digest, Error, Result};
@@ -31,12 +32,16 @@ impl Transfer {
     /// Copies the referrers of `subject` that `filter` selects, and their referrers in turn,
     /// from `sources` (merged) to `target`. Referrers the target already lists are skipped.
     /// With `dry_run` nothing is written; the result lists what would be copied.
+    /// `known_tags` holds repositories' tag lists (by [`Repo::key`]) already fetched; a
+    /// repository without the referrers API whose list lacks a subject's `sha256-<hex>`
+    /// tag is known to have no referrers for it, and is not asked.
     pub async fn copy_referrers(
         &self,
         sources: &[Repo],
         target: &Repo,
         subject: &Digest,
         filter: ReferrerFilterFn<'_>,
+        known_tags: &HashMap<String, Arc<HashSet<String>>>,
         dry_run: bool,
     ) -> Result<Vec<ReferrerCopy>> {
         let mut out = Vec::new();
@@ -44,14 +49,15 @@ impl Transfer {
         let mut queue = vec![subject.clone()];
         let opts = CopyOptions::default();
         while let Some(s) = queue.pop() {
-            let present: HashSet<Digest> = match target.referrers(&s).await {
+            let hint = |r: &Repo| known_tags.get(&r.key()).map(|t| &**t);
+            let present: HashSet<Digest> = match target.referrers_hinted(&s, hint(target)).await {
                 Ok(list) => list.into_iter().map(|d| d.digest).collect(),
                 // A target that cannot list (a new repository) has none.
                 Err(e) if e.is_not_found() => HashSet::new(),
                 Err(e) => return Err(e),
             };
             for src in sources {
-                let found = match src.referrers(&s).await {
+                let found = match src.referrers_hinted(&s, hint(src)).await {
                     Ok(f) => f,
                     Err(e) if e.is_not_found() => Vec::new(),
                     Err(e) => return Err(e),
