@@ -88,9 +88,17 @@ impl Repo {
         subject: &Digest,
         tags: Option<&std::collections::HashSet<String>>,
     ) -> Result<Vec<Descriptor>> {
-        if let Repo::Registry { client, name, .. } = self
-            && api_known(self) != Some(false)
-        {
+        if let Repo::Registry { client, name, .. } = self {
+            // Many images of one repository are checked at once: let one of them find out
+            // whether the API exists, and the others wait for the answer.
+            let _probing = match api_known(self) {
+                Some(_) => None,
+                None => Some(fallback_lock(format!("probe {self}")).lock_owned().await),
+            };
+            let known = api_known(self);
+            if known == Some(false) {
+                return self.fallback_hinted(subject, tags).await;
+            }
             match client.referrers_api(name, subject).await? {
                 Some(list) => {
                     remember_api(self, true);
@@ -99,6 +107,14 @@ impl Repo {
                 None => remember_api(self, false),
             }
         }
+        self.fallback_hinted(subject, tags).await
+    }
+
+    async fn fallback_hinted(
+        &self,
+        subject: &Digest,
+        tags: Option<&std::collections::HashSet<String>>,
+    ) -> Result<Vec<Descriptor>> {
         if let Some(tags) = tags
             && !tags.contains(&subject.referrers_tag())
         {

@@ -60,33 +60,45 @@ pub struct Engine {
 
 /// Tag lists of one entry run, so that each repository is listed at most once per run
 /// (and never reused by a later run, which must see new tags).
+/// A repository's tag list, filled by the first task that needs it.
+type TagCell = Arc<tokio::sync::OnceCell<Arc<HashSet<String>>>>;
+
 #[derive(Debug, Default)]
 struct RunCache {
-    tags: tokio::sync::Mutex<HashMap<String, Arc<HashSet<String>>>>,
+    tags: tokio::sync::Mutex<HashMap<String, TagCell>>,
 }
 
 impl RunCache {
-    async fn put(&self, repo: &Repo, tags: &[String]) {
+    async fn cell(&self, repo: &Repo) -> TagCell {
         self.tags
             .lock()
             .await
-            .insert(repo.key(), Arc::new(tags.iter().cloned().collect()));
+            .entry(repo.key())
+            .or_default()
+            .clone()
     }
 
-    /// The tags of `repo`, listed now if this run has not yet; a repository that does not
-    /// exist has none.
+    async fn put(&self, repo: &Repo, tags: &[String]) {
+        let _ = self
+            .cell(repo)
+            .await
+            .set(Arc::new(tags.iter().cloned().collect()));
+    }
+
+    /// The tags of `repo`, listed now if this run has not yet (once, however many images
+    /// ask at the same time); a repository that does not exist has none.
     async fn tags(&self, repo: &Repo) -> Result<Arc<HashSet<String>>> {
-        if let Some(t) = self.tags.lock().await.get(&repo.key()) {
-            return Ok(t.clone());
-        }
-        let list = match repo.list_tags().await {
-            Ok(l) => l,
-            Err(e) if e.is_not_found() => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        let set = Arc::new(list.into_iter().collect::<HashSet<String>>());
-        self.tags.lock().await.insert(repo.key(), set.clone());
-        Ok(set)
+        let cell = self.cell(repo).await;
+        cell.get_or_try_init(|| async {
+            let list = match repo.list_tags().await {
+                Ok(l) => l,
+                Err(e) if e.is_not_found() => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            Ok(Arc::new(list.into_iter().collect::<HashSet<String>>()))
+        })
+        .await
+        .cloned()
     }
 }
 
