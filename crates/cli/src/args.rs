@@ -80,6 +80,15 @@ pub(crate) enum Command {
             hide_env_values = true
         )]
         webhook_token: Option<String>,
+        /// Read the webhook token from this file (e.g. a systemd credential or a mounted
+        /// Secret), so that it appears in no process listing or environment.
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "REGFERRY_WEBHOOK_TOKEN_FILE",
+            conflicts_with = "webhook_token"
+        )]
+        webhook_token_file: Option<std::path::PathBuf>,
         /// How long copies in flight may finish after SIGTERM (Go duration).
         #[arg(long, value_name = "DURATION", default_value = "30s")]
         grace: String,

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<ConfigFileError>().is_some()
             {
                 exit::INVALID
             } else {
@@ -45,6 +46,11 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// A file named on the command line that cannot be read (exit 2, like a bad config).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigFileError(String);
 
 /// A command line that parsed but cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run,
             listen,
             webhook_token,
+            webhook_token_file,
             grace,
             shard,
         } => {
@@ -123,7 +130,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let shard = shard.as_deref().map(server::parse_shard).transpose()?;
             let settings = server::Settings {
                 listen: *listen,
-                token: webhook_token.clone(),
+                token: match webhook_token_file {
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map(|t| t.trim().to_owned())
+                            .map_err(|e| {
+                                ConfigFileError(format!(
+                                    "--webhook-token-file {}: {e}",
+                                    path.display()
+                                ))
+                            })?,
+                    ),
+                    None => webhook_token.clone(),
+                },
                 grace,
                 shard,
                 abort_on_error: run.abort_on_error,

@@ -493,3 +493,66 @@ fn failed_runs_keep_the_server_running_unless_abort_on_error() {
     };
     assert_eq!(status.code(), Some(1));
 }
+
+#[test]
+fn the_webhook_token_can_come_from_a_file() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let cfg = ConfigFile::new(&yaml(&src, &dst, "  []\n").replace("sync:\n  []\n", "sync: []\n"));
+    let dir = regferry_testkit::temp_dir();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "from-a-file\n").unwrap();
+    // An unreadable file is refused up front, naming it, with exit 2.
+    let o = Command::new(env!("CARGO_BIN_EXE_regferry"))
+        .args(["server", "--webhook-token-file", "/nonexistent/token", "-c"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/token"));
+    // A readable one is the token: the bearer from the file is accepted (404: no such
+    // entry), a wrong one is not (401).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regferry"))
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--webhook-token-file",
+        ])
+        .arg(&token)
+        .arg("-c")
+        .arg(cfg.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin = RawClient::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin
+        .send("GET", "/readyz", &[], &[])
+        .map(|r| r.status)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(Instant::now() < deadline, "server did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let post = |bearer: &str| {
+        admin
+            .send(
+                "POST",
+                "/v1/sync/x",
+                &[("Authorization", &format!("Bearer {bearer}"))],
+                &[],
+            )
+            .unwrap()
+            .status
+    };
+    assert_eq!(post("from-a-file"), 404);
+    assert_eq!(post("wrong"), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+}
