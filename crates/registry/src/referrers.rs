@@ -19,10 +19,12 @@ use crate::repo::Repo;
 static API_SUPPORT: LazyLock<std::sync::Mutex<HashMap<String, bool>>> =
     LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
 
-/// One lock per fallback tag, so that concurrent copies in this process never lose each
-/// other's entries while they read, merge and write the index.
-static FALLBACK_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>> =
-    LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+/// Locks for fallback tags (so that concurrent copies in this process never lose each
+/// other's entries while they read, merge and write an index) and for API probes. A fixed
+/// set, picked by hash: a daemon publishes to ever new tags, and a map of one lock per tag
+/// would grow for as long as it runs. Two keys sharing a lock only wait for each other.
+static KEYED_LOCKS: LazyLock<Vec<Arc<Mutex<()>>>> =
+    LazyLock::new(|| (0..256).map(|_| Arc::new(Mutex::new(()))).collect());
 
 fn api_known(repo: &Repo) -> Option<bool> {
     API_SUPPORT.lock().ok()?.get(&repo.key()).copied()
@@ -34,11 +36,11 @@ fn remember_api(repo: &Repo, supported: bool) {
     }
 }
 
-fn fallback_lock(key: String) -> Arc<Mutex<()>> {
-    match FALLBACK_LOCKS.lock() {
-        Ok(mut m) => m.entry(key).or_default().clone(),
-        Err(_) => Arc::new(Mutex::new(())),
-    }
+fn keyed_lock(key: &str) -> Arc<Mutex<()>> {
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    KEYED_LOCKS[(h % KEYED_LOCKS.len() as u64) as usize].clone()
 }
 
 /// The descriptor that lists `m` as a referrer: its artifact type (or its config's media
@@ -93,7 +95,7 @@ impl Repo {
             // whether the API exists, and the others wait for the answer.
             let _probing = match api_known(self) {
                 Some(_) => None,
-                None => Some(fallback_lock(format!("probe {self}")).lock_owned().await),
+                None => Some(keyed_lock(&format!("probe {self}")).lock_owned().await),
             };
             let known = api_known(self);
             if known == Some(false) {
@@ -152,7 +154,7 @@ impl Repo {
             return Ok(false);
         }
         let tag = subject.referrers_tag();
-        let lock = fallback_lock(format!("{self}:{tag}"));
+        let lock = keyed_lock(&format!("{self}:{tag}"));
         let _held = lock.lock().await;
         let entry = referrer_descriptor(referrer);
         let existing = match self.get_manifest(&tag).await {

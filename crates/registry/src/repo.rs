@@ -56,8 +56,8 @@ impl Repo {
                 for c in mirrors_then(client, reads) {
                     match c.head_manifest(name, reference).await {
                         Ok(Some(h)) => return Ok(Some(h)),
-                        Ok(None) if is_mirror(c, client) => {}
-                        Err(e) if is_mirror(c, client) => {
+                        Ok(None) if is_mirror(c) => {}
+                        Err(e) if is_mirror(c) => {
                             tracing::debug!(mirror = c.registry(), error = %e, "Mirror failed; trying the next");
                             last = Some(e);
                         }
@@ -195,7 +195,7 @@ fn mirrors_then<'a>(
     }
 }
 
-fn is_mirror(c: &RegistryClient, _upstream: &RegistryClient) -> bool {
+fn is_mirror(c: &RegistryClient) -> bool {
     c.options().mirror_of.is_some()
 }
 
@@ -215,7 +215,7 @@ where
     for c in order {
         match op(c).await {
             Ok(v) => return Ok(v),
-            Err(e) if is_mirror(c, client) => {
+            Err(e) if is_mirror(c) => {
                 tracing::debug!(mirror = c.registry(), error = %e, "Mirror failed; trying the next");
                 last = Some(e);
             }

@@ -15,6 +15,9 @@ use tokio::sync::OnceCell;
 use crate::stats::Stats;
 use crate::{BlobOutcome, Transfer};
 
+/// How many blobs' target repositories are remembered for mounting.
+const LANDED_LIMIT: usize = 100_000;
+
 /// Tries per blob when the failure is transient (a reset, a 5xx, a corrupt stream).
 const ATTEMPTS: u32 = 3;
 
@@ -42,16 +45,16 @@ impl Transfer {
             })
             .await
             .clone();
+        // The map only joins copies that overlap; later ones ask the target again, so a
+        // long-running server neither grows the map nor trusts a blob a registry's garbage
+        // collection may have removed since.
+        self.inflight.lock().await.remove(&key);
         match result {
             Ok(outcome) => Ok(outcome),
-            Err(reason) => {
-                // Let a later copy in this run try again.
-                self.inflight.lock().await.remove(&key);
-                Err(Error::Protocol {
-                    what: format!("blob {digest} to {dst}"),
-                    reason,
-                })
-            }
+            Err(reason) => Err(Error::Protocol {
+                what: format!("blob {digest} to {dst}"),
+                reason,
+            }),
         }
     }
 
@@ -137,6 +140,10 @@ impl Transfer {
     async fn record_landing(&self, dst: &Repo, digest: &Digest) {
         if let Repo::Registry { .. } = dst {
             let mut map = self.landed.lock().await;
+            // Only a hint for mounting: forget it all rather than grow without bound.
+            if map.len() >= LANDED_LIMIT && !map.contains_key(digest) {
+                map.clear();
+            }
             let list = map.entry(digest.clone()).or_default();
             if !list.iter().any(|r| r.key() == dst.key()) {
                 list.push(dst.clone());
