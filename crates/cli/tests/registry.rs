@@ -157,12 +157,16 @@ fn repository_sync_is_byte_exact_and_a_second_run_writes_nothing() {
     };
     assert_eq!(heads(src_log), 4, "{src_log:?}");
     assert_eq!(heads(dst_log), 4, "{dst_log:?}");
-    assert_eq!(
-        src_log
+    let lists = |log: &[regferry_testkit::AccessLogEntry]| {
+        log.iter().filter(|e| e.path.contains("/tags/list")).count()
+    };
+    assert_eq!(lists(src_log), 1, "{src_log:?}");
+    assert_eq!(lists(dst_log), 1, "{dst_log:?}");
+    assert!(
+        dst_log
             .iter()
-            .filter(|e| e.path.contains("/tags/list"))
-            .count(),
-        1
+            .all(|e| e.method == "HEAD" || e.path.contains("/tags/list") || e.path == "/v2/"),
+        "{dst_log:?}"
     );
     assert!(
         src_log
@@ -317,6 +321,78 @@ fn missing_only_leaves_stale_tags_and_a_full_run_updates_them() {
     assert_eq!(v["entries"][0]["tags"][0]["state"], "changed");
     assert_eq!(regferry(&["once"], &c).code, 0);
     assert_eq!(skopeo_digest(&dst, "app:1"), new.digest());
+}
+
+/// A new repository (no tags) is asked about each blob with a mount from itself: one
+/// request that finds blobs an interrupted run left (201) or opens the upload (202). A
+/// registry that refuses such mounts still gets a complete copy, asked with HEADs.
+#[test]
+fn a_new_repository_reuses_blobs_an_interrupted_run_left_and_survives_refused_mounts() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(45, 15, 2000);
+    push(&src, "app", "1", &img);
+    // An interrupted run: some blobs made it, the manifest and tag did not.
+    let left: Vec<String> = img.layers[..5]
+        .iter()
+        .map(|l| RawClient::for_registry(&dst).push_blob("app", &l.data))
+        .collect();
+    let before = dst.access_log().len();
+    let c = cfg(
+        &[(&src.host(), None), (&dst.host(), None)],
+        &format!(
+            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
+            src.host(),
+            dst.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_same(&src, &dst, "app:1", "app:1");
+    let log = &dst.access_log()[before..];
+    let uploaded: Vec<&str> = log
+        .iter()
+        .filter(|e| e.method == "PUT" && e.path.contains("/blobs/uploads/"))
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(uploaded.len(), 16 - left.len(), "{uploaded:?}");
+    for d in &left {
+        assert!(
+            !uploaded.iter().any(|p| p.contains(&d.replace(':', "%3A"))),
+            "{d} was uploaded again"
+        );
+    }
+    let self_mounts = |log: &[regferry_testkit::AccessLogEntry], status: u16| {
+        log.iter()
+            .filter(|e| e.method == "POST" && e.path.contains("from=app") && e.status == status)
+            .count()
+    };
+    assert_eq!(self_mounts(log, 201), left.len(), "{log:?}");
+    assert_eq!(self_mounts(log, 202), 16 - left.len(), "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|e| e.method == "HEAD" && e.path.contains("/blobs/")),
+        "no blob HEADs in a new repository: {log:?}"
+    );
+
+    // A registry that refuses them: the copy goes on with HEADs, and stops asking.
+    let proxy = FaultProxy::start(&dst);
+    proxy.add_rule(Rule::new("POST", "from=other", Action::respond(400, &[])));
+    let c = cfg(
+        &[(&src.host(), None), (&proxy.host(), None)],
+        &format!(
+            "  - source: {}/app\n    target: {}/other\n    type: repository\n",
+            src.host(),
+            proxy.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_same(&src, &dst, "app:1", "other:1");
+    let refused = proxy.count("POST", "from=other");
+    assert!(
+        (1..16).contains(&refused),
+        "refused mounts are not asked for again: {refused}"
+    );
 }
 
 #[test]

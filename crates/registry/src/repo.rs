@@ -174,6 +174,14 @@ impl Repo {
         }
     }
 
+    /// The repository path on its registry; `None` for a layout.
+    pub fn own_name(&self) -> Option<&str> {
+        match self {
+            Repo::Registry { name, .. } => Some(name),
+            Repo::Layout(_) => None,
+        }
+    }
+
     /// Links a blob from another repository of the same registry.
     pub async fn mount_blob(&self, digest: &Digest, from: &str) -> Result<Mount> {
         match self {

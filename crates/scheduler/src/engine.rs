@@ -85,6 +85,15 @@ impl RunCache {
             .set(Arc::new(tags.iter().cloned().collect()));
     }
 
+    /// The tags of `repo` when this run has listed them already; never lists.
+    async fn listed(&self, repo: &Repo) -> Option<Arc<HashSet<String>>> {
+        self.tags
+            .lock()
+            .await
+            .get(&repo.key())
+            .and_then(|c| c.get().cloned())
+    }
+
     /// The tags of `repo`, listed now if this run has not yet (once, however many images
     /// ask at the same time); a repository that does not exist has none.
     async fn tags(&self, repo: &Repo) -> Result<Arc<HashSet<String>>> {
@@ -343,14 +352,29 @@ impl Engine {
         only: &Only,
         cache: &RunCache,
     ) -> Result<Vec<Item>> {
-        let mut tags = match &only.tag {
-            Some(t) => vec![t.clone()],
-            None => {
-                let listed = src.list_tags().await?;
-                cache.put(&src, &listed).await;
-                listed
+        // One listing of the target replaces a HEAD for each tag it lacks, and tells a new
+        // repository (no tags) from one that has most blobs already. A webhook's single tag
+        // costs one HEAD instead.
+        let list_target = only.tag.is_none() || mode == (Mode::Copy { missing_only: true });
+        let (listed, have) = tokio::join!(
+            async {
+                match &only.tag {
+                    Some(t) => Ok(vec![t.clone()]),
+                    None => src.list_tags().await,
+                }
+            },
+            async {
+                if list_target {
+                    Some(dst.list_tags().await)
+                } else {
+                    None
+                }
             }
-        };
+        );
+        let mut tags = listed?;
+        if only.tag.is_none() {
+            cache.put(&src, &tags).await;
+        }
         tags.retain(|t| entry.tags.matches(t));
         if entry.referrers {
             // A `sha256-<hex>` referrers index is the referrers copy's to merge and filter;
@@ -358,19 +382,22 @@ impl Engine {
             tags.retain(|t| !Digest::is_referrers_tag(t));
         }
         tags.sort();
-        if let Mode::Copy { missing_only: true } = mode {
-            // "Exists" means the tag exists, even if stale; a failed target listing counts as empty.
-            match dst.list_tags().await {
-                Ok(have) => {
-                    cache.put(&dst, &have).await;
-                    let have: std::collections::HashSet<String> = have.into_iter().collect();
+        match have {
+            Some(Ok(have)) => {
+                cache.put(&dst, &have).await;
+                if let Mode::Copy { missing_only: true } = mode {
+                    // "Exists" means the tag exists, even if stale.
+                    let have: HashSet<String> = have.into_iter().collect();
                     tags.retain(|t| !have.contains(t));
                 }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    tracing::warn!(target = %dst, error = %e, "Listing the target failed; treating it as empty")
-                }
             }
+            Some(Err(e)) if e.is_not_found() => cache.put(&dst, &[]).await,
+            // A target that cannot be listed (some registries allow HEAD but not listing)
+            // is asked tag by tag, and counts as empty for --missing.
+            Some(Err(e)) => {
+                tracing::warn!(target = %dst, error = %e, "Listing the target failed; comparing tag by tag")
+            }
+            None => {}
         }
         Ok(tags
             .into_iter()
@@ -425,7 +452,7 @@ impl Engine {
             report.reason = Some("not run: shutting down".into());
             return report;
         }
-        let decision = match self.decide(entry, &item, opts.mode).await {
+        let decision = match self.decide(entry, &item, opts.mode, cache).await {
             Ok(d) => d,
             Err(e) => return self.failed(report, e, opts, abort),
         };
@@ -452,7 +479,7 @@ impl Engine {
         }
         let mut copied_manifest = decision.manifest.clone();
         if wants_copy && !dry_run {
-            match self.copy(entry, &item, &decision).await {
+            match self.copy(entry, &item, &decision, cache).await {
                 Ok((m, backup)) => {
                     report.copied = true;
                     report.backup = backup;
@@ -645,11 +672,22 @@ impl Engine {
         report
     }
 
-    async fn decide(&self, entry: &SyncEntry, item: &Item, mode: Mode) -> Result<Decision> {
-        let (source, target) = tokio::join!(
-            item.src.head_manifest(&item.src_ref),
-            item.dst.head_manifest(&item.dst_tag)
-        );
+    async fn decide(
+        &self,
+        entry: &SyncEntry,
+        item: &Item,
+        mode: Mode,
+        cache: &RunCache,
+    ) -> Result<Decision> {
+        // A tag the run's listing of the target lacks needs no HEAD to know it is missing.
+        let listed = cache.listed(&item.dst).await;
+        let target = async {
+            match &listed {
+                Some(tags) if !tags.contains(&item.dst_tag) => Ok(None),
+                _ => item.dst.head_manifest(&item.dst_tag).await,
+            }
+        };
+        let (source, target) = tokio::join!(item.src.head_manifest(&item.src_ref), target);
         let source = source?.ok_or_else(|| Error::NotFound {
             what: format!("{}:{}", item.src, item.src_ref),
         })?;
@@ -726,6 +764,7 @@ impl Engine {
         entry: &SyncEntry,
         item: &Item,
         decision: &Decision,
+        cache: &RunCache,
     ) -> Result<(Manifest, Option<String>)> {
         let _slot = self
             .slot_within_rate_limit(entry, item, decision.source.as_ref())
@@ -755,6 +794,7 @@ impl Engine {
             force_recursive: entry.force_recursive,
             // `platforms` was applied while deciding; the manifest is already the filtered index.
             platforms: Vec::new(),
+            new_target: cache.listed(&item.dst).await.is_some_and(|t| t.is_empty()),
         };
         let pushed = self
             .transfer

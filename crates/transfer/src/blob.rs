@@ -22,13 +22,16 @@ const LANDED_LIMIT: usize = 100_000;
 const ATTEMPTS: u32 = 3;
 
 impl Transfer {
-    /// Makes sure `digest` exists in `dst`, copying it from `src` if needed.
+    /// Makes sure `digest` exists in `dst`, copying it from `src` if needed. `likely_absent`
+    /// (a repository that had no tags) asks the target with a mount instead of a HEAD, which
+    /// saves a request per blob when it is indeed absent.
     pub async fn copy_blob(
         &self,
         src: &Repo,
         dst: &Repo,
         digest: &Digest,
         size: Option<u64>,
+        likely_absent: bool,
     ) -> Result<BlobOutcome> {
         let key = (dst.key(), digest.clone());
         let cell = {
@@ -39,7 +42,7 @@ impl Transfer {
         };
         let result = cell
             .get_or_init(|| async {
-                self.copy_blob_once(src, dst, digest, size)
+                self.copy_blob_once(src, dst, digest, size, likely_absent)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -64,8 +67,16 @@ impl Transfer {
         dst: &Repo,
         digest: &Digest,
         size: Option<u64>,
+        likely_absent: bool,
     ) -> Result<BlobOutcome> {
-        if dst.blob_size(digest).await?.is_some() {
+        // Mount from the source when it shares the target's registry, or else from a target
+        // repository this run already put the blob in (a base layer shared by many images is
+        // then read from the source once per target registry, not once per repository).
+        let landed = self.landed_near(dst, digest).await;
+        let from = dst.mount_from(src).map(str::to_owned).or(landed);
+        // A blob this run already put in `dst` is most likely still there: a HEAD says so.
+        let probe = likely_absent && !self.landed_in(dst, digest).await && self.probes(dst).await;
+        if !probe && dst.blob_size(digest).await?.is_some() {
             Stats::add(&self.stats.blobs_existing, 1);
             self.record_landing(dst, digest).await;
             return Ok(BlobOutcome::Existed);
@@ -76,13 +87,21 @@ impl Transfer {
             .await
             .map_err(|_| Error::Cancelled)?;
         let mut session = None;
-        // Mount from the source when it shares the target's registry, or else from a target
-        // repository this run already put the blob in (a base layer shared by many images is
-        // then read from the source once per target registry, not once per repository).
-        let landed = self.landed_near(dst, digest).await;
-        let from = dst.mount_from(src).map(str::to_owned).or(landed);
-        if let Some(from) = from {
+        // A mount answers "already here" too, so on a new repository it replaces the HEAD:
+        // from another repository when there is one, else from `dst` itself (201: it is
+        // here; 202: it is not, and here is the upload session).
+        let ask = match (&from, probe) {
+            (Some(from), _) => Some((from.clone(), false)),
+            (None, true) => dst.own_name().map(|n| (n.to_owned(), true)),
+            (None, false) => None,
+        };
+        if let Some((from, itself)) = ask {
             match dst.mount_blob(digest, &from).await {
+                Ok(Mount::Mounted) if itself => {
+                    Stats::add(&self.stats.blobs_existing, 1);
+                    self.record_landing(dst, digest).await;
+                    return Ok(BlobOutcome::Existed);
+                }
                 Ok(Mount::Mounted) => {
                     Stats::add(&self.stats.blobs_mounted, 1);
                     self.record_landing(dst, digest).await;
@@ -90,8 +109,19 @@ impl Transfer {
                 }
                 Ok(Mount::Upload(url)) => session = Some(url),
                 Ok(Mount::Unsupported) => {}
-                // A refused mount is not fatal: copy the bytes instead.
-                Err(e) => tracing::debug!(%digest, error = %e, "Mount failed; copying instead"),
+                // A refused mount is not fatal: copy the bytes instead. A registry that
+                // refuses mounts from a repository itself is asked with HEADs from now on.
+                Err(e) => {
+                    tracing::debug!(%digest, error = %e, "Mount failed; copying instead");
+                    if itself {
+                        self.no_probes(dst).await;
+                        if dst.blob_size(digest).await?.is_some() {
+                            Stats::add(&self.stats.blobs_existing, 1);
+                            self.record_landing(dst, digest).await;
+                            return Ok(BlobOutcome::Existed);
+                        }
+                    }
+                }
             }
         }
         let mut mode = UploadMode::Monolithic;
@@ -148,6 +178,35 @@ impl Transfer {
             if !list.iter().any(|r| r.key() == dst.key()) {
                 list.push(dst.clone());
             }
+        }
+    }
+
+    /// Whether this run (or process) put `digest` in `dst` already.
+    async fn landed_in(&self, dst: &Repo, digest: &Digest) -> bool {
+        let key = dst.key();
+        let map = self.landed.lock().await;
+        map.get(digest)
+            .is_some_and(|l| l.iter().any(|r| r.key() == key))
+    }
+
+    /// Whether `dst`'s registry may be asked about blobs with a mount from the repository itself.
+    async fn probes(&self, dst: &Repo) -> bool {
+        match dst {
+            Repo::Registry { client, .. } => !self
+                .refuses_self_mount
+                .lock()
+                .await
+                .contains(client.registry()),
+            Repo::Layout(_) => false,
+        }
+    }
+
+    async fn no_probes(&self, dst: &Repo) {
+        if let Repo::Registry { client, .. } = dst {
+            self.refuses_self_mount
+                .lock()
+                .await
+                .insert(client.registry().to_owned());
         }
     }
 

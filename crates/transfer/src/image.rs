@@ -22,6 +22,11 @@ pub struct CopyOptions {
     pub force_recursive: bool,
     /// Copy only these platforms of an index and push an index listing exactly them.
     pub platforms: Vec<Option<Platform>>,
+    /// The target repository held no tags when the run began, so most of what is copied
+    /// is absent: blobs are asked for with a mount from the repository itself (one request
+    /// that answers "here" or opens the upload), and child manifests are pushed without
+    /// asking first. Everything stays correct when it is wrong, only slower.
+    pub new_target: bool,
 }
 
 /// How many children of one manifest move at once.
@@ -77,14 +82,25 @@ impl Transfer {
                     }
                 }
                 Content::Image { config, layers, .. } => {
-                    let mut jobs =
-                        vec![self.copy_blob(src, dst, &config.digest, Some(config.size))];
+                    let mut jobs = vec![self.copy_blob(
+                        src,
+                        dst,
+                        &config.digest,
+                        Some(config.size),
+                        opts.new_target,
+                    )];
                     for l in &layers {
                         if !l.urls.is_empty() && !opts.include_external {
                             tracing::debug!(digest = %l.digest, "Skipping foreign layer");
                             continue;
                         }
-                        jobs.push(self.copy_blob(src, dst, &l.digest, Some(l.size)));
+                        jobs.push(self.copy_blob(
+                            src,
+                            dst,
+                            &l.digest,
+                            Some(l.size),
+                            opts.new_target,
+                        ));
                     }
                     run_bounded(jobs).await?;
                     Ok(m.clone())
@@ -92,7 +108,7 @@ impl Transfer {
                 Content::Schema1 { layers } => {
                     let mut jobs = Vec::with_capacity(layers.len());
                     for d in &layers {
-                        jobs.push(self.copy_blob(src, dst, d, None));
+                        jobs.push(self.copy_blob(src, dst, d, None, opts.new_target));
                     }
                     run_bounded(jobs).await?;
                     Ok(m.clone())
@@ -110,11 +126,13 @@ impl Transfer {
         opts: &CopyOptions,
     ) -> Result<()> {
         if !media_type::is_manifest(&d.media_type) {
-            self.copy_blob(src, dst, &d.digest, Some(d.size)).await?;
+            self.copy_blob(src, dst, &d.digest, Some(d.size), opts.new_target)
+                .await?;
             return Ok(());
         }
         let digest = d.digest.to_string();
-        if !opts.force_recursive && dst.head_manifest(&digest).await?.is_some() {
+        if !opts.force_recursive && !opts.new_target && dst.head_manifest(&digest).await?.is_some()
+        {
             return Ok(());
         }
         let child = src.get_manifest(&digest).await?;

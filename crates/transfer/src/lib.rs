@@ -11,7 +11,7 @@ mod platform;
 mod referrers;
 mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use regferry_registry::Digest;
@@ -44,6 +44,8 @@ pub struct Transfer {
     inflight: Inflight,
     /// Target repositories each blob is known to be in, for mounting.
     landed: Mutex<HashMap<Digest, Vec<Repo>>>,
+    /// Registries that answered a mount from a repository itself with an error.
+    refuses_self_mount: Mutex<HashSet<String>>,
     stats: Stats,
 }
 
@@ -54,6 +56,7 @@ impl Transfer {
             blob_slots: Semaphore::new(concurrent_blobs.max(1)),
             inflight: Mutex::new(HashMap::new()),
             landed: Mutex::new(HashMap::new()),
+            refuses_self_mount: Mutex::new(HashSet::new()),
             stats: Stats::default(),
         }
     }
