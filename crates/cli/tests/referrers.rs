@@ -1085,3 +1085,136 @@ fn referrers_survive_an_ocidir_hop() {
         assert_same_referrer(&src, "app", &dst, "app", r);
     }
 }
+
+/// The raw digest `reg` serves for `repo:reference` (a HEAD, as skopeo would read it).
+fn served_digest(reg: &TestRegistry, repo: &str, reference: &str) -> Option<String> {
+    let path = format!("/v2/{repo}/manifests/{reference}");
+    let r = RawClient::for_registry(reg)
+        .request("HEAD", &path, &[("Accept", ACCEPT_ALL)], &[])
+        .unwrap_or_else(|e| panic!("HEAD {path}: {e}"));
+    (r.status == 200).then(|| {
+        r.header("docker-content-digest")
+            .expect("Docker-Content-Digest")
+            .to_owned()
+    })
+}
+
+/// Each `sha256-<hex>` index arrives with the source's exact bytes, so a no-op resync
+/// compares referrers with one HEAD per tag on each side and reads no index at all; a new
+/// referrer (on a platform child, two levels down) still arrives, and a target index with
+/// other bytes but no other entries is brought to the source's bytes.
+#[test]
+fn a_no_op_resync_compares_referrers_indexes_by_digest_and_reads_none() {
+    let (src, t) = (TestRegistry::start(), TestRegistry::start());
+    let client = RawClient::for_registry(&src);
+    let multi = image::multi_arch(9000, 1, 256);
+    let single = image::image(9001, 1, 256);
+    let plain_img = image::image(9002, 1, 256);
+    client.push("app", Some("multi"), &multi);
+    client.push("app", Some("single"), &single);
+    client.push("app", Some("plain"), &plain_img);
+    let amd64 = multi.child(&Platform::linux_amd64()).expect("amd64 child");
+    let top_sbom = image::sbom(&multi.manifest.descriptor(), 1);
+    let child_sbom = image::sbom(&amd64.descriptor(), 2);
+    let single_sbom = image::sbom(&single.descriptor(), 3);
+    let sbom_sig = signature(&single_sbom.descriptor(), 4);
+    publish(&client, "app", &multi.digest(), &[&top_sbom]);
+    publish(&client, "app", &amd64.digest(), &[&child_sbom]);
+    publish(&client, "app", &single.digest(), &[&single_sbom]);
+    publish(&client, "app", &single_sbom.digest(), &[&sbom_sig]);
+    let subjects = [
+        multi.digest(),
+        amd64.digest(),
+        single.digest(),
+        single_sbom.digest(),
+    ];
+    let c = config(
+        &plain(&[&src.host(), &t.host()]),
+        "  referrers: true\n",
+        &format!(
+            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
+            src.host(),
+            t.host()
+        ),
+    );
+    let o = once_ok(&c);
+    assert!(o.stdout.contains("4 referrers copied"), "{}", o.stdout);
+    for s in &subjects {
+        let tag = referrers_tag(s);
+        assert_eq!(
+            served_digest(&t, "app", &tag),
+            served_digest(&src, "app", &tag),
+            "{tag}: the source's index, byte for byte"
+        );
+    }
+
+    // The no-op: the image tags and the index tags, one HEAD each per side, one listing each.
+    let no_op = |what: &str, tags: usize| {
+        let (s0, t0) = (src.access_log().len(), t.access_log().len());
+        let o = once_ok(&c);
+        assert!(
+            o.stdout.contains("0 referrers copied"),
+            "{what}: {}",
+            o.stdout
+        );
+        let (slog, tlog) = (&src.access_log()[s0..], &t.access_log()[t0..]);
+        assert!(tlog.iter().all(|e| !e.is_write()), "{what}: wrote {tlog:?}");
+        for (side, log) in [("source", slog), ("target", tlog)] {
+            let count = |f: &dyn Fn(&regferry_testkit::AccessLogEntry) -> bool| {
+                log.iter().filter(|e| f(e)).count()
+            };
+            assert_eq!(
+                count(&|e| e.method == "HEAD"),
+                tags,
+                "{what}, {side}: {log:?}"
+            );
+            assert_eq!(
+                count(&|e| e.path.contains("/tags/list")),
+                1,
+                "{what}, {side}: {log:?}"
+            );
+            assert_eq!(
+                count(&|e| e.method == "GET" && e.path.contains("/manifests/")),
+                0,
+                "{what}, {side}: no index read: {log:?}"
+            );
+        }
+        // One question per registry and process about the referrers API, on the source.
+        assert!(
+            slog.iter()
+                .filter(|e| e.path.contains("/referrers/"))
+                .count()
+                <= 1,
+            "{what}: {slog:?}"
+        );
+    };
+    no_op("after the first copy", 3 + 4);
+
+    // A signature of the platform child's SBOM: found below the index, two levels down.
+    let child_sig = signature(&child_sbom.descriptor(), 5);
+    publish(&client, "app", &child_sbom.digest(), &[&child_sig]);
+    let o = once_ok(&c);
+    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert_eq!(
+        fallback(&t, "app", &child_sbom.digest()),
+        vec![child_sig.digest()]
+    );
+
+    // The same entries in other bytes (as an older regferry merged them): rewritten once.
+    let tag = referrers_tag(&single.digest());
+    let mut other = referrers_index(&[&single_sbom]);
+    let v: Value = serde_json::from_slice(&other.bytes).unwrap();
+    other.bytes = serde_json::to_vec_pretty(&v).unwrap();
+    RawClient::for_registry(&t).push_manifest("app", &tag, &other);
+    assert_ne!(
+        served_digest(&t, "app", &tag),
+        served_digest(&src, "app", &tag)
+    );
+    let o = once_ok(&c);
+    assert!(o.stdout.contains("0 referrers copied"), "{}", o.stdout);
+    assert_eq!(
+        served_digest(&t, "app", &tag),
+        served_digest(&src, "app", &tag)
+    );
+    no_op("after the rewrite", 3 + 5);
+}

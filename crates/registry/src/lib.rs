@@ -21,6 +21,7 @@ mod reference;
 pub mod referrers;
 pub mod repo;
 mod secret;
+pub mod tags;
 
 pub use blob::{Blob, ByteStream};
 pub use digest::{Digest, DigestError};
@@ -29,3 +30,4 @@ pub use manifest::{Content, Descriptor, Manifest};
 pub use platform::{Platform, PlatformError};
 pub use reference::{DOCKER_HUB, Reference, ReferenceError, api_hostname, is_valid_registry};
 pub use secret::Secret;
+pub use tags::TagList;

@@ -2,7 +2,7 @@
 //! API where the registry has it, else through the referrers tag schema, a tag
 //! `sha256-<hex>` holding an OCI index of the referrers (distribution-spec "Referrers Tag
 //! Schema"). Writing keeps that index up to date on registries without the API.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
@@ -13,9 +13,11 @@ use crate::error::Result;
 use crate::http::PushedManifest;
 use crate::manifest::{Content, Descriptor, Manifest, media_type};
 use crate::repo::Repo;
+use crate::tags::TagList;
 
-/// Whether a repository answered the referrers API, remembered per repository so that
-/// registries without it cost one extra request per repository, not per image.
+/// Whether a registry has the referrers API, remembered per registry (it is a property
+/// of the registry's software, not of a repository), so that registries without it cost one
+/// extra request per process, not one per repository or image.
 static API_SUPPORT: LazyLock<std::sync::Mutex<HashMap<String, bool>>> =
     LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
 
@@ -26,13 +28,22 @@ static API_SUPPORT: LazyLock<std::sync::Mutex<HashMap<String, bool>>> =
 static KEYED_LOCKS: LazyLock<Vec<Arc<Mutex<()>>>> =
     LazyLock::new(|| (0..256).map(|_| Arc::new(Mutex::new(()))).collect());
 
+fn api_key(repo: &Repo) -> Option<&str> {
+    match repo {
+        Repo::Registry { client, .. } => Some(client.registry()),
+        Repo::Layout(_) => None,
+    }
+}
+
+/// What is known of `repo`'s registry: an OCI layout never has the API.
 fn api_known(repo: &Repo) -> Option<bool> {
-    API_SUPPORT.lock().ok()?.get(&repo.key()).copied()
+    let key = api_key(repo)?;
+    API_SUPPORT.lock().ok()?.get(key).copied()
 }
 
 fn remember_api(repo: &Repo, supported: bool) {
-    if let Ok(mut m) = API_SUPPORT.lock() {
-        m.insert(repo.key(), supported);
+    if let (Some(key), Ok(mut m)) = (api_key(repo), API_SUPPORT.lock()) {
+        m.insert(key.to_owned(), supported);
     }
 }
 
@@ -76,93 +87,160 @@ pub fn referrer_descriptor(m: &Manifest) -> Descriptor {
     }
 }
 
+/// The referrers of a subject in one repository, and where they were found.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The referrers.
+    pub descriptors: Vec<Descriptor>,
+    /// The `sha256-<hex>` index they were read from, when the registry has no referrers
+    /// API and the tag exists. A copy can push these exact bytes, so that the target's
+    /// index has the source's digest and a later run compares the two with a HEAD each.
+    pub fallback_index: Option<Manifest>,
+}
+
 impl Repo {
     /// The referrers of `subject` in this repository.
     pub async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
-        self.referrers_hinted(subject, None).await
+        Ok(self.referrers_listing(subject, None).await?.descriptors)
+    }
+
+    /// Whether this repository's registry has the referrers API. Asked once per registry
+    /// and process, about `subject`, a manifest this repository holds: a registry with the
+    /// API must answer for a repository it has.
+    pub async fn has_referrers_api(&self, subject: &Digest) -> Result<bool> {
+        let Repo::Registry { client, name, .. } = self else {
+            return Ok(false);
+        };
+        if let Some(known) = api_known(self) {
+            return Ok(known);
+        }
+        let _probing = keyed_lock(&format!("probe {}", client.registry()))
+            .lock_owned()
+            .await;
+        if let Some(known) = api_known(self) {
+            return Ok(known);
+        }
+        let supported = client.referrers_api(name, subject).await?.is_some();
+        remember_api(self, supported);
+        Ok(supported)
     }
 
     /// [`Repo::referrers`], given this repository's tags when known: through the tag
-    /// schema, a subject whose `sha256-<hex>` tag is not among them has no referrers, and
+    /// schema, a subject whose `sha256-<hex>` tag the listing lacks has no referrers, and
     /// no request is sent.
-    pub async fn referrers_hinted(
+    pub async fn referrers_listing(
         &self,
         subject: &Digest,
-        tags: Option<&std::collections::HashSet<String>>,
-    ) -> Result<Vec<Descriptor>> {
+        tags: Option<&TagList>,
+    ) -> Result<Listing> {
         if let Repo::Registry { client, name, .. } = self {
-            // Many images of one repository are checked at once: let one of them find out
-            // whether the API exists, and the others wait for the answer.
+            // Many images are checked at once: let one of them find out whether the
+            // registry has the API, and the others wait for the answer.
             let _probing = match api_known(self) {
                 Some(_) => None,
-                None => Some(keyed_lock(&format!("probe {self}")).lock_owned().await),
+                None => Some(
+                    keyed_lock(&format!("probe {}", client.registry()))
+                        .lock_owned()
+                        .await,
+                ),
             };
-            let known = api_known(self);
-            if known == Some(false) {
-                return self.fallback_hinted(subject, tags).await;
-            }
-            match client.referrers_api(name, subject).await? {
-                Some(list) => {
-                    remember_api(self, true);
-                    return Ok(list);
+            if api_known(self) != Some(false) {
+                match client.referrers_api(name, subject).await? {
+                    Some(descriptors) => {
+                        remember_api(self, true);
+                        return Ok(Listing {
+                            descriptors,
+                            fallback_index: None,
+                        });
+                    }
+                    None => remember_api(self, false),
                 }
-                None => remember_api(self, false),
             }
         }
-        self.fallback_hinted(subject, tags).await
-    }
-
-    async fn fallback_hinted(
-        &self,
-        subject: &Digest,
-        tags: Option<&std::collections::HashSet<String>>,
-    ) -> Result<Vec<Descriptor>> {
         if let Some(tags) = tags
-            && !tags.contains(&subject.referrers_tag())
+            && tags.lacks(self, &subject.referrers_tag())
         {
-            return Ok(Vec::new());
+            return Ok(Listing::default());
         }
-        self.fallback_referrers(subject).await
+        self.fallback_listing(subject).await
     }
 
     /// The referrers listed in the fallback tag of `subject`; none when the tag is absent.
-    pub async fn fallback_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
+    async fn fallback_listing(&self, subject: &Digest) -> Result<Listing> {
         let tag = subject.referrers_tag();
         match self.get_manifest(&tag).await {
             Ok(m) if m.is_index() => match m.content(&format!("{self}:{tag}"))? {
-                Content::Index { manifests, .. } => Ok(manifests),
-                _ => Ok(Vec::new()),
+                Content::Index { manifests, .. } => Ok(Listing {
+                    descriptors: manifests,
+                    fallback_index: Some(m),
+                }),
+                _ => Ok(Listing::default()),
             },
             // A tag of that name that is not an index is not a referrers list.
-            Ok(_) => Ok(Vec::new()),
-            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Ok(_) => Ok(Listing::default()),
+            Err(e) if e.is_not_found() => Ok(Listing::default()),
             Err(e) => Err(e),
         }
     }
 
-    /// Makes a referrer just pushed here discoverable: when the registry did not confirm
-    /// with `OCI-Subject` that it indexed the subject, adds the referrer to the subject's
-    /// fallback index, keeping every entry already there. Returns whether the index changed.
-    pub async fn publish_referrer(
+    /// Makes referrers of `subject` just pushed here discoverable. A registry that
+    /// confirmed with `OCI-Subject` indexes them itself. Otherwise the subject's fallback
+    /// index gets them, keeping every entry already there; or, when `source_index` lists
+    /// all of the target's entries and all of `pushed`, becomes exactly `source_index` (the
+    /// same bytes and digest as the source's). `tags`, a listing of this repository, spares
+    /// the read of an index the listing shows absent. Returns whether the index changed.
+    pub async fn publish_referrers(
         &self,
         subject: &Digest,
-        referrer: &Manifest,
-        pushed: &PushedManifest,
+        pushed: &[(Manifest, PushedManifest)],
+        source_index: Option<&Manifest>,
+        tags: Option<&TagList>,
     ) -> Result<bool> {
-        if pushed.subject.as_ref() == Some(subject) {
+        if pushed
+            .iter()
+            .any(|(_, p)| p.subject.as_ref() == Some(subject))
+        {
             remember_api(self, true);
+            return Ok(false);
+        }
+        if !pushed.is_empty() {
+            // The registry took manifests with a subject and did not say it indexed them:
+            // by the distribution spec, it has no referrers API.
+            remember_api(self, false);
+        } else if api_known(self) != Some(false) || source_index.is_none() {
             return Ok(false);
         }
         let tag = subject.referrers_tag();
         let lock = keyed_lock(&format!("{self}:{tag}"));
         let _held = lock.lock().await;
-        let entry = referrer_descriptor(referrer);
-        let existing = match self.get_manifest(&tag).await {
-            Ok(m) if m.is_index() => Some(m),
-            Ok(_) => None,
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
+        let existing = if tags.is_some_and(|t| t.lacks(self, &tag)) {
+            None
+        } else {
+            match self.get_manifest(&tag).await {
+                Ok(m) if m.is_index() => Some(m),
+                Ok(_) => None,
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e),
+            }
         };
+        if let Some(src) = source_index {
+            if existing.as_ref().is_some_and(|m| m.digest == src.digest) {
+                return Ok(false);
+            }
+            let listed = index_digests(src);
+            let kept = existing.as_ref().map(index_digests).unwrap_or_default();
+            if kept.iter().all(|d| listed.contains(d))
+                && pushed
+                    .iter()
+                    .all(|(m, _)| listed.contains(&m.digest.to_string()))
+            {
+                self.put_manifest(Some(&tag), src).await?;
+                return Ok(true);
+            }
+        }
+        if pushed.is_empty() {
+            return Ok(false);
+        }
         let mut doc: serde_json::Value = match &existing {
             Some(m) => serde_json::from_slice(&m.bytes).unwrap_or_else(|_| empty_index()),
             None => empty_index(),
@@ -179,25 +257,33 @@ impl Repo {
                 reason: "fallback index without manifests".into(),
             });
         };
-        let digest = entry.digest.to_string();
-        if list
-            .iter()
-            .any(|e| e.get("digest").and_then(|d| d.as_str()) == Some(digest.as_str()))
-        {
+        let mut changed = false;
+        for (m, _) in pushed {
+            let entry = referrer_descriptor(m);
+            let digest = entry.digest.to_string();
+            if list
+                .iter()
+                .any(|e| e.get("digest").and_then(|d| d.as_str()) == Some(digest.as_str()))
+            {
+                continue;
+            }
+            let mut value = serde_json::json!({
+                "mediaType": entry.media_type,
+                "digest": digest,
+                "size": entry.size,
+            });
+            if let Some(t) = &entry.artifact_type {
+                value["artifactType"] = serde_json::Value::String(t.clone());
+            }
+            if !entry.annotations.is_empty() {
+                value["annotations"] = serde_json::to_value(&entry.annotations).unwrap_or_default();
+            }
+            list.push(value);
+            changed = true;
+        }
+        if !changed {
             return Ok(false);
         }
-        let mut value = serde_json::json!({
-            "mediaType": entry.media_type,
-            "digest": digest,
-            "size": entry.size,
-        });
-        if let Some(t) = &entry.artifact_type {
-            value["artifactType"] = serde_json::Value::String(t.clone());
-        }
-        if !entry.annotations.is_empty() {
-            value["annotations"] = serde_json::to_value(&entry.annotations).unwrap_or_default();
-        }
-        list.push(value);
         let bytes = serde_json::to_vec(&doc).map_err(|e| crate::error::Error::Protocol {
             what: format!("{self}:{tag}"),
             reason: e.to_string(),
@@ -206,6 +292,20 @@ impl Repo {
         self.put_manifest(Some(&tag), &index).await?;
         Ok(true)
     }
+}
+
+/// The digests an index lists.
+fn index_digests(m: &Manifest) -> HashSet<String> {
+    serde_json::from_slice::<serde_json::Value>(&m.bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("manifests")?.as_array().map(|l| {
+                l.iter()
+                    .filter_map(|e| e.get("digest")?.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 fn empty_index() -> serde_json::Value {

@@ -95,10 +95,19 @@ impl Repo {
         match self {
             Repo::Registry { client, name, .. } => {
                 let reference = tag.map_or_else(|| m.digest.to_string(), str::to_owned);
-                client.put_manifest(name, &reference, m).await
+                let pushed = client.put_manifest(name, &reference, m).await;
+                if let Some(tag) = tag {
+                    // Even a failed PUT may have landed; listings must not hide it.
+                    crate::tags::note_write(self, tag);
+                }
+                pushed
             }
             Repo::Layout(l) => {
-                l.put_manifest(tag, m).await?;
+                let pushed = l.put_manifest(tag, m).await;
+                if let Some(tag) = tag {
+                    crate::tags::note_write(self, tag);
+                }
+                pushed?;
                 Ok(PushedManifest {
                     digest: Some(m.digest.clone()),
                     subject: None,

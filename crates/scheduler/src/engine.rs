@@ -12,7 +12,7 @@ use regferry_config::{
 };
 use regferry_registry::http::ManifestHead;
 use regferry_registry::repo::Repo;
-use regferry_registry::{Content, Digest, Error, Manifest, Reference, Result};
+use regferry_registry::{Content, Digest, Error, Manifest, Reference, Result, TagList};
 use regferry_transfer::{CopyOptions, Transfer, select_platform};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -58,14 +58,37 @@ pub struct Engine {
     shard: Option<(u32, u32)>,
 }
 
-/// Tag lists of one entry run, so that each repository is listed at most once per run
-/// (and never reused by a later run, which must see new tags).
 /// A repository's tag list, filled by the first task that needs it.
-type TagCell = Arc<tokio::sync::OnceCell<Arc<HashSet<String>>>>;
+type TagCell = Arc<tokio::sync::OnceCell<Arc<TagList>>>;
 
+/// How the `sha256-<hex>` referrers indexes of a source repository compare with the
+/// target's, found once per run with a HEAD of each such tag on both sides.
+type FallbackCell = Arc<tokio::sync::OnceCell<Option<Arc<FallbackSync>>>>;
+
+/// Listings of one entry run, so that each repository is listed at most once per run (and
+/// never reused by a later run, which must see new tags).
 #[derive(Debug, Default)]
 struct RunCache {
     tags: tokio::sync::Mutex<HashMap<String, TagCell>>,
+    fallback: tokio::sync::Mutex<HashMap<(String, String), FallbackCell>>,
+}
+
+/// The source's `sha256-<hex>` tags, split by whether the target holds the same index.
+#[derive(Debug)]
+struct FallbackSync {
+    source: HashSet<String>,
+    differing: usize,
+}
+
+impl FallbackSync {
+    /// Whether the referrers of an unchanged image whose top manifest is `top` are known to
+    /// be in the target already. Every referrers index of the source is the same in the
+    /// target: then so are all referrers, of the image, of its children and of referrers.
+    /// Otherwise an image whose top has no referrers index, and no children, is in sync
+    /// (its referrers would be in that index); any other needs a look.
+    fn covers(&self, top: &Digest, is_index: bool) -> bool {
+        self.differing == 0 || (!is_index && !self.source.contains(&top.referrers_tag()))
+    }
 }
 
 impl RunCache {
@@ -82,11 +105,11 @@ impl RunCache {
         let _ = self
             .cell(repo)
             .await
-            .set(Arc::new(tags.iter().cloned().collect()));
+            .set(Arc::new(TagList::new(tags.iter().cloned())));
     }
 
     /// The tags of `repo` when this run has listed them already; never lists.
-    async fn listed(&self, repo: &Repo) -> Option<Arc<HashSet<String>>> {
+    async fn listed(&self, repo: &Repo) -> Option<Arc<TagList>> {
         self.tags
             .lock()
             .await
@@ -96,7 +119,7 @@ impl RunCache {
 
     /// The tags of `repo`, listed now if this run has not yet (once, however many images
     /// ask at the same time); a repository that does not exist has none.
-    async fn tags(&self, repo: &Repo) -> Result<Arc<HashSet<String>>> {
+    async fn tags(&self, repo: &Repo) -> Result<Arc<TagList>> {
         let cell = self.cell(repo).await;
         cell.get_or_try_init(|| async {
             let list = match repo.list_tags().await {
@@ -104,7 +127,63 @@ impl RunCache {
                 Err(e) if e.is_not_found() => Vec::new(),
                 Err(e) => return Err(e),
             };
-            Ok(Arc::new(list.into_iter().collect::<HashSet<String>>()))
+            Ok(Arc::new(TagList::new(list)))
+        })
+        .await
+        .cloned()
+    }
+
+    /// How `src`'s referrers indexes compare with `dst`'s; `None` when the source registry
+    /// has the referrers API (then indexes are not where referrers live). `probe` is a
+    /// manifest `src` holds, to ask about the API with.
+    async fn fallback_sync(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        probe: &Digest,
+    ) -> Result<Option<Arc<FallbackSync>>> {
+        let cell = self
+            .fallback
+            .lock()
+            .await
+            .entry((src.key(), dst.key()))
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            if src.has_referrers_api(probe).await? {
+                return Ok(None);
+            }
+            let (have, want) = tokio::join!(self.tags(dst), self.tags(src));
+            let (have, want) = (have?, want?);
+            let source: HashSet<String> = want
+                .iter()
+                .filter(|t| Digest::is_referrers_tag(t))
+                .cloned()
+                .collect();
+            let same = |tag: String| {
+                let have = have.clone();
+                async move {
+                    if !have.contains(&tag) {
+                        return Ok(false);
+                    }
+                    let (a, b) = tokio::join!(src.head_manifest(&tag), dst.head_manifest(&tag));
+                    Ok::<_, Error>(match (a?, b.ok().flatten()) {
+                        (Some(a), Some(b)) => a.digest == b.digest,
+                        _ => false,
+                    })
+                }
+            };
+            let results: Vec<Result<bool>> = stream::iter(source.iter().cloned().map(same))
+                .buffer_unordered(CHECK_CONCURRENCY)
+                .collect()
+                .await;
+            let mut differing = 0;
+            for r in results {
+                if !r? {
+                    differing += 1;
+                }
+            }
+            Ok(Some(Arc::new(FallbackSync { source, differing })))
         })
         .await
         .cloned()
@@ -550,6 +629,41 @@ impl Engine {
         Ok(out)
     }
 
+    /// Whether the referrers of an unchanged image are known to be in the target without
+    /// reading any referrers index: the source registry has no referrers API and its
+    /// `sha256-<hex>` indexes compare equal, by digest, with the target's (see
+    /// [`FallbackSync::covers`]). Only for an entry's own source and target repositories.
+    async fn referrers_settled(
+        &self,
+        entry: &SyncEntry,
+        item: &Item,
+        decision: &Decision,
+        copied: Option<&Manifest>,
+        cache: &RunCache,
+    ) -> Result<bool> {
+        if !entry.referrer_sources.is_empty() || entry.referrer_target.is_some() {
+            return Ok(false);
+        }
+        let Some(head) = &decision.source else {
+            return Ok(false);
+        };
+        let Some(sync) = cache
+            .fallback_sync(&item.src, &item.dst, &head.digest)
+            .await?
+        else {
+            return Ok(false);
+        };
+        // With `platform`/`platforms`, the target's top is the selected manifest.
+        let (top, media_type) = match copied {
+            Some(m) => (&m.digest, &m.media_type),
+            None => (&head.digest, &head.media_type),
+        };
+        Ok(sync.covers(
+            top,
+            regferry_registry::manifest::media_type::is_index(media_type),
+        ))
+    }
+
     /// Copies (or, in a dry run, lists) the referrers and digest tags of an image.
     async fn extras(
         &self,
@@ -560,9 +674,18 @@ impl Engine {
         dry_run: bool,
         cache: &RunCache,
     ) -> Result<(Vec<ReferrerReport>, Vec<String>)> {
-        let subjects = self.subjects(item, decision, copied).await?;
+        let settled = entry.referrers
+            && decision.state == State::UpToDate
+            && self
+                .referrers_settled(entry, item, decision, copied, cache)
+                .await?;
+        let subjects = if (entry.referrers && !settled) || entry.digest_tags {
+            self.subjects(item, decision, copied).await?
+        } else {
+            Vec::new()
+        };
         let mut referrers = Vec::new();
-        if entry.referrers {
+        if entry.referrers && !settled {
             let sources: Vec<Repo> = if entry.referrer_sources.is_empty() {
                 vec![item.src.clone()]
             } else {
@@ -586,7 +709,7 @@ impl Engine {
             };
             // Without the referrers API a repository keeps referrers under `sha256-<hex>`
             // tags; with its tag list at hand, subjects without one cost no request.
-            let mut known: HashMap<String, Arc<HashSet<String>>> = HashMap::new();
+            let mut known: HashMap<String, Arc<TagList>> = HashMap::new();
             for repo in sources.iter().chain(std::iter::once(&target)) {
                 known.insert(repo.key(), cache.tags(repo).await?);
             }

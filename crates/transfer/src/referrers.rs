@@ -5,8 +5,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use regferry_registry::referrers::Listing;
 use regferry_registry::repo::Repo;
-use regferry_registry::{Descriptor, Digest, Error, Result};
+use regferry_registry::{Descriptor, Digest, Error, Result, TagList};
 
 use crate::Transfer;
 use crate::image::CopyOptions;
@@ -32,8 +33,8 @@ impl Transfer {
     /// Copies the referrers of `subject` that `filter` selects, and their referrers in turn,
     /// from `sources` (merged) to `target`. Referrers the target already lists are skipped.
     /// With `dry_run` nothing is written; the result lists what would be copied.
-    /// `known_tags` holds repositories' tag lists (by [`Repo::key`]) already fetched; a
-    /// repository without the referrers API whose list lacks a subject's `sha256-<hex>`
+    /// `known_tags` holds repositories' tag listings (by [`Repo::key`]) this run made; a
+    /// repository without the referrers API whose listing lacks a subject's `sha256-<hex>`
     /// tag is known to have no referrers for it, and is not asked.
     pub async fn copy_referrers(
         &self,
@@ -41,28 +42,41 @@ impl Transfer {
         target: &Repo,
         subject: &Digest,
         filter: ReferrerFilterFn<'_>,
-        known_tags: &HashMap<String, Arc<HashSet<String>>>,
+        known_tags: &HashMap<String, Arc<TagList>>,
         dry_run: bool,
     ) -> Result<Vec<ReferrerCopy>> {
         let mut out = Vec::new();
         let mut visited: HashSet<Digest> = HashSet::from([subject.clone()]);
         let mut queue = vec![subject.clone()];
         let opts = CopyOptions::default();
+        let hint = |r: &Repo| known_tags.get(&r.key()).map(|t| &**t);
         while let Some(s) = queue.pop() {
-            let hint = |r: &Repo| known_tags.get(&r.key()).map(|t| &**t);
-            let present: HashSet<Digest> = match target.referrers_hinted(&s, hint(target)).await {
-                Ok(list) => list.into_iter().map(|d| d.digest).collect(),
+            let present: HashSet<Digest> = match target.referrers_listing(&s, hint(target)).await {
+                Ok(l) => l.descriptors.into_iter().map(|d| d.digest).collect(),
                 // A target that cannot list (a new repository) has none.
                 Err(e) if e.is_not_found() => HashSet::new(),
                 Err(e) => return Err(e),
             };
+            let mut pushed = Vec::new();
+            // With one source whose index passes the filter whole, the target's index can
+            // become the same bytes.
+            let mut whole_index = None;
             for src in sources {
-                let found = match src.referrers_hinted(&s, hint(src)).await {
-                    Ok(f) => f,
-                    Err(e) if e.is_not_found() => Vec::new(),
+                let listing = match src.referrers_listing(&s, hint(src)).await {
+                    Ok(l) => l,
+                    Err(e) if e.is_not_found() => Listing::default(),
                     Err(e) => return Err(e),
                 };
-                for d in found.into_iter().filter(|d| filter(d)) {
+                let total = listing.descriptors.len();
+                let selected: Vec<Descriptor> = listing
+                    .descriptors
+                    .into_iter()
+                    .filter(|d| filter(d))
+                    .collect();
+                if sources.len() == 1 && selected.len() == total {
+                    whole_index = listing.fallback_index;
+                }
+                for d in selected {
                     if !visited.insert(d.digest.clone()) {
                         // A loop (or the same referrer in two sources): already handled.
                         continue;
@@ -86,14 +100,19 @@ impl Transfer {
                             });
                         }
                         let m = self.copy_children(src, target, &m, &opts, false).await?;
-                        let pushed = target.put_manifest(None, &m).await?;
+                        let result = target.put_manifest(None, &m).await?;
                         Stats::add(&self.stats.manifests_pushed, 1);
-                        target.publish_referrer(&s, &m, &pushed).await?;
                         Stats::add(&self.stats.referrers_copied, 1);
                         tracing::info!(subject = %s, referrer = %d.digest, artifact_type = ?d.artifact_type, target = %target, "Copied referrer");
+                        pushed.push((m, result));
                     }
                     out.push(record);
                 }
+            }
+            if !dry_run {
+                target
+                    .publish_referrers(&s, &pushed, whole_index.as_ref(), hint(target))
+                    .await?;
             }
         }
         Ok(out)

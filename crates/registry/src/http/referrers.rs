@@ -47,8 +47,22 @@ impl RegistryClient {
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with(media_type::OCI_INDEX));
-            if status == StatusCode::NOT_FOUND || (status.is_success() && !is_index) {
-                // No API: 404 (distribution 2.8), or a page that is not an index (some proxies).
+            if status == StatusCode::NOT_FOUND {
+                // A registry with the API answers 404 only for a repository it does not
+                // have (NAME_UNKNOWN); any other 404 (distribution 2.8's plain "404 page not
+                // found") means it has no API.
+                let body = super::ops::read_limited(resp, 64 << 10)
+                    .await
+                    .unwrap_or_default();
+                if String::from_utf8_lossy(&body).contains("NAME_UNKNOWN") {
+                    return Err(Error::NotFound {
+                        what: format!("repository {}/{repo}", i.opts.registry),
+                    });
+                }
+                return Ok(None);
+            }
+            if status.is_success() && !is_index {
+                // No API: a page that is not an index (some proxies answer the UI).
                 return Ok(None);
             }
             if !status.is_success() {
