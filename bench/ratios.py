@@ -4,9 +4,13 @@
 
   cold:  regferry wall <= 1.10 x limit wall, and skopeo wall / regferry wall >= 2
   noop:  zero writes; at most one tag list per repository and one HEAD per tag per side
+         (with the lab's inventory.json in $LAB_DIR: GETs beyond the tag lists are shown,
+         and one referrers-API probe per source registry is allowed; see performance.md)
   RSS:   peak <= 32 MiB
 """
 import csv
+import json
+import os
 import sys
 
 
@@ -44,11 +48,24 @@ def main():
             ratio = sk / rf_cold
             print(f"cold: skopeo sync / regferry wall time = {ratio:.2f} (target >= 2.0)")
             ok &= ratio >= 2.0
+    inv = None
+    try:
+        with open(os.path.join(os.environ.get("LAB_DIR", "/tmp/lab"), "inventory.json")) as f:
+            inv = json.load(f)["summary"]
+    except (OSError, KeyError, ValueError):
+        pass
     for r in by.get(("regferry", "noop"), []):
         src, dst = methods(r["src_methods"]), methods(r["dst_methods"])
         writes = sum(v for k, v in dst.items() if k in ("PUT", "POST", "PATCH", "DELETE"))
         print(f"noop: writes={writes} src={src} dst={dst}")
         ok &= writes == 0
+        if inv:
+            repos, tags = inv["repos"], inv["image_tags"] + inv["fallback_tags"]
+            for side, m, probes in (("src", src, 1), ("dst", dst, 0)):
+                extra = m.get("GET", 0) - repos
+                print(f"noop {side}: {m.get('HEAD', 0)} HEAD for {tags} tags, {m.get('GET', 0)} GET "
+                      f"for {repos} tag lists ({max(extra, 0)} other, {probes} allowed: API probe)")
+                ok &= m.get("HEAD", 0) <= tags and extra <= probes
     for r in data:
         if r["tool"].startswith("regferry"):
             rss = float(r["maxrss_mib"])

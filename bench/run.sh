@@ -3,7 +3,8 @@
 # limit"), on the same seeded data, in one run, on two real registries on loopback.
 # Timings are ratios within this one run; the machine's absolute speed cancels out.
 #
-#   bench/run.sh            # default data set (20 repos x 5 tags x 3 layers of 2 MiB)
+#   bench/run.sh            # default data set (20 repos x 5 tags x 3 layers of 2 MiB);
+#                           # ROUNDS=3 alternations of the raw copier and regferry
 #   bench/run.sh memory     # one 1 GiB layer: peak RSS must stay flat
 #
 # Uses the team's lab (LAB=../shared/lab by default): Debian's docker-registry on
@@ -24,10 +25,14 @@ export REGFERRY=$ROOT/target/release/regferry
 
 case "${1:-default}" in
   default)
+    # The raw copier and regferry alternate ROUNDS times; the ratios use each one's best
+    # run, because on a shared 2-core machine single runs vary by 10-20%.
     "$LAB/registries.sh" start >&2
-    "$LAB/bench-limit.sh" 4 >&2
     "$LAB/bench-skopeo.sh" yaml >&2
-    "$LAB/bench-regferry.sh" >&2
+    for _ in $(seq "${ROUNDS:-3}"); do
+      "$LAB/bench-limit.sh" 4 >&2
+      "$LAB/bench-regferry.sh" >&2
+    done
     ;;
   memory)
     export REPOS=1 TAGS=1 LAYERS=1 LAYER_SIZE=${LAYER_SIZE:-1GiB} MULTIARCH=0 REFERRERS=0 MUTATE=lab/repo-000:v1.0

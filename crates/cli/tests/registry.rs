@@ -102,9 +102,22 @@ fn repository_sync_is_byte_exact_and_a_second_run_writes_nothing() {
     );
     assert_eq!(dst.writes(), 0, "check must write nothing");
 
+    let src_before = src.access_log().len();
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("4 copied"), "{}", o.stdout);
+    // The target's listing shows all four missing: each source tag is read once, not
+    // HEAD first and read after.
+    let by_tag: Vec<_> = src.access_log()[src_before..]
+        .iter()
+        .filter(|e| {
+            ["1.0", "latest", "1.1", "2.0"]
+                .iter()
+                .any(|t| e.path.ends_with(&format!("/manifests/{t}")))
+        })
+        .map(|e| e.method.clone())
+        .collect();
+    assert_eq!(by_tag, vec!["GET"; 4], "source reads by tag");
     for tag in ["1.0", "latest", "1.1", "2.0"] {
         assert_same(
             &src,

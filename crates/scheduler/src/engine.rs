@@ -810,8 +810,32 @@ impl Engine {
                 _ => item.dst.head_manifest(&item.dst_tag).await,
             }
         };
-        let (source, target) = tokio::join!(item.src.head_manifest(&item.src_ref), target);
-        let source = source?.ok_or_else(|| Error::NotFound {
+        // A tag the target lacks will be copied: read the source manifest now rather than
+        // HEAD it and read it after. Not in a dry run, nor under `ratelimit` (a HEAD tells
+        // the pulls left before one is spent).
+        let fetch = listed.as_ref().is_some_and(|t| !t.contains(&item.dst_tag))
+            && matches!(mode, Mode::Copy { .. })
+            && entry.ratelimit.min == 0;
+        let source = async {
+            if !fetch {
+                return Ok((item.src.head_manifest(&item.src_ref).await?, None));
+            }
+            let m = match item.src.get_manifest(&item.src_ref).await {
+                Ok(m) => m,
+                Err(e) if e.is_not_found() => return Ok((None, None)),
+                Err(e) => return Err(e),
+            };
+            let head = ManifestHead {
+                digest: m.digest.clone(),
+                media_type: m.media_type.clone(),
+                size: m.bytes.len() as u64,
+                rate_limit: None,
+            };
+            Ok((Some(head), Some(m)))
+        };
+        let (source, target) = tokio::join!(source, target);
+        let (source, mut fetched) = source?;
+        let source = source.ok_or_else(|| Error::NotFound {
             what: format!("{}:{}", item.src, item.src_ref),
         })?;
         // As in regsync, any error reading the target counts as "not there"; the copy will
@@ -842,7 +866,10 @@ impl Engine {
         let mut want = source.digest.clone();
         let is_index = regferry_registry::manifest::media_type::is_index(&source.media_type);
         if is_index && (entry.platform.is_some() || !entry.platforms.is_empty()) {
-            let index = item.src.get_manifest(&source.digest.to_string()).await?;
+            let index = match fetched.take() {
+                Some(m) => m,
+                None => item.src.get_manifest(&source.digest.to_string()).await?,
+            };
             let m = match &entry.platform {
                 Some(p) => {
                     let Content::Index { manifests, .. } = index.content(&item.src_ref)? else {
@@ -860,6 +887,8 @@ impl Engine {
             };
             want = m.digest.clone();
             d.manifest = Some(m);
+        } else {
+            d.manifest = fetched;
         }
         match &target {
             Some(t) if t.digest == want && !entry.force_recursive => {

@@ -48,8 +48,11 @@ impl Transfer {
         let mut out = Vec::new();
         let mut visited: HashSet<Digest> = HashSet::from([subject.clone()]);
         let mut queue = vec![subject.clone()];
-        let opts = CopyOptions::default();
         let hint = |r: &Repo| known_tags.get(&r.key()).map(|t| &**t);
+        let opts = CopyOptions {
+            new_target: hint(target).is_some_and(|t| t.is_empty()),
+            ..CopyOptions::default()
+        };
         while let Some(s) = queue.pop() {
             let present: HashSet<Digest> = match target.referrers_listing(&s, hint(target)).await {
                 Ok(l) => l.descriptors.into_iter().map(|d| d.digest).collect(),
