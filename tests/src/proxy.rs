@@ -51,6 +51,9 @@ pub enum Action {
     CorruptAt(u64),
     /// Wait this long, then forward.
     Delay(Duration),
+    /// Forward, and add these headers to the upstream's response (Docker Hub's
+    /// `RateLimit-Remaining`, for instance).
+    AddHeaders(Vec<(String, String)>),
 }
 
 impl Action {
@@ -90,6 +93,7 @@ impl Action {
             Action::TruncateAfter(_) => FaultKind::Truncate,
             Action::CorruptAt(_) => FaultKind::Corrupt,
             Action::Delay(_) => FaultKind::Delay,
+            Action::AddHeaders(_) => FaultKind::Headers,
         }
     }
 }
@@ -107,6 +111,8 @@ pub enum FaultKind {
     Corrupt,
     /// [`Action::Delay`].
     Delay,
+    /// [`Action::AddHeaders`].
+    Headers,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +360,7 @@ impl Ctx {
             .unwrap_or_else(|| "/".to_owned());
         let action = self.shared.take_action(&method, &path);
         let fault = action.as_ref().map(Action::kind);
+        let mut add_headers = Vec::new();
         let body_fault = match action {
             Some(Action::Respond {
                 status,
@@ -380,6 +387,10 @@ impl Ctx {
                 rst: false,
             }),
             Some(Action::CorruptAt(n)) => Some(BodyFault::Corrupt { at: n }),
+            Some(Action::AddHeaders(h)) => {
+                add_headers = h;
+                None
+            }
             None => None,
         };
 
@@ -430,6 +441,14 @@ impl Ctx {
         }
         if let Some(after) = after {
             after(&mut parts);
+        }
+        for (k, v) in add_headers {
+            if let (Ok(k), Ok(v)) = (
+                hyper::header::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                parts.headers.insert(k, v);
+            }
         }
         self.shared
             .record(&method, &path, parts.status.as_u16(), fault);
