@@ -4,9 +4,11 @@
 //! Schema"). Writing keeps that index up to date on registries without the API.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::digest::Digest;
 use crate::error::Result;
@@ -17,9 +19,13 @@ use crate::tags::TagList;
 
 /// Whether a registry has the referrers API, remembered per registry (it is a property
 /// of the registry's software, not of a repository), so that registries without it cost one
-/// extra request per process, not one per repository or image.
-static API_SUPPORT: LazyLock<std::sync::Mutex<HashMap<String, bool>>> =
+/// extra request per process, not one per repository or image. A long-running server asks
+/// again after [`API_MEMORY`], so an upgraded registry is noticed.
+static API_SUPPORT: LazyLock<std::sync::Mutex<HashMap<String, (bool, Instant)>>> =
     LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+
+/// How long the answer about a registry's referrers API is trusted.
+const API_MEMORY: Duration = Duration::from_secs(3600);
 
 /// Locks for fallback tags (so that concurrent copies in this process never lose each
 /// other's entries while they read, merge and write an index) and for API probes. A fixed
@@ -38,12 +44,13 @@ fn api_key(repo: &Repo) -> Option<&str> {
 /// What is known of `repo`'s registry: an OCI layout never has the API.
 fn api_known(repo: &Repo) -> Option<bool> {
     let key = api_key(repo)?;
-    API_SUPPORT.lock().ok()?.get(key).copied()
+    let (supported, at) = API_SUPPORT.lock().ok()?.get(key).copied()?;
+    (at.elapsed() < API_MEMORY).then_some(supported)
 }
 
 fn remember_api(repo: &Repo, supported: bool) {
     if let (Some(key), Ok(mut m)) = (api_key(repo), API_SUPPORT.lock()) {
-        m.insert(key.to_owned(), supported);
+        m.insert(key.to_owned(), (supported, Instant::now()));
     }
 }
 
