@@ -98,20 +98,31 @@ impl Digest {
         &self.encoded
     }
 
-    /// The tag the OCI referrers tag schema uses for this digest: `sha256-<hex>`.
+    /// The referrers tag schema tag of this digest (distribution-spec v1.1): the algorithm
+    /// cut to 32 characters, `-`, the encoded part cut to 64, and any character a tag may
+    /// not hold replaced with `-`. For sha256, `sha256-<hex>`.
     pub fn referrers_tag(&self) -> String {
-        format!("{}-{}", self.algorithm, self.encoded)
+        let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+        format!("{}-{}", cut(&self.algorithm, 32), cut(&self.encoded, 64))
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
     }
 
-    /// Whether `tag` is a referrers tag schema tag, `sha256-<64 hex>` (or `sha512-<hex>`, cut to
-    /// the 128 characters a tag may have), where a registry without the referrers API keeps
-    /// the referrers index of that digest (distribution-spec v1.1, "Referrers Tag Schema").
-    /// Cosign's `sha256-<hex>.sig` is not one.
+    /// Whether `tag` is a referrers tag schema tag, `sha256-<64 hex>` or `sha512-<64 hex>`
+    /// (the encoded part cut to 64 characters), where a registry without the referrers API
+    /// keeps the referrers index of that digest (distribution-spec v1.1, "Referrers Tag
+    /// Schema"). Cosign's `sha256-<hex>.sig` is not one.
     pub fn is_referrers_tag(tag: &str) -> bool {
         let hex = |e: &str| e.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         match tag.split_once('-') {
-            Some(("sha256", e)) => e.len() == 64 && hex(e),
-            Some(("sha512", e)) => matches!(e.len(), 121 | 128) && hex(e),
+            Some(("sha256" | "sha512", e)) => e.len() == 64 && hex(e),
             _ => false,
         }
     }
@@ -169,6 +180,27 @@ mod tests {
             Digest::parse("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn referrers_tags_are_cut_as_the_spec_says() {
+        // The distribution-spec's own examples.
+        let sha512 = Digest::parse(&format!("sha512:{}", "a".repeat(128))).unwrap();
+        assert_eq!(sha512.referrers_tag(), format!("sha512-{}", "a".repeat(64)));
+        assert!(Digest::is_referrers_tag(&sha512.referrers_tag()));
+        let odd = Digest::parse(
+            "test+algorithm+using+algorithm+separators+and+lots+of+characters+to+excercise+overall+truncation:alsoSome=InTheEncodedSectionToShowHyphenReplacementAndLotsAndLotsOfCharactersToExcerciseEncodedTruncation",
+        )
+        .unwrap();
+        assert_eq!(
+            odd.referrers_tag(),
+            "test-algorithm-using-algorithm-s-alsoSome-InTheEncodedSectionToShowHyphenReplacementAndLotsAndLot"
+        );
+        assert!(!Digest::is_referrers_tag(&format!("sha256-{HEX}.sig")));
+        assert!(!Digest::is_referrers_tag(&format!(
+            "sha512-{}",
+            "a".repeat(128)
+        )));
     }
 
     proptest! {

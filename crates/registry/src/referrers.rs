@@ -127,9 +127,16 @@ impl Repo {
         if let Some(known) = api_known(self) {
             return Ok(known);
         }
-        let supported = client.referrers_api(name, subject).await?.is_some();
-        remember_api(self, supported);
-        Ok(supported)
+        match client.referrers_api(name, subject).await {
+            Ok(answer) => {
+                remember_api(self, answer.is_some());
+                Ok(answer.is_some())
+            }
+            // The registry says the repository is missing: no answer about the API, and the
+            // tag schema is what the spec says to read after a 404.
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Repo::referrers`], given this repository's tags when known: through the tag
@@ -152,15 +159,19 @@ impl Repo {
                 ),
             };
             if api_known(self) != Some(false) {
-                match client.referrers_api(name, subject).await? {
-                    Some(descriptors) => {
+                match client.referrers_api(name, subject).await {
+                    Ok(Some(descriptors)) => {
                         remember_api(self, true);
                         return Ok(Listing {
                             descriptors,
                             fallback_index: None,
                         });
                     }
-                    None => remember_api(self, false),
+                    Ok(None) => remember_api(self, false),
+                    // A 404 naming a missing repository says nothing about the API; after
+                    // any 404 the spec has clients read the tag schema.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
