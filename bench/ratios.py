@@ -5,7 +5,7 @@
   cold:  regferry wall <= 1.10 x limit wall, and skopeo wall / regferry wall >= 2
   noop:  zero writes; at most one tag list per repository and one HEAD per tag per side
          (with the lab's inventory.json in $LAB_DIR: GETs beyond the tag lists are shown,
-         and one referrers-API probe per source registry is allowed; see performance.md)
+         and one referrers-API probe per registry is allowed; see performance.md)
   RSS:   peak <= 32 MiB
 """
 import csv
@@ -61,7 +61,7 @@ def main():
         ok &= writes == 0
         if inv:
             repos, tags = inv["repos"], inv["image_tags"] + inv["fallback_tags"]
-            for side, m, probes in (("src", src, 1), ("dst", dst, 0)):
+            for side, m, probes in (("src", src, 1), ("dst", dst, 1)):
                 extra = m.get("GET", 0) - repos
                 print(f"noop {side}: {m.get('HEAD', 0)} HEAD for {tags} tags, {m.get('GET', 0)} GET "
                       f"for {repos} tag lists ({max(extra, 0)} other, {probes} allowed: API probe)")

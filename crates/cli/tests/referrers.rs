@@ -1110,9 +1110,12 @@ fn a_no_op_resync_compares_referrers_indexes_by_digest_and_reads_none() {
     let multi = image::multi_arch(9000, 1, 256);
     let single = image::image(9001, 1, 256);
     let plain_img = image::image(9002, 1, 256);
+    // An index without referrers of its own, whose child gets one later.
+    let bare = image::multi_arch(9003, 1, 256);
     client.push("app", Some("multi"), &multi);
     client.push("app", Some("single"), &single);
     client.push("app", Some("plain"), &plain_img);
+    client.push("app", Some("bare"), &bare);
     let amd64 = multi.child(&Platform::linux_amd64()).expect("amd64 child");
     let top_sbom = image::sbom(&multi.manifest.descriptor(), 1);
     let child_sbom = image::sbom(&amd64.descriptor(), 2);
@@ -1179,25 +1182,35 @@ fn a_no_op_resync_compares_referrers_indexes_by_digest_and_reads_none() {
                 "{what}, {side}: no index read: {log:?}"
             );
         }
-        // One question per registry and process about the referrers API, on the source.
-        assert!(
-            slog.iter()
-                .filter(|e| e.path.contains("/referrers/"))
-                .count()
-                <= 1,
-            "{what}: {slog:?}"
-        );
+        // One question per registry and process about the referrers API.
+        for (side, log) in [("source", slog), ("target", tlog)] {
+            assert!(
+                log.iter()
+                    .filter(|e| e.path.contains("/referrers/"))
+                    .count()
+                    <= 1,
+                "{what}, {side}: {log:?}"
+            );
+        }
     };
-    no_op("after the first copy", 3 + 4);
+    no_op("after the first copy", 4 + 4);
 
-    // A signature of the platform child's SBOM: found below the index, two levels down.
+    // A signature of the platform child's SBOM: found below the index, two levels down;
+    // and an SBOM of a platform of the index that had no referrers at all.
     let child_sig = signature(&child_sbom.descriptor(), 5);
     publish(&client, "app", &child_sbom.digest(), &[&child_sig]);
+    let bare_arm = bare.child(&Platform::linux_arm64()).expect("arm64 child");
+    let bare_sbom = image::sbom(&bare_arm.descriptor(), 6);
+    publish(&client, "app", &bare_arm.digest(), &[&bare_sbom]);
     let o = once_ok(&c);
-    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert!(o.stdout.contains("2 referrers copied"), "{}", o.stdout);
     assert_eq!(
         fallback(&t, "app", &child_sbom.digest()),
         vec![child_sig.digest()]
+    );
+    assert_eq!(
+        fallback(&t, "app", &bare_arm.digest()),
+        vec![bare_sbom.digest()]
     );
 
     // The same entries in other bytes (as an older regferry merged them): rewritten once.
@@ -1216,5 +1229,39 @@ fn a_no_op_resync_compares_referrers_indexes_by_digest_and_reads_none() {
         served_digest(&t, "app", &tag),
         served_digest(&src, "app", &tag)
     );
-    no_op("after the rewrite", 3 + 5);
+    no_op("after the rewrite", 4 + 6);
+}
+
+/// `platform:` copies one platform's manifest out of an index; that manifest's own
+/// referrers come with it (they are about exactly what the target holds).
+#[test]
+fn a_platform_entry_brings_the_platform_manifests_referrers() {
+    let (src, t) = (TestRegistry::start(), TestRegistry::start());
+    let client = RawClient::for_registry(&src);
+    let multi = image::multi_arch(9100, 1, 256);
+    client.push("app", Some("1"), &multi);
+    let arm = multi.child(&Platform::linux_arm64()).expect("arm64 child");
+    let amd = multi.child(&Platform::linux_amd64()).expect("amd64 child");
+    let arm_sbom = image::sbom(&arm.descriptor(), 1);
+    let amd_sbom = image::sbom(&amd.descriptor(), 2);
+    publish(&client, "app", &arm.digest(), &[&arm_sbom]);
+    publish(&client, "app", &amd.digest(), &[&amd_sbom]);
+    let c = config(
+        &plain(&[&src.host(), &t.host()]),
+        "",
+        &format!(
+            "  - source: {}/app:1\n    target: {}/app:arm\n    type: image\n    platform: linux/arm64\n    referrers: true\n",
+            src.host(),
+            t.host()
+        ),
+    );
+    let o = once_ok(&c);
+    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert_eq!(skopeo_digest(&t, "app:arm"), arm.digest());
+    assert_eq!(fallback(&t, "app", &arm.digest()), vec![arm_sbom.digest()]);
+    assert_same_referrer(&src, "app", &t, "app", &arm_sbom);
+    assert!(
+        !has(&t, "app", &amd_sbom.digest()),
+        "other platforms' stay behind"
+    );
 }

@@ -111,30 +111,30 @@ impl Repo {
         Ok(self.referrers_listing(subject, None).await?.descriptors)
     }
 
-    /// Whether this repository's registry has the referrers API. Asked once per registry
-    /// and process, about `subject`, a manifest this repository holds: a registry with the
-    /// API must answer for a repository it has.
-    pub async fn has_referrers_api(&self, subject: &Digest) -> Result<bool> {
+    /// Whether this repository's registry has the referrers API; `None` when it would not
+    /// say. Asked once per registry (the answer is kept for an hour), about `subject`, a
+    /// manifest this repository holds: a registry with the API must answer for a
+    /// repository it has.
+    pub async fn has_referrers_api(&self, subject: &Digest) -> Result<Option<bool>> {
         let Repo::Registry { client, name, .. } = self else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         if let Some(known) = api_known(self) {
-            return Ok(known);
+            return Ok(Some(known));
         }
         let _probing = keyed_lock(&format!("probe {}", client.registry()))
             .lock_owned()
             .await;
         if let Some(known) = api_known(self) {
-            return Ok(known);
+            return Ok(Some(known));
         }
         match client.referrers_api(name, subject).await {
             Ok(answer) => {
                 remember_api(self, answer.is_some());
-                Ok(answer.is_some())
+                Ok(Some(answer.is_some()))
             }
-            // The registry says the repository is missing: no answer about the API, and the
-            // tag schema is what the spec says to read after a 404.
-            Err(e) if e.is_not_found() => Ok(false),
+            // The registry says the repository is missing: no answer about the API.
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -205,14 +205,16 @@ impl Repo {
     /// confirmed with `OCI-Subject` indexes them itself. Otherwise the subject's fallback
     /// index gets them, keeping every entry already there; or, when `source_index` lists
     /// all of the target's entries and all of `pushed`, becomes exactly `source_index` (the
-    /// same bytes and digest as the source's). `tags`, a listing of this repository, spares
-    /// the read of an index the listing shows absent. Returns whether the index changed.
+    /// same bytes and digest as the source's). The index is always read just before it is
+    /// written, under a lock, so nothing another writer put there is lost. `target_seen` is
+    /// the index as the caller just read it: when nothing was pushed and it already is the
+    /// source's, there is nothing to do. Returns whether the index changed.
     pub async fn publish_referrers(
         &self,
         subject: &Digest,
         pushed: &[(Manifest, PushedManifest)],
         source_index: Option<&Manifest>,
-        tags: Option<&TagList>,
+        target_seen: Option<&Manifest>,
     ) -> Result<bool> {
         if pushed
             .iter()
@@ -221,25 +223,23 @@ impl Repo {
             remember_api(self, true);
             return Ok(false);
         }
-        if !pushed.is_empty() {
-            // The registry took manifests with a subject and did not say it indexed them:
-            // by the distribution spec, it has no referrers API.
-            remember_api(self, false);
-        } else if api_known(self) != Some(false) || source_index.is_none() {
+        // Without a confirmation the index is written, as the spec asks of clients; that
+        // alone does not prove the registry lacks the API (some omit the header).
+        if pushed.is_empty()
+            && (api_known(self) != Some(false)
+                || source_index.is_none()
+                || source_index.map(|m| &m.digest) == target_seen.map(|m| &m.digest))
+        {
             return Ok(false);
         }
         let tag = subject.referrers_tag();
         let lock = keyed_lock(&format!("{self}:{tag}"));
         let _held = lock.lock().await;
-        let existing = if tags.is_some_and(|t| t.lacks(self, &tag)) {
-            None
-        } else {
-            match self.get_manifest(&tag).await {
-                Ok(m) if m.is_index() => Some(m),
-                Ok(_) => None,
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(e),
-            }
+        let existing = match self.get_manifest(&tag).await {
+            Ok(m) if m.is_index() => Some(m),
+            Ok(_) => None,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
         };
         if let Some(src) = source_index {
             if existing.as_ref().is_some_and(|m| m.digest == src.digest) {

@@ -54,9 +54,15 @@ pub struct TagList {
 impl TagList {
     /// A listing taken now.
     pub fn new(tags: impl IntoIterator<Item = String>) -> TagList {
+        TagList::requested_at(tags, Instant::now())
+    }
+
+    /// A listing whose (first) request was sent at `at`: writes from then on are not
+    /// trusted to be in it.
+    pub fn requested_at(tags: impl IntoIterator<Item = String>, at: Instant) -> TagList {
         TagList {
             tags: tags.into_iter().collect(),
-            listed_at: Instant::now(),
+            listed_at: at,
         }
     }
 

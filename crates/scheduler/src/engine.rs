@@ -71,6 +71,9 @@ type FallbackCell = Arc<tokio::sync::OnceCell<Option<Arc<FallbackSync>>>>;
 struct RunCache {
     tags: tokio::sync::Mutex<HashMap<String, TagCell>>,
     fallback: tokio::sync::Mutex<HashMap<(String, String), FallbackCell>>,
+    /// The run covers whole repositories (a `repository` or `registry` entry, not limited
+    /// to one tag).
+    whole_repositories: bool,
 }
 
 /// The source's `sha256-<hex>` tags, split by whether the target holds the same index.
@@ -101,11 +104,12 @@ impl RunCache {
             .clone()
     }
 
-    async fn put(&self, repo: &Repo, tags: &[String]) {
+    /// Records a listing of `repo` whose request went out at `at`.
+    async fn put(&self, repo: &Repo, tags: &[String], at: Instant) {
         let _ = self
             .cell(repo)
             .await
-            .set(Arc::new(TagList::new(tags.iter().cloned())));
+            .set(Arc::new(TagList::requested_at(tags.iter().cloned(), at)));
     }
 
     /// The tags of `repo` when this run has listed them already; never lists.
@@ -122,26 +126,27 @@ impl RunCache {
     async fn tags(&self, repo: &Repo) -> Result<Arc<TagList>> {
         let cell = self.cell(repo).await;
         cell.get_or_try_init(|| async {
+            let at = Instant::now();
             let list = match repo.list_tags().await {
                 Ok(l) => l,
                 Err(e) if e.is_not_found() => Vec::new(),
                 Err(e) => return Err(e),
             };
-            Ok(Arc::new(TagList::new(list)))
+            Ok(Arc::new(TagList::requested_at(list, at)))
         })
         .await
         .cloned()
     }
 
-    /// How `src`'s referrers indexes compare with `dst`'s; `None` when the source registry
-    /// has the referrers API (then indexes are not where referrers live). `probe` is a
-    /// manifest `src` holds, to ask about the API with.
+    /// How `src`'s referrers indexes compare with `dst`'s; `None` when that tells nothing:
+    /// either registry has the referrers API (or would not say), or asking failed. `probe`
+    /// is a manifest both repositories hold, to ask about the API with.
     async fn fallback_sync(
         &self,
         src: &Repo,
         dst: &Repo,
         probe: &Digest,
-    ) -> Result<Option<Arc<FallbackSync>>> {
+    ) -> Option<Arc<FallbackSync>> {
         let cell = self
             .fallback
             .lock()
@@ -149,44 +154,56 @@ impl RunCache {
             .entry((src.key(), dst.key()))
             .or_default()
             .clone();
-        cell.get_or_try_init(|| async {
-            if src.has_referrers_api(probe).await? {
-                return Ok(None);
-            }
-            let (have, want) = tokio::join!(self.tags(dst), self.tags(src));
-            let (have, want) = (have?, want?);
-            let source: HashSet<String> = want
-                .iter()
-                .filter(|t| Digest::is_referrers_tag(t))
-                .cloned()
-                .collect();
-            let same = |tag: String| {
-                let have = have.clone();
-                async move {
-                    if !have.contains(&tag) {
-                        return Ok(false);
-                    }
-                    let (a, b) = tokio::join!(src.head_manifest(&tag), dst.head_manifest(&tag));
-                    Ok::<_, Error>(match (a?, b.ok().flatten()) {
-                        (Some(a), Some(b)) => a.digest == b.digest,
-                        _ => false,
-                    })
-                }
-            };
-            let results: Vec<Result<bool>> = stream::iter(source.iter().cloned().map(same))
-                .buffer_unordered(CHECK_CONCURRENCY)
-                .collect()
-                .await;
-            let mut differing = 0;
-            for r in results {
-                if !r? {
-                    differing += 1;
+        cell.get_or_init(|| async {
+            match self.compare_fallback(src, dst, probe).await {
+                Ok(sync) => sync.map(Arc::new),
+                Err(e) => {
+                    tracing::debug!(source = %src, target = %dst, error = %e, "Comparing referrers indexes failed; reading them instead");
+                    None
                 }
             }
-            Ok(Some(Arc::new(FallbackSync { source, differing })))
         })
         .await
-        .cloned()
+        .clone()
+    }
+
+    async fn compare_fallback(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        probe: &Digest,
+    ) -> Result<Option<FallbackSync>> {
+        // With the API on either side, the indexes are not where the referrers live.
+        let (a, b) = tokio::join!(src.has_referrers_api(probe), dst.has_referrers_api(probe));
+        if a? != Some(false) || b? != Some(false) {
+            return Ok(None);
+        }
+        let (have, want) = tokio::join!(self.tags(dst), self.tags(src));
+        let (have, want) = (have?, want?);
+        let source: HashSet<String> = want
+            .iter()
+            .filter(|t| Digest::is_referrers_tag(t))
+            .cloned()
+            .collect();
+        let same = |tag: String| {
+            let have = have.clone();
+            async move {
+                if !have.contains(&tag) {
+                    return false;
+                }
+                // Anything but two answers with one digest counts as different.
+                match tokio::join!(src.head_manifest(&tag), dst.head_manifest(&tag)) {
+                    (Ok(Some(a)), Ok(Some(b))) => a.digest == b.digest,
+                    _ => false,
+                }
+            }
+        };
+        let differing = stream::iter(source.iter().cloned().map(same))
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .filter(|same| futures_util::future::ready(!same))
+            .count()
+            .await;
+        Ok(Some(FallbackSync { source, differing }))
     }
 }
 
@@ -324,7 +341,10 @@ impl Engine {
             report.error = Some("not run: an earlier failure aborted the run".into());
             return report;
         }
-        let cache = RunCache::default();
+        let cache = RunCache {
+            whole_repositories: entry.kind != SyncKind::Image && only.tag.is_none(),
+            ..RunCache::default()
+        };
         let items = match self.items(entry, opts.mode, only, &cache).await {
             Ok(items) => items,
             Err(e) => {
@@ -435,6 +455,7 @@ impl Engine {
         // repository (no tags) from one that has most blobs already. A webhook's single tag
         // costs one HEAD instead.
         let list_target = only.tag.is_none() || mode == (Mode::Copy { missing_only: true });
+        let listed_at = Instant::now();
         let (listed, have) = tokio::join!(
             async {
                 match &only.tag {
@@ -452,7 +473,7 @@ impl Engine {
         );
         let mut tags = listed?;
         if only.tag.is_none() {
-            cache.put(&src, &tags).await;
+            cache.put(&src, &tags, listed_at).await;
         }
         tags.retain(|t| entry.tags.matches(t));
         if entry.referrers {
@@ -463,14 +484,14 @@ impl Engine {
         tags.sort();
         match have {
             Some(Ok(have)) => {
-                cache.put(&dst, &have).await;
+                cache.put(&dst, &have, listed_at).await;
                 if let Mode::Copy { missing_only: true } = mode {
                     // "Exists" means the tag exists, even if stale.
                     let have: HashSet<String> = have.into_iter().collect();
                     tags.retain(|t| !have.contains(t));
                 }
             }
-            Some(Err(e)) if e.is_not_found() => cache.put(&dst, &[]).await,
+            Some(Err(e)) if e.is_not_found() => cache.put(&dst, &[], listed_at).await,
             // A target that cannot be listed (some registries allow HEAD but not listing)
             // is asked tag by tag, and counts as empty for --missing.
             Some(Err(e)) => {
@@ -615,11 +636,13 @@ impl Engine {
         };
         let mut out = Vec::new();
         // A rebuilt index (platforms) has no referrers of its own; the source index's are
-        // about content the target does not fully have.
-        if decision
-            .source
-            .as_ref()
-            .is_none_or(|h| h.digest == top.digest)
+        // about content the target does not fully have. A platform picked out of an index
+        // (platform) is a manifest of the source, with its own referrers.
+        if !top.is_index()
+            || decision
+                .source
+                .as_ref()
+                .is_none_or(|h| h.digest == top.digest)
         {
             out.push(top.digest.clone());
         }
@@ -641,7 +664,12 @@ impl Engine {
         copied: Option<&Manifest>,
         cache: &RunCache,
     ) -> Result<bool> {
-        if !entry.referrer_sources.is_empty() || entry.referrer_target.is_some() {
+        // The comparison HEADs every index tag of the repository: worth it when the run
+        // covers the repository, not for one image or a webhook's single tag.
+        if !entry.referrer_sources.is_empty()
+            || entry.referrer_target.is_some()
+            || !cache.whole_repositories
+        {
             return Ok(false);
         }
         let Some(head) = &decision.source else {
@@ -649,7 +677,7 @@ impl Engine {
         };
         let Some(sync) = cache
             .fallback_sync(&item.src, &item.dst, &head.digest)
-            .await?
+            .await
         else {
             return Ok(false);
         };
@@ -802,8 +830,14 @@ impl Engine {
         mode: Mode,
         cache: &RunCache,
     ) -> Result<Decision> {
-        // A tag the run's listing of the target lacks needs no HEAD to know it is missing.
-        let listed = cache.listed(&item.dst).await;
+        // A tag the run's listing of the target lacks needs no HEAD to know it is missing;
+        // unless a backup or `--missing` depends on what the tag holds right now (it may
+        // have appeared since the listing).
+        let listed = match mode {
+            Mode::Copy { missing_only: true } => None,
+            _ if entry.backup.is_some() => None,
+            _ => cache.listed(&item.dst).await,
+        };
         let target = async {
             match &listed {
                 Some(tags) if !tags.contains(&item.dst_tag) => Ok(None),

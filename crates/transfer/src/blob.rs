@@ -110,11 +110,15 @@ impl Transfer {
                 Ok(Mount::Upload(url)) => session = Some(url),
                 Ok(Mount::Unsupported) => {}
                 // A refused mount is not fatal: copy the bytes instead. A registry that
-                // refuses mounts from a repository itself is asked with HEADs from now on.
+                // refuses mounts from a repository itself (a 4xx other than 429) is asked
+                // with HEADs from now on; after any other failure, only this blob is.
                 Err(e) => {
                     tracing::debug!(%digest, error = %e, "Mount failed; copying instead");
                     if itself {
-                        self.no_probes(dst).await;
+                        if matches!(&e, Error::Status { status, .. } if (400..500).contains(status) && *status != 429)
+                        {
+                            self.no_probes(dst).await;
+                        }
                         if dst.blob_size(digest).await?.is_some() {
                             Stats::add(&self.stats.blobs_existing, 1);
                             self.record_landing(dst, digest).await;
@@ -179,6 +183,23 @@ impl Transfer {
                 list.push(dst.clone());
             }
         }
+    }
+
+    /// Notes that manifest `digest` is in `dst`.
+    pub(crate) async fn record_manifest(&self, dst: &Repo, digest: &Digest) {
+        let mut set = self.pushed.lock().await;
+        if set.len() >= LANDED_LIMIT {
+            set.clear();
+        }
+        set.insert((dst.key(), digest.clone()));
+    }
+
+    /// Whether manifest `digest` was pushed to `dst` by this process.
+    pub(crate) async fn manifest_pushed(&self, dst: &Repo, digest: &Digest) -> bool {
+        self.pushed
+            .lock()
+            .await
+            .contains(&(dst.key(), digest.clone()))
     }
 
     /// Whether this run (or process) put `digest` in `dst` already.

@@ -47,6 +47,7 @@ impl Transfer {
         let pushed = self.copy_children(src, dst, m, opts, true).await?;
         dst.put_manifest(tag, &pushed).await?;
         Stats::add(&self.stats.manifests_pushed, 1);
+        self.record_manifest(dst, &pushed.digest).await;
         Ok(pushed)
     }
 
@@ -131,8 +132,10 @@ impl Transfer {
             return Ok(());
         }
         let digest = d.digest.to_string();
-        if !opts.force_recursive && !opts.new_target && dst.head_manifest(&digest).await?.is_some()
-        {
+        // In a new repository a child is asked about only when this run already pushed it
+        // (an index shared by several tags, or children shared by several indexes).
+        let ask = !opts.new_target || self.manifest_pushed(dst, &d.digest).await;
+        if !opts.force_recursive && ask && dst.head_manifest(&digest).await?.is_some() {
             return Ok(());
         }
         let child = src.get_manifest(&digest).await?;
@@ -145,6 +148,7 @@ impl Transfer {
         let child = self.copy_children(src, dst, &child, opts, false).await?;
         dst.put_manifest(None, &child).await?;
         Stats::add(&self.stats.manifests_pushed, 1);
+        self.record_manifest(dst, &child.digest).await;
         Ok(())
     }
 }

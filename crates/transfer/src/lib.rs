@@ -46,6 +46,9 @@ pub struct Transfer {
     landed: Mutex<HashMap<Digest, Vec<Repo>>>,
     /// Registries that answered a mount from a repository itself with an error.
     refuses_self_mount: Mutex<HashSet<String>>,
+    /// Manifests pushed (target repository, digest), so that a new repository is asked
+    /// about a child only when it may have it; a hint, bounded like `landed`.
+    pushed: Mutex<HashSet<(String, Digest)>>,
     stats: Stats,
 }
 
@@ -57,6 +60,7 @@ impl Transfer {
             inflight: Mutex::new(HashMap::new()),
             landed: Mutex::new(HashMap::new()),
             refuses_self_mount: Mutex::new(HashSet::new()),
+            pushed: Mutex::new(HashSet::new()),
             stats: Stats::default(),
         }
     }

@@ -54,12 +54,14 @@ impl Transfer {
             ..CopyOptions::default()
         };
         while let Some(s) = queue.pop() {
-            let present: HashSet<Digest> = match target.referrers_listing(&s, hint(target)).await {
-                Ok(l) => l.descriptors.into_iter().map(|d| d.digest).collect(),
+            let seen = match target.referrers_listing(&s, hint(target)).await {
+                Ok(l) => l,
                 // A target that cannot list (a new repository) has none.
-                Err(e) if e.is_not_found() => HashSet::new(),
+                Err(e) if e.is_not_found() => Listing::default(),
                 Err(e) => return Err(e),
             };
+            let present: HashSet<Digest> =
+                seen.descriptors.iter().map(|d| d.digest.clone()).collect();
             let mut pushed = Vec::new();
             // With one source whose index passes the filter whole, the target's index can
             // become the same bytes.
@@ -114,7 +116,12 @@ impl Transfer {
             }
             if !dry_run {
                 target
-                    .publish_referrers(&s, &pushed, whole_index.as_ref(), hint(target))
+                    .publish_referrers(
+                        &s,
+                        &pushed,
+                        whole_index.as_ref(),
+                        seen.fallback_index.as_ref(),
+                    )
                     .await?;
             }
         }
