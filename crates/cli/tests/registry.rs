@@ -429,6 +429,49 @@ fn a_new_repository_reuses_blobs_an_interrupted_run_left_and_survives_refused_mo
     );
 }
 
+/// A target that will not list its tags (a proxy answering a plain 404) is compared tag by
+/// tag: taken for a new, empty repository, it would be rewritten on every run.
+#[test]
+fn a_target_that_hides_its_tag_list_is_compared_tag_by_tag() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(46, 2, 1000);
+    push(&src, "app", "1", &img);
+    push(&src, "app", "2", &img);
+    let proxy = FaultProxy::start(&dst);
+    proxy.add_rule(Rule::new(
+        "GET",
+        "/tags/list",
+        Action::Respond {
+            status: 404,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: b"404 page not found".to_vec(),
+        },
+    ));
+    let c = cfg(
+        &[(&src.host(), None), (&proxy.host(), None)],
+        &format!(
+            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
+            src.host(),
+            proxy.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("2 copied"), "{}", o.stdout);
+    assert_eq!(skopeo_digest(&dst, "app:2"), img.digest());
+    let before = dst.access_log().len();
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("2 up-to-date"), "{}", o.stdout);
+    let log = &dst.access_log()[before..];
+    assert!(log.iter().all(|e| !e.is_write()), "{log:?}");
+    assert_eq!(
+        log.iter().filter(|e| e.method == "HEAD").count(),
+        2,
+        "{log:?}"
+    );
+}
+
 #[test]
 fn registry_type_follows_the_catalog_and_repo_filters() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());

@@ -3,12 +3,10 @@
 //! two kinds are all there is and async methods stay simple.
 use std::fmt;
 
-use url::Url;
-
 use crate::blob::Blob;
 use crate::digest::Digest;
 use crate::error::Result;
-use crate::http::{ManifestHead, Mount, PushedManifest, RegistryClient, UploadMode};
+use crate::http::{ManifestHead, Mount, PushedManifest, RegistryClient, UploadMode, UploadSession};
 use crate::manifest::Manifest;
 use crate::ocidir::OciLayout;
 
@@ -154,7 +152,7 @@ impl Repo {
         digest: &Digest,
         blob: Blob,
         mode: UploadMode,
-        session: Option<Url>,
+        session: Option<UploadSession>,
     ) -> Result<()> {
         match self {
             Repo::Registry { client, name, .. } => {
@@ -180,6 +178,13 @@ impl Repo {
                 },
             ) if a.same_host(b) && an != bn => Some(bn.as_str()),
             _ => None,
+        }
+    }
+
+    /// Cancels an upload session that will not be used.
+    pub async fn cancel_upload(&self, session: UploadSession) {
+        if let Repo::Registry { client, name, .. } = self {
+            client.cancel_upload(name, session).await;
         }
     }
 

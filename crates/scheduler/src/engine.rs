@@ -491,7 +491,8 @@ impl Engine {
                     tags.retain(|t| !have.contains(t));
                 }
             }
-            Some(Err(e)) if e.is_not_found() => cache.put(&dst, &[], listed_at).await,
+            // The registry says the repository does not exist (NAME_UNKNOWN): it is new.
+            Some(Err(Error::NotFound { .. })) => cache.put(&dst, &[], listed_at).await,
             // A target that cannot be listed (some registries allow HEAD but not listing)
             // is asked tag by tag, and counts as empty for --missing.
             Some(Err(e)) => {

@@ -164,7 +164,12 @@ impl Transfer {
                     }
                     tracing::warn!(%digest, target = %dst, attempt, error = %e, "Retrying blob copy");
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if let Some(s) = session.take() {
+                        dst.cancel_upload(s).await;
+                    }
+                    return Err(e);
+                }
             }
         }
     }

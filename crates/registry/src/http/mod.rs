@@ -15,7 +15,7 @@ use crate::credentials::Credential;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
-pub use ops::{ManifestHead, Mount, PushedManifest, RateLimitHeaders, UploadMode};
+pub use ops::{ManifestHead, Mount, PushedManifest, RateLimitHeaders, UploadMode, UploadSession};
 pub use send::RequestStats;
 
 /// How to speak TLS to a registry.

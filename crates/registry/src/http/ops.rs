@@ -73,9 +73,19 @@ pub enum Mount {
     /// The blob is now in the target repository.
     Mounted,
     /// The registry declined (202) and opened an upload session instead.
-    Upload(Url),
+    Upload(UploadSession),
     /// The store cannot mount (an OCI layout).
     Unsupported,
+}
+
+/// An upload session a registry opened: where to send the blob, and the smallest chunk
+/// it takes (`OCI-Chunk-Min-Length`), if it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    /// The session's URL (`Location`).
+    pub url: Url,
+    /// The registry's smallest chunk for chunked uploads.
+    pub min_chunk: Option<u64>,
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -322,7 +332,14 @@ impl RegistryClient {
             })
             .await;
         match pages {
-            Err(e) if e.is_not_found() => Err(Error::NotFound {
+            // The registry says the repository does not exist. A 404 without such a code
+            // (a proxy that hides listings) stays a status error: still "not found" to a
+            // reader, but not proof that the repository is empty.
+            Err(Error::Status {
+                status: 404,
+                code: Some(code),
+                ..
+            }) if matches!(code.as_str(), "NAME_UNKNOWN" | "NOT_FOUND") => Err(Error::NotFound {
                 what: format!("{}/{repo}", i.opts.registry),
             }),
             other => other,
@@ -459,9 +476,22 @@ impl RegistryClient {
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
-            StatusCode::ACCEPTED => Ok(Mount::Upload(location(&url, resp.headers())?)),
+            StatusCode::ACCEPTED => Ok(Mount::Upload(UploadSession {
+                url: location(&url, resp.headers())?,
+                min_chunk: header_str(resp.headers(), "oci-chunk-min-length")
+                    .and_then(|v| v.parse().ok()),
+            })),
             _ => Err(status_error(&Method::POST, &url, resp).await),
         }
+    }
+
+    /// Cancels an upload session nobody will use (best effort: registries expire them).
+    pub async fn cancel_upload(&self, repo: &str, session: UploadSession) {
+        let scopes = vec![repo_scope(repo, true)];
+        let _ = self
+            .inner
+            .send(self.plain_request(Method::DELETE, session.url, scopes))
+            .await;
     }
 
     /// Uploads a blob. `session` reuses an upload a refused mount opened. On failure the
@@ -472,12 +502,12 @@ impl RegistryClient {
         digest: &Digest,
         blob: Blob,
         mode: UploadMode,
-        session: Option<Url>,
+        session: Option<UploadSession>,
     ) -> Result<()> {
         let i = &self.inner;
         let scopes = vec![repo_scope(repo, true)];
         let (session, min_chunk) = match session {
-            Some(s) => (s, None),
+            Some(s) => (s.url, s.min_chunk),
             None => {
                 let url = i.repo_url(repo, "blobs/uploads/");
                 let resp = i
