@@ -48,6 +48,27 @@ impl ConfigFile {
     }
 }
 
+/// A configuration for the harness's plain-HTTP registries: each of `hosts` gets
+/// `tls: disabled` (and its login, when given), Docker's own configuration is skipped,
+/// `defaults` (YAML lines indented by two spaces) is added to `defaults:`, and `sync` (the
+/// entries, indented by two spaces) follows.
+pub fn registry_config(
+    hosts: &[(String, Option<(&str, &str)>)],
+    defaults: &str,
+    sync: &str,
+) -> ConfigFile {
+    let mut y = format!("defaults:\n  skipDockerConfig: true\n{defaults}creds:\n");
+    for (h, login) in hosts {
+        y.push_str(&format!("  - registry: {h}\n    tls: disabled\n"));
+        if let Some((u, p)) = login {
+            y.push_str(&format!("    user: {u}\n    pass: {p}\n"));
+        }
+    }
+    y.push_str("sync:\n");
+    y.push_str(sync);
+    ConfigFile::new(&y)
+}
+
 /// What a run of the binary did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutput {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use regferry_testkit::cli::{ConfigFile, RunOutput, run_regferry};
+use regferry_testkit::cli::{ConfigFile, RunOutput, registry_config, run_regferry};
 use regferry_testkit::image::{
     self, ACCEPT_ALL, Image, Platform, referrers_index, referrers_tag, sha256_digest,
 };
@@ -34,16 +34,7 @@ fn htpasswd<'a>(user: &'a str, pass: &'a str) -> RegistryOptions<'a> {
 /// A config: `hosts` get `tls: disabled` (and a login when given); `defaults` are extra lines
 /// under `defaults:` (indented by two spaces); `sync` is the list of entries.
 fn config(hosts: &[(String, Option<(&str, &str)>)], defaults: &str, sync: &str) -> ConfigFile {
-    let mut y = format!("defaults:\n  skipDockerConfig: true\n{defaults}creds:\n");
-    for (h, login) in hosts {
-        y.push_str(&format!("  - registry: {h}\n    tls: disabled\n"));
-        if let Some((u, p)) = login {
-            y.push_str(&format!("    user: {u}\n    pass: {p}\n"));
-        }
-    }
-    y.push_str("sync:\n");
-    y.push_str(sync);
-    ConfigFile::new(&y)
+    registry_config(hosts, defaults, sync)
 }
 
 /// Plain hosts without logins.

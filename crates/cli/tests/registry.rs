@@ -1,56 +1,33 @@
 //! `regferry check` and `once` against real registries (Debian's distribution), verified
 //! with skopeo, the independent client. Faults come from a proxy in front of a real registry.
-use std::path::PathBuf;
-
-use assert_cmd::Command;
+use regferry_testkit::cli::{ConfigFile, RunOutput, registry_config, run_regferry};
 use regferry_testkit::image::{self, ImageBuilder, Platform};
 use regferry_testkit::{
     Action, Auth, Content, FaultProxy, RawClient, RegistryOptions, Rule, TestRegistry, TokenIssuer,
     TokenOptions, TokenUser, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags,
 };
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+const BIN: &str = env!("CARGO_BIN_EXE_regferry");
 
-/// A config file in a temp dir: `hosts` get `tls: disabled` (with credentials when given),
+/// A config file: `hosts` get `tls: disabled` (with credentials when given), `parallel: 2`,
 /// then the sync entries, written as YAML by the caller.
-struct Cfg {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+fn cfg(hosts: &[(&str, Option<(&str, &str)>)], sync: &str) -> ConfigFile {
+    let hosts: Vec<(String, Option<(&str, &str)>)> =
+        hosts.iter().map(|(h, l)| ((*h).to_owned(), *l)).collect();
+    registry_config(&hosts, "  parallel: 2\n", sync)
 }
 
-fn cfg(hosts: &[(&str, Option<(&str, &str)>)], sync: &str) -> Cfg {
-    let dir = regferry_testkit::temp_dir();
-    let mut y = String::from("defaults:\n  skipDockerConfig: true\n  parallel: 2\ncreds:\n");
-    for (h, login) in hosts {
-        y.push_str(&format!("  - registry: {h}\n    tls: disabled\n"));
-        if let Some((u, p)) = login {
-            y.push_str(&format!("    user: {u}\n    pass: {p}\n"));
-        }
-    }
-    y.push_str("sync:\n");
-    y.push_str(sync);
-    let path = dir.path().join("regferry.yaml");
-    std::fs::write(&path, y).unwrap();
-    Cfg { _dir: dir, path }
+/// A config with one entry of `kind` from `src_host/src` to `dst_host/dst`, both plain HTTP
+/// without logins.
+fn one_entry(src_host: &str, src: &str, dst_host: &str, dst: &str, kind: &str) -> ConfigFile {
+    cfg(
+        &[(src_host, None), (dst_host, None)],
+        &format!("  - source: {src_host}/{src}\n    target: {dst_host}/{dst}\n    type: {kind}\n"),
+    )
 }
 
-fn regferry(args: &[&str], c: &Cfg) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_regferry"))
-        .args(args)
-        .arg("-c")
-        .arg(&c.path)
-        .env("REGFERRY_LOG", "warn")
-        .output()
-        .expect("run regferry");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+fn regferry(args: &[&str], c: &ConfigFile) -> RunOutput {
+    run_regferry(BIN, args, c)
 }
 
 fn push(reg: &TestRegistry, repo: &str, tag: &str, content: &dyn Content) -> String {
@@ -83,13 +60,12 @@ fn repository_sync_is_byte_exact_and_a_second_run_writes_nothing() {
     push(&src, "team/app", "latest", &multi);
     push(&src, "team/app", "1.1", &single);
     push(&src, "team/app", "2.0", &docker);
-    let c = cfg(
-        &[(&src.host(), None), (&dst.host(), None)],
-        &format!(
-            "  - source: {}/team/app\n    target: {}/mirror/app\n    type: repository\n",
-            src.host(),
-            dst.host()
-        ),
+    let c = one_entry(
+        &src.host(),
+        "team/app",
+        &dst.host(),
+        "mirror/app",
+        "repository",
     );
 
     let o = regferry(&["check"], &c);
@@ -309,14 +285,7 @@ fn missing_only_leaves_stale_tags_and_a_full_run_updates_them() {
     let old = image::image(40, 1, 100);
     let new = image::image(41, 1, 100);
     push(&src, "app", "1", &old);
-    let c = cfg(
-        &[(&src.host(), None), (&dst.host(), None)],
-        &format!(
-            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
-            src.host(),
-            dst.host()
-        ),
-    );
+    let c = one_entry(&src.host(), "app", &dst.host(), "app", "repository");
     assert_eq!(regferry(&["once"], &c).code, 0);
     push(&src, "app", "1", &new);
     push(&src, "app", "2", &new);
@@ -350,14 +319,7 @@ fn a_new_repository_reuses_blobs_an_interrupted_run_left_and_survives_refused_mo
         .map(|l| RawClient::for_registry(&dst).push_blob("app", &l.data))
         .collect();
     let before = dst.access_log().len();
-    let c = cfg(
-        &[(&src.host(), None), (&dst.host(), None)],
-        &format!(
-            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
-            src.host(),
-            dst.host()
-        ),
-    );
+    let c = one_entry(&src.host(), "app", &dst.host(), "app", "repository");
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_same(&src, &dst, "app:1", "app:1");
@@ -402,14 +364,7 @@ fn a_new_repository_reuses_blobs_an_interrupted_run_left_and_survives_refused_mo
     let before = dst.access_log().len();
     let proxy = FaultProxy::start(&dst);
     proxy.add_rule(Rule::new("POST", "from=other", Action::respond(400, &[])));
-    let c = cfg(
-        &[(&src.host(), None), (&proxy.host(), None)],
-        &format!(
-            "  - source: {}/app\n    target: {}/other\n    type: repository\n",
-            src.host(),
-            proxy.host()
-        ),
-    );
+    let c = one_entry(&src.host(), "app", &proxy.host(), "other", "repository");
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_same(&src, &dst, "app:1", "other:1");
@@ -447,14 +402,7 @@ fn a_target_that_hides_its_tag_list_is_compared_tag_by_tag() {
             body: b"404 page not found".to_vec(),
         },
     ));
-    let c = cfg(
-        &[(&src.host(), None), (&proxy.host(), None)],
-        &format!(
-            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
-            src.host(),
-            proxy.host()
-        ),
-    );
+    let c = one_entry(&src.host(), "app", &proxy.host(), "app", "repository");
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("2 copied"), "{}", o.stdout);
@@ -504,8 +452,10 @@ fn ocidir_round_trip_keeps_every_digest() {
     push(&src, "app", "2", &image::image(61, 1, 100));
     let dir = regferry_testkit::temp_dir();
     let layout = dir.path().join("layout");
-    let c = cfg(
-        &[(&src.host(), None), (&dst.host(), None)],
+    // parallel: 0 runs the entries in order, as an air-gap transfer would.
+    let c = registry_config(
+        &[(src.host(), None), (dst.host(), None)],
+        "  parallel: 0\n",
         &format!(
             "  - source: {s}/app\n    target: ocidir://{l}\n    type: repository\n  - source: ocidir://{l}\n    target: {d}/app\n    type: repository\n",
             s = src.host(),
@@ -513,17 +463,6 @@ fn ocidir_round_trip_keeps_every_digest() {
             l = layout.display()
         ),
     );
-    // parallel: 2 starts both entries together; run them in order, as an air-gap transfer would.
-    let c = Cfg {
-        path: {
-            let text = std::fs::read_to_string(&c.path)
-                .unwrap()
-                .replace("parallel: 2", "parallel: 0");
-            std::fs::write(&c.path, text).unwrap();
-            c.path.clone()
-        },
-        _dir: c._dir,
-    };
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     for tag in ["1", "2"] {
@@ -643,14 +582,7 @@ fn faults_are_retried_or_reported_never_corrupt() {
         )
         .times(1),
     );
-    let c = cfg(
-        &[(&proxy.host(), None), (&dst.host(), None)],
-        &format!(
-            "  - source: {}/app\n    target: {}/app\n    type: repository\n",
-            proxy.host(),
-            dst.host()
-        ),
-    );
+    let c = one_entry(&proxy.host(), "app", &dst.host(), "app", "repository");
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_same(&src, &dst, "app:1", "app:1");
@@ -700,14 +632,7 @@ fn a_target_that_refuses_writes_fails_the_tag_and_the_run() {
     push(&src, "app", "1", &image::image(90, 1, 100));
     let proxy = FaultProxy::start(&dst);
     proxy.add_rule(Rule::new("PUT", "/manifests/", Action::respond(503, &[])));
-    let c = cfg(
-        &[(&src.host(), None), (&proxy.host(), None)],
-        &format!(
-            "  - source: {}/app:1\n    target: {}/app:1\n    type: image\n",
-            src.host(),
-            proxy.host()
-        ),
-    );
+    let c = one_entry(&src.host(), "app:1", &proxy.host(), "app:1", "image");
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("503"), "{}", o.stdout);
@@ -743,7 +668,7 @@ fn pull_only_mirrors_serve_reads_with_the_upstream_named() {
             dst.host()
         ),
     );
-    let text = std::fs::read_to_string(&c.path).unwrap().replacen(
+    let text = std::fs::read_to_string(c.path()).unwrap().replacen(
         &format!("  - registry: {}\n    tls: disabled\n", upstream.host()),
         &format!(
             "  - registry: {}\n    tls: disabled\n    mirrors: ['{}']\n",
@@ -752,7 +677,7 @@ fn pull_only_mirrors_serve_reads_with_the_upstream_named() {
         ),
         1,
     );
-    std::fs::write(&c.path, text).unwrap();
+    std::fs::write(c.path(), text).unwrap();
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_eq!(skopeo_digest(&dst, "app:1"), img.digest());
@@ -775,15 +700,8 @@ fn blob_max_sends_blobs_in_chunks() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let img = image::image(110, 1, 300_000);
     push(&src, "app", "1", &img);
-    let c = cfg(
-        &[(&src.host(), None), (&dst.host(), None)],
-        &format!(
-            "  - source: {}/app:1\n    target: {}/app:1\n    type: image\n",
-            src.host(),
-            dst.host()
-        ),
-    );
-    let text = std::fs::read_to_string(&c.path).unwrap().replacen(
+    let c = one_entry(&src.host(), "app:1", &dst.host(), "app:1", "image");
+    let text = std::fs::read_to_string(c.path()).unwrap().replacen(
         &format!("  - registry: {}\n    tls: disabled\n", dst.host()),
         &format!(
             "  - registry: {}\n    tls: disabled\n    blobMax: 1\n    blobChunk: 65536\n",
@@ -791,7 +709,7 @@ fn blob_max_sends_blobs_in_chunks() {
         ),
         1,
     );
-    std::fs::write(&c.path, text).unwrap();
+    std::fs::write(c.path(), text).unwrap();
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_same(&src, &dst, "app:1", "app:1");
@@ -814,10 +732,10 @@ fn abort_on_error_stops_the_run_and_without_it_the_rest_goes_on() {
         d = dst.host()
     );
     let c = cfg(&[(&src.host(), None), (&dst.host(), None)], &entries);
-    let sequential = std::fs::read_to_string(&c.path)
+    let sequential = std::fs::read_to_string(c.path())
         .unwrap()
         .replace("parallel: 2", "parallel: 0");
-    std::fs::write(&c.path, sequential).unwrap();
+    std::fs::write(c.path(), sequential).unwrap();
     let o = regferry(&["once", "--abort-on-error"], &c);
     assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("not found"), "{}", o.stdout);
