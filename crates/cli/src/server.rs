@@ -55,6 +55,8 @@ struct Reloader {
     path: Option<std::path::PathBuf>,
     shard: Option<(u32, u32)>,
     requests: mpsc::Sender<Request>,
+    /// The engine in force, which the new one takes over from.
+    current: watch::Receiver<Arc<Engine>>,
 }
 
 impl Reloader {
@@ -74,7 +76,12 @@ impl Reloader {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
-        let engine = Arc::new(Engine::with_shard(Arc::new(loaded.config), self.shard));
+        let previous = self.current.borrow().clone();
+        let engine = Arc::new(Engine::succeeding(
+            Arc::new(loaded.config),
+            self.shard,
+            &previous,
+        ));
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(Request::Reload(Reload { engine, reply: tx }))
@@ -101,6 +108,7 @@ pub(crate) fn run(config: Config, s: Settings) -> anyhow::Result<u8> {
             path: s.config_path.clone(),
             shard: s.shard,
             requests: req_tx.clone(),
+            current: current_rx.clone(),
         };
         tokio::spawn(hangups(reloader.clone()));
         if let Some(addr) = s.listen {

@@ -51,7 +51,11 @@ pub struct Engine {
     config: Arc<Config>,
     clients: Clients,
     transfer: Arc<Transfer>,
-    copy_slots: Semaphore,
+    /// Image copies at once; shared with the engine a reload replaces (see
+    /// [`Engine::succeeding`]).
+    copy_slots: Arc<Semaphore>,
+    /// How many permits `copy_slots` holds in all, for this engine's configuration.
+    slot_count: usize,
     tags_seen: AtomicUsize,
     tags_done: AtomicUsize,
     stopping: AtomicBool,
@@ -242,7 +246,8 @@ impl Engine {
             clients: Clients::new(config.clone()),
             // Blobs in flight: enough to fill the network, bounded so memory stays flat.
             transfer: Arc::new(Transfer::new((slots * 4).clamp(4, 32))),
-            copy_slots: Semaphore::new(slots),
+            copy_slots: Arc::new(Semaphore::new(slots)),
+            slot_count: slots,
             tags_seen: AtomicUsize::new(0),
             tags_done: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -257,6 +262,32 @@ impl Engine {
         Engine {
             shard,
             ..Engine::new(config)
+        }
+    }
+
+    /// An engine for a reloaded configuration, taking over from `previous`, whose runs
+    /// may still be finishing: both draw on one set of copy slots, resized to the new
+    /// `parallel`, so together they never copy more images at once than the new
+    /// configuration allows. Needs a Tokio runtime (a shrink waits for slots to come back).
+    pub fn succeeding(config: Arc<Config>, shard: Option<(u32, u32)>, previous: &Engine) -> Engine {
+        let engine = Engine::with_shard(config, shard);
+        let slots = previous.copy_slots.clone();
+        let (old, new) = (previous.slot_count, engine.slot_count);
+        if new > old {
+            slots.add_permits(new - old);
+        } else if new < old {
+            // Permits in use cannot be taken back; retire them as they are released.
+            let fewer = u32::try_from(old - new).unwrap_or(u32::MAX);
+            let retiring = slots.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = retiring.acquire_many_owned(fewer).await {
+                    p.forget();
+                }
+            });
+        }
+        Engine {
+            copy_slots: slots,
+            ..engine
         }
     }
 
@@ -1102,5 +1133,46 @@ fn tag_of(e: &Endpoint) -> Option<String> {
         Endpoint::Registry(r) => r.tag().map(str::to_owned),
         Endpoint::OciDir { tag, .. } => tag.clone(),
         Endpoint::Namespace { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regferry_config::template::SystemHost;
+
+    fn config(parallel: u32) -> Arc<Config> {
+        let yaml = format!(
+            "defaults:\n  parallel: {parallel}\nsync:\n  - source: localhost:5000/a\n    target: localhost:5001/a\n    type: repository\n    interval: 1h\n"
+        );
+        let loaded = regferry_config::load_str(&yaml, "t.yaml", &SystemHost).expect("config");
+        Arc::new(loaded.config)
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_engine_shares_the_copy_slots_resized() {
+        let first = Engine::new(config(4));
+        let busy = first
+            .copy_slots
+            .clone()
+            .acquire_many_owned(3)
+            .await
+            .unwrap();
+        // Fewer slots: the old runs keep theirs; the new limit holds once they are back.
+        let second = Engine::succeeding(config(2), None, &first);
+        assert!(Arc::ptr_eq(&first.copy_slots, &second.copy_slots));
+        assert_eq!(second.copy_slots.available_permits(), 1);
+        drop(busy);
+        for _ in 0..100 {
+            if second.copy_slots.available_permits() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(second.copy_slots.available_permits(), 2);
+        // More slots: added at once.
+        let third = Engine::succeeding(config(6), None, &second);
+        assert_eq!(third.copy_slots.available_permits(), 6);
+        assert_eq!(third.slot_count, 6);
     }
 }

@@ -321,6 +321,9 @@ pub async fn serve(
                             let _ = h.tx.try_send(Only::default());
                         }
                     }
+                    // Engines whose loops have all ended are dropped; a server reloaded
+                    // every few minutes would otherwise keep every configuration it had.
+                    engines.retain(|e| Arc::strong_count(e) > 1);
                     engines.push(new.clone());
                     let _ = current.send(new);
                     tracing::info!(entries = count, "Configuration reloaded");
