@@ -385,13 +385,22 @@ fn a_new_repository_reuses_blobs_an_interrupted_run_left_and_survives_refused_mo
 }
 
 /// A target that will not list its tags (a proxy answering a plain 404) is compared tag by
-/// tag: taken for a new, empty repository, it would be rewritten on every run.
+/// tag: taken for a new, empty repository, it would be rewritten on every run, and its
+/// referrers copied again.
 #[test]
 fn a_target_that_hides_its_tag_list_is_compared_tag_by_tag() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let img = image::image(46, 2, 1000);
     push(&src, "app", "1", &img);
     push(&src, "app", "2", &img);
+    let sbom = image::sbom(&img.descriptor(), 1);
+    let client = RawClient::for_registry(&src);
+    client.push("app", None, &sbom);
+    client.push_manifest(
+        "app",
+        &image::referrers_tag(&img.digest()),
+        &image::referrers_index(&[&sbom]),
+    );
     let proxy = FaultProxy::start(&dst);
     proxy.add_rule(Rule::new(
         "GET",
@@ -402,21 +411,33 @@ fn a_target_that_hides_its_tag_list_is_compared_tag_by_tag() {
             body: b"404 page not found".to_vec(),
         },
     ));
-    let c = one_entry(&src.host(), "app", &proxy.host(), "app", "repository");
+    let c = cfg(
+        &[(&src.host(), None), (&proxy.host(), None)],
+        &format!(
+            "  - source: {}/app\n    target: {}/app\n    type: repository\n    referrers: true\n",
+            src.host(),
+            proxy.host()
+        ),
+    );
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("2 copied"), "{}", o.stdout);
+    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
     assert_eq!(skopeo_digest(&dst, "app:2"), img.digest());
     let before = dst.access_log().len();
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("2 up-to-date"), "{}", o.stdout);
+    assert!(o.stdout.contains("0 referrers copied"), "{}", o.stdout);
     let log = &dst.access_log()[before..];
     assert!(log.iter().all(|e| !e.is_write()), "{log:?}");
     assert_eq!(
-        log.iter().filter(|e| e.method == "HEAD").count(),
+        log.iter()
+            .filter(|e| e.method == "HEAD"
+                && (e.path.ends_with("/manifests/1") || e.path.ends_with("/manifests/2")))
+            .count(),
         2,
-        "{log:?}"
+        "one HEAD per tag: {log:?}"
     );
 }
 

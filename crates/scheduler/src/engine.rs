@@ -53,9 +53,7 @@ pub struct Engine {
     transfer: Arc<Transfer>,
     /// Image copies at once; shared with the engine a reload replaces (see
     /// [`Engine::succeeding`]).
-    copy_slots: Arc<Semaphore>,
-    /// How many permits `copy_slots` holds in all, for this engine's configuration.
-    slot_count: usize,
+    copy_slots: Arc<CopySlots>,
     tags_seen: AtomicUsize,
     tags_done: AtomicUsize,
     stopping: AtomicBool,
@@ -63,7 +61,9 @@ pub struct Engine {
 }
 
 /// A repository's tag list, filled by the first task that needs it.
-type TagCell = Arc<tokio::sync::OnceCell<Arc<TagList>>>;
+/// `None` when the registry would not list it (a 404 that does not say the repository is
+/// missing): then nothing is known from a listing, and requests are made tag by tag.
+type TagCell = Arc<tokio::sync::OnceCell<Option<Arc<TagList>>>>;
 
 /// How the `sha256-<hex>` referrers indexes of a source repository compare with the
 /// target's, found once per run with a HEAD of each such tag on both sides.
@@ -113,7 +113,15 @@ impl RunCache {
         let _ = self
             .cell(repo)
             .await
-            .set(Arc::new(TagList::requested_at(tags.iter().cloned(), at)));
+            .set(Some(Arc::new(TagList::requested_at(
+                tags.iter().cloned(),
+                at,
+            ))));
+    }
+
+    /// Records that `repo` could not be listed.
+    async fn unlisted(&self, repo: &Repo) {
+        let _ = self.cell(repo).await.set(None);
     }
 
     /// The tags of `repo` when this run has listed them already; never lists.
@@ -122,21 +130,30 @@ impl RunCache {
             .lock()
             .await
             .get(&repo.key())
-            .and_then(|c| c.get().cloned())
+            .and_then(|c| c.get().cloned().flatten())
     }
 
     /// The tags of `repo`, listed now if this run has not yet (once, however many images
-    /// ask at the same time); a repository that does not exist has none.
-    async fn tags(&self, repo: &Repo) -> Result<Arc<TagList>> {
+    /// ask at the same time); a repository that does not exist has none. `None` when the
+    /// registry answers a listing with a 404 that does not say the repository is missing
+    /// (a proxy hiding listings; an empty list would pass for a new repository), or refuses
+    /// it (401/403: a credential allowed to push but not to list).
+    async fn tags(&self, repo: &Repo) -> Result<Option<Arc<TagList>>> {
         let cell = self.cell(repo).await;
         cell.get_or_try_init(|| async {
             let at = Instant::now();
             let list = match repo.list_tags().await {
                 Ok(l) => l,
-                Err(e) if e.is_not_found() => Vec::new(),
+                Err(Error::NotFound { .. }) => Vec::new(),
+                // Not allowed to list (a push-only credential), or a listing hidden: the
+                // run goes on without one.
+                Err(e) if e.is_not_found() || e.is_unauthorized() => {
+                    tracing::debug!(repository = %repo, error = %e, "Cannot list tags; asking tag by tag");
+                    return Ok(None);
+                }
                 Err(e) => return Err(e),
             };
-            Ok(Arc::new(TagList::requested_at(list, at)))
+            Ok(Some(Arc::new(TagList::requested_at(list, at))))
         })
         .await
         .cloned()
@@ -183,7 +200,9 @@ impl RunCache {
             return Ok(None);
         }
         let (have, want) = tokio::join!(self.tags(dst), self.tags(src));
-        let (have, want) = (have?, want?);
+        let (Some(have), Some(want)) = (have?, want?) else {
+            return Ok(None);
+        };
         let source: HashSet<String> = want
             .iter()
             .filter(|t| Digest::is_referrers_tag(t))
@@ -208,6 +227,44 @@ impl RunCache {
             .count()
             .await;
         Ok(Some(FallbackSync { source, differing }))
+    }
+}
+
+/// The image copies allowed at once, shared by the engines a reload chains together.
+#[derive(Debug)]
+struct CopySlots {
+    sem: Semaphore,
+    /// The total the permits are being brought to.
+    size: std::sync::Mutex<usize>,
+}
+
+impl CopySlots {
+    fn new(size: usize) -> Arc<CopySlots> {
+        Arc::new(CopySlots {
+            sem: Semaphore::new(size),
+            size: std::sync::Mutex::new(size),
+        })
+    }
+
+    /// Brings the total to `size`: more permits at once, fewer as those in use come back
+    /// (a task takes the surplus and forgets it). Each call starts from the last total asked
+    /// for, so reloads in quick succession add up right. Needs a Tokio runtime to shrink.
+    fn resize(self: &Arc<Self>, size: usize) {
+        let Ok(mut total) = self.size.lock() else {
+            return;
+        };
+        if size > *total {
+            self.sem.add_permits(size - *total);
+        } else if size < *total {
+            let fewer = u32::try_from(*total - size).unwrap_or(u32::MAX);
+            let slots = self.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = slots.sem.acquire_many(fewer).await {
+                    p.forget();
+                }
+            });
+        }
+        *total = size;
     }
 }
 
@@ -246,8 +303,7 @@ impl Engine {
             clients: Clients::new(config.clone()),
             // Blobs in flight: enough to fill the network, bounded so memory stays flat.
             transfer: Arc::new(Transfer::new((slots * 4).clamp(4, 32))),
-            copy_slots: Arc::new(Semaphore::new(slots)),
-            slot_count: slots,
+            copy_slots: CopySlots::new(slots),
             tags_seen: AtomicUsize::new(0),
             tags_done: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -270,24 +326,11 @@ impl Engine {
     /// `parallel`, so together they never copy more images at once than the new
     /// configuration allows. Needs a Tokio runtime (a shrink waits for slots to come back).
     pub fn succeeding(config: Arc<Config>, shard: Option<(u32, u32)>, previous: &Engine) -> Engine {
-        let engine = Engine::with_shard(config, shard);
-        let slots = previous.copy_slots.clone();
-        let (old, new) = (previous.slot_count, engine.slot_count);
-        if new > old {
-            slots.add_permits(new - old);
-        } else if new < old {
-            // Permits in use cannot be taken back; retire them as they are released.
-            let fewer = u32::try_from(old - new).unwrap_or(u32::MAX);
-            let retiring = slots.clone();
-            tokio::spawn(async move {
-                if let Ok(p) = retiring.acquire_many_owned(fewer).await {
-                    p.forget();
-                }
-            });
-        }
+        let slots = config.globals.copy_slots();
+        previous.copy_slots.resize(slots);
         Engine {
-            copy_slots: slots,
-            ..engine
+            copy_slots: previous.copy_slots.clone(),
+            ..Engine::with_shard(config, shard)
         }
     }
 
@@ -527,7 +570,8 @@ impl Engine {
             // A target that cannot be listed (some registries allow HEAD but not listing)
             // is asked tag by tag, and counts as empty for --missing.
             Some(Err(e)) => {
-                tracing::warn!(target = %dst, error = %e, "Listing the target failed; comparing tag by tag")
+                tracing::warn!(target = %dst, error = %e, "Listing the target failed; comparing tag by tag");
+                cache.unlisted(&dst).await;
             }
             None => {}
         }
@@ -771,7 +815,9 @@ impl Engine {
             // tags; with its tag list at hand, subjects without one cost no request.
             let mut known: HashMap<String, Arc<TagList>> = HashMap::new();
             for repo in sources.iter().chain(std::iter::once(&target)) {
-                known.insert(repo.key(), cache.tags(repo).await?);
+                if let Some(tags) = cache.tags(repo).await? {
+                    known.insert(repo.key(), tags);
+                }
             }
             for s in &subjects {
                 let _slot = if dry_run {
@@ -779,6 +825,7 @@ impl Engine {
                 } else {
                     Some(
                         self.copy_slots
+                            .sem
                             .acquire()
                             .await
                             .map_err(|_| Error::Cancelled)?,
@@ -800,7 +847,11 @@ impl Engine {
         }
         let mut digest_tags = Vec::new();
         if entry.digest_tags {
-            let tags = cache.tags(&item.src).await?;
+            // A source that will not list its tags has none to offer here.
+            let tags = cache
+                .tags(&item.src)
+                .await?
+                .unwrap_or_else(|| Arc::new(TagList::new(Vec::new())));
             let mut digests: Vec<String> = subjects.iter().map(ToString::to_string).collect();
             digests.extend(referrers.iter().map(|r| r.digest.clone()));
             for d in digests {
@@ -1091,6 +1142,7 @@ impl Engine {
         loop {
             let slot = self
                 .copy_slots
+                .sem
                 .acquire()
                 .await
                 .map_err(|_| Error::Cancelled)?;
@@ -1151,28 +1203,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_reloaded_engine_shares_the_copy_slots_resized() {
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
         let first = Engine::new(config(4));
-        let busy = first
-            .copy_slots
-            .clone()
-            .acquire_many_owned(3)
-            .await
-            .unwrap();
+        let slots = &first.copy_slots.sem;
+        let busy = slots.acquire_many(3).await.unwrap();
         // Fewer slots: the old runs keep theirs; the new limit holds once they are back.
         let second = Engine::succeeding(config(2), None, &first);
         assert!(Arc::ptr_eq(&first.copy_slots, &second.copy_slots));
-        assert_eq!(second.copy_slots.available_permits(), 1);
+        settle().await;
+        assert_eq!(
+            slots.available_permits(),
+            0,
+            "the free one is retired first"
+        );
         drop(busy);
-        for _ in 0..100 {
-            if second.copy_slots.available_permits() == 2 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(second.copy_slots.available_permits(), 2);
+        settle().await;
+        assert_eq!(slots.available_permits(), 2);
+        // Two reloads built from the same engine (a retried POST): the total is still right.
+        let third = Engine::succeeding(config(1), None, &second);
+        let again = Engine::succeeding(config(1), None, &second);
+        settle().await;
+        assert_eq!(slots.available_permits(), 1);
         // More slots: added at once.
-        let third = Engine::succeeding(config(6), None, &second);
-        assert_eq!(third.copy_slots.available_permits(), 6);
-        assert_eq!(third.slot_count, 6);
+        let fourth = Engine::succeeding(config(6), None, &again);
+        assert_eq!(slots.available_permits(), 6);
+        drop((third, fourth));
     }
 }

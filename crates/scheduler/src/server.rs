@@ -280,6 +280,8 @@ pub async fn serve(
         &stop_all,
         &failed,
     );
+    // From here `engines` and the loops hold it, so a reload can let it go.
+    drop(engine);
 
     loop {
         tokio::select! {
