@@ -506,7 +506,7 @@ impl RegistryClient {
     ) -> Result<()> {
         let i = &self.inner;
         let scopes = vec![repo_scope(repo, true)];
-        let (session, min_chunk) = match session {
+        let (mut session, min_chunk) = match session {
             Some(s) => (s.url, s.min_chunk),
             None => {
                 let url = i.repo_url(repo, "blobs/uploads/");
@@ -532,7 +532,8 @@ impl RegistryClient {
         let result = match mode {
             UploadMode::Monolithic => self.put_monolithic(&session, digest, blob, &scopes).await,
             UploadMode::Chunked => {
-                self.put_chunked(session.clone(), digest, blob, min_chunk, &scopes)
+                // The session moves with each chunk; a cancel goes to where it is now.
+                self.put_chunked(&mut session, digest, blob, min_chunk, &scopes)
                     .await
             }
         };
@@ -574,7 +575,7 @@ impl RegistryClient {
 
     async fn put_chunked(
         &self,
-        mut session: Url,
+        session: &mut Url,
         digest: &Digest,
         blob: Blob,
         min_chunk: Option<u64>,
@@ -618,9 +619,9 @@ impl RegistryClient {
             r.body = Body::Bytes(chunk);
             let resp = i.send(r).await?;
             if resp.status() != StatusCode::ACCEPTED {
-                return Err(status_error(&Method::PATCH, &session, resp).await);
+                return Err(status_error(&Method::PATCH, session, resp).await);
             }
-            session = location(&session, resp.headers())?;
+            *session = location(session, resp.headers())?;
         }
         let mut url = session.clone();
         url.query_pairs_mut()
