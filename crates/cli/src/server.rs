@@ -41,6 +41,8 @@ pub(crate) fn parse_shard(s: &str) -> anyhow::Result<(u32, u32)> {
 }
 
 struct Admin {
+    /// This replica and the count, when sharded.
+    shard: Option<(u32, u32)>,
     ready: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     engine: watch::Receiver<Arc<Engine>>,
@@ -113,6 +115,7 @@ pub(crate) fn run(config: Config, s: Settings) -> anyhow::Result<u8> {
         tokio::spawn(hangups(reloader.clone()));
         if let Some(addr) = s.listen {
             let admin = Arc::new(Admin {
+                shard: s.shard,
                 ready: ready_rx.clone(),
                 metrics: metrics.clone(),
                 engine: current_rx.clone(),
@@ -340,10 +343,28 @@ async fn sync_entry(
     }
     match rx.await {
         Ok(true) => (StatusCode::ACCEPTED, format!("sync of {entry} started\n")),
-        Ok(false) => (
-            StatusCode::NOT_FOUND,
-            format!("no scheduled entry {entry:?} here\n"),
-        ),
+        Ok(false) => {
+            // Sharded: an entry of the configuration that another replica owns is a
+            // misdirected request, and the answer names the replica to ask.
+            let elsewhere = a.shard.and_then(|(_, count)| {
+                let config = a.engine.borrow().config_arc();
+                config
+                    .sync
+                    .iter()
+                    .any(|e| e.name == entry && e.trigger.is_some())
+                    .then(|| regferry_scheduler::server::owner(&entry, count))
+            });
+            match elsewhere {
+                Some(owner) => (
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!("entry {entry:?} is synced by shard {owner}; send it there\n"),
+                ),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    format!("no scheduled entry {entry:?} here\n"),
+                ),
+            }
+        }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned()),
     }
 }
@@ -407,13 +428,34 @@ async fn dockerhub(
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned());
     }
     match rx.await {
-        Ok(started) if started.is_empty() => (
-            StatusCode::NOT_FOUND,
-            format!(
-                "no entry syncs {repository}{}\n",
-                tag.map(|t| format!(":{t}")).unwrap_or_default()
-            ),
-        ),
+        Ok(started) if started.is_empty() => {
+            // Sharded, with one webhook per replica: the push is another replica's, and
+            // that one got the same delivery. Not a failure to report back.
+            let owners = a.shard.map(|(_, count)| {
+                let config = a.engine.borrow().config_arc();
+                regferry_scheduler::server::push_owners(&config, count, &repository, tag.as_deref())
+            });
+            match owners {
+                Some(owners) if !owners.is_empty() => (
+                    StatusCode::OK,
+                    format!(
+                        "{repository}: synced by shard {}, not this one\n",
+                        owners
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no entry syncs {repository}{}\n",
+                        tag.map(|t| format!(":{t}")).unwrap_or_default()
+                    ),
+                ),
+            }
+        }
         Ok(started) => {
             tracing::info!(repository, ?started, "Webhook started a sync");
             (

@@ -422,7 +422,7 @@ fn three_shards_copy_every_tag_exactly_once() {
     for i in 0..6 {
         let repo = format!("solo{i}");
         RawClient::for_registry(&src).push(&repo, Some("1"), &img);
-        entries.push_str(&format!("  - source: {}/{repo}\n    target: {}/{repo}\n    type: repository\n    interval: 1h\n", src.host(), dst.host()));
+        entries.push_str(&format!("  - name: {repo}\n    source: {}/{repo}\n    target: {}/{repo}\n    type: repository\n    interval: 1h\n", src.host(), dst.host()));
     }
     for i in 0..9 {
         RawClient::for_registry(&src).push(&format!("team/r{i}"), Some("1"), &img);
@@ -448,6 +448,27 @@ fn three_shards_copy_every_tag_exactly_once() {
     unique.dedup();
     assert_eq!(unique.len(), 15, "every tag copied: {unique:?}");
     assert_eq!(puts.len(), 15, "and each exactly once: {puts:?}");
+    // A manual trigger sent to the wrong replica says which one owns the entry.
+    let auth = [("Authorization", "Bearer hook-s3cret")];
+    for i in 0..6 {
+        let answers: Vec<(u16, String)> = servers
+            .iter()
+            .map(|s| s.post(&format!("/v1/sync/solo{i}"), &auth, ""))
+            .collect();
+        let owner = answers
+            .iter()
+            .position(|(code, _)| *code == 202)
+            .unwrap_or_else(|| panic!("solo{i}: no owner: {answers:?}"));
+        for (j, (code, body)) in answers.iter().enumerate() {
+            if j != owner {
+                assert_eq!(*code, 421, "solo{i} on shard {j}: {body}");
+                assert!(
+                    body.contains(&format!("shard {owner}")),
+                    "solo{i} on shard {j} names the owner {owner}: {body}"
+                );
+            }
+        }
+    }
     for s in servers {
         assert_eq!(s.stop().0, 0);
     }

@@ -362,6 +362,11 @@ impl Engine {
         &self.config
     }
 
+    /// The configuration, shared.
+    pub fn config_arc(&self) -> Arc<Config> {
+        self.config.clone()
+    }
+
     /// Runs every entry. With `parallel` > 0 entries start together (as in regsync) and
     /// share the copy slots; otherwise one after another.
     pub async fn run(&self, opts: RunOptions) -> RunReport {

@@ -187,6 +187,34 @@ fn jitter(name: &str, max: Duration, schedule: &Schedule) -> Duration {
 
 /// The entries of a configuration this replica runs: with a shard, the entries it owns,
 /// plus every `type: registry` entry (whose repositories are split instead).
+/// The replica, of `count`, that owns `key` (see [`owns`]).
+pub fn owner(key: &str, count: u32) -> u32 {
+    (0..count).find(|i| owns(key, *i, count)).unwrap_or(0)
+}
+
+/// For a sharded replica: the replicas (of `count`) whose scheduled entries a push of
+/// `repository[:tag]` starts, so that a replica that owns none of them can say where it
+/// went rather than answer "not found". A `type: registry` entry runs on every replica.
+pub fn push_owners(
+    config: &regferry_config::Config,
+    count: u32,
+    repository: &str,
+    tag: Option<&str>,
+) -> Vec<u32> {
+    let mut out: Vec<u32> = config
+        .sync
+        .iter()
+        .filter(|e| e.trigger.is_some() && push_matches(e, repository, tag).is_some())
+        .flat_map(|e| match e.kind {
+            SyncKind::Registry => (0..count).collect::<Vec<_>>(),
+            _ => vec![owner(&e.name, count)],
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 fn my_entries(engine: &Engine, shard: Option<(u32, u32)>) -> (Vec<SyncEntry>, Vec<SyncEntry>) {
     engine
         .config()
@@ -847,5 +875,42 @@ mod tests {
             moved < 300,
             "going from 4 to 5 replicas moves about a fifth of the keys, moved {moved}"
         );
+    }
+
+    #[test]
+    fn a_push_is_traced_to_the_shards_that_own_its_entries() {
+        let yaml = "sync:\n  - name: app\n    source: docker.io/team/app\n    target: localhost:5000/app\n    type: repository\n    interval: 1h\n  - name: whole\n    source: docker.io\n    target: localhost:5000/hub\n    type: registry\n    interval: 1h\n    repos:\n      allow: ['team/.*']\n  - name: unscheduled\n    source: docker.io/team/other\n    target: localhost:5000/other\n    type: repository\n";
+        let config =
+            regferry_config::load_str(yaml, "t.yaml", &regferry_config::template::SystemHost)
+                .expect("config")
+                .config;
+        let app = owner("app", 3);
+        assert!(owns("app", app, 3));
+        assert_eq!(
+            (0..3).filter(|i| owns("app", *i, 3)).count(),
+            1,
+            "exactly one owner"
+        );
+        // A registry entry runs everywhere.
+        assert_eq!(
+            push_owners(&config, 3, "docker.io/team/app", Some("1")),
+            vec![0, 1, 2]
+        );
+        // Without it, only the repository entry's owner; unscheduled entries never run.
+        let only_app = regferry_config::Config {
+            sync: config
+                .sync
+                .iter()
+                .filter(|e| e.name != "whole")
+                .cloned()
+                .collect(),
+            ..config.clone()
+        };
+        assert_eq!(
+            push_owners(&only_app, 3, "docker.io/team/app", None),
+            vec![app]
+        );
+        assert!(push_owners(&only_app, 3, "docker.io/team/other", None).is_empty());
+        assert!(push_owners(&only_app, 3, "docker.io/else/app", None).is_empty());
     }
 }
