@@ -1,0 +1,228 @@
+//! What one entry run learns once and reuses: tag listings, how the referrers indexes of a
+//! source and a target compare; and the copy slots engines share across a reload.
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt};
+use regferry_registry::repo::Repo;
+use regferry_registry::{Digest, Error, Result, TagList};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::CHECK_CONCURRENCY;
+
+/// A repository's tag list, filled by the first task that needs it.
+/// `None` when the registry would not list it (a 404 that does not say the repository is
+/// missing): then nothing is known from a listing, and requests are made tag by tag.
+type TagCell = Arc<tokio::sync::OnceCell<Option<Arc<TagList>>>>;
+
+/// How the `sha256-<hex>` referrers indexes of a source repository compare with the
+/// target's, found once per run with a HEAD of each such tag on both sides.
+type FallbackCell = Arc<tokio::sync::OnceCell<Option<Arc<FallbackSync>>>>;
+
+/// Listings of one entry run, so that each repository is listed at most once per run (and
+/// never reused by a later run, which must see new tags).
+#[derive(Debug, Default)]
+pub(super) struct RunCache {
+    tags: tokio::sync::Mutex<HashMap<String, TagCell>>,
+    fallback: tokio::sync::Mutex<HashMap<(String, String), FallbackCell>>,
+    /// The run covers whole repositories (a `repository` or `registry` entry, not limited
+    /// to one tag).
+    pub(super) whole_repositories: bool,
+}
+
+/// The source's `sha256-<hex>` tags, split by whether the target holds the same index.
+#[derive(Debug)]
+pub(super) struct FallbackSync {
+    source: HashSet<String>,
+    differing: usize,
+}
+
+impl FallbackSync {
+    /// Whether the referrers of an unchanged image whose top manifest is `top` are known to
+    /// be in the target already. Every referrers index of the source is the same in the
+    /// target: then so are all referrers, of the image, of its children and of referrers.
+    /// Otherwise an image whose top has no referrers index, and no children, is in sync
+    /// (its referrers would be in that index); any other needs a look.
+    pub(super) fn covers(&self, top: &Digest, is_index: bool) -> bool {
+        self.differing == 0 || (!is_index && !self.source.contains(&top.referrers_tag()))
+    }
+}
+
+impl RunCache {
+    /// A cache for a run that covers whole repositories or not.
+    pub(super) fn new(whole_repositories: bool) -> RunCache {
+        RunCache {
+            whole_repositories,
+            ..RunCache::default()
+        }
+    }
+
+    async fn cell(&self, repo: &Repo) -> TagCell {
+        self.tags
+            .lock()
+            .await
+            .entry(repo.key())
+            .or_default()
+            .clone()
+    }
+
+    /// Records a listing of `repo` whose request went out at `at`.
+    pub(super) async fn put(&self, repo: &Repo, tags: &[String], at: Instant) {
+        let _ = self
+            .cell(repo)
+            .await
+            .set(Some(Arc::new(TagList::requested_at(
+                tags.iter().cloned(),
+                at,
+            ))));
+    }
+
+    /// Records that `repo` could not be listed.
+    pub(super) async fn unlisted(&self, repo: &Repo) {
+        let _ = self.cell(repo).await.set(None);
+    }
+
+    /// The tags of `repo` when this run has listed them already; never lists.
+    pub(super) async fn listed(&self, repo: &Repo) -> Option<Arc<TagList>> {
+        self.tags
+            .lock()
+            .await
+            .get(&repo.key())
+            .and_then(|c| c.get().cloned().flatten())
+    }
+
+    /// The tags of `repo`, listed now if this run has not yet (once, however many images
+    /// ask at the same time); a repository that does not exist has none. `None` when the
+    /// registry answers a listing with a 404 that does not say the repository is missing
+    /// (a proxy hiding listings; an empty list would pass for a new repository), or refuses
+    /// it (401/403: a credential allowed to push but not to list).
+    pub(super) async fn tags(&self, repo: &Repo) -> Result<Option<Arc<TagList>>> {
+        let cell = self.cell(repo).await;
+        cell.get_or_try_init(|| async {
+            let at = Instant::now();
+            let list = match repo.list_tags().await {
+                Ok(l) => l,
+                Err(Error::NotFound { .. }) => Vec::new(),
+                // Not allowed to list (a push-only credential), or a listing hidden: the
+                // run goes on without one.
+                Err(e) if e.is_not_found() || e.is_unauthorized() => {
+                    tracing::debug!(repository = %repo, error = %e, "Cannot list tags; asking tag by tag");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            Ok(Some(Arc::new(TagList::requested_at(list, at))))
+        })
+        .await
+        .cloned()
+    }
+
+    /// How `src`'s referrers indexes compare with `dst`'s; `None` when that tells nothing:
+    /// either registry has the referrers API (or would not say), or asking failed. `probe`
+    /// is a manifest both repositories hold, to ask about the API with.
+    pub(super) async fn fallback_sync(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        probe: &Digest,
+    ) -> Option<Arc<FallbackSync>> {
+        let cell = self
+            .fallback
+            .lock()
+            .await
+            .entry((src.key(), dst.key()))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            match self.compare_fallback(src, dst, probe).await {
+                Ok(sync) => sync.map(Arc::new),
+                Err(e) => {
+                    tracing::debug!(source = %src, target = %dst, error = %e, "Comparing referrers indexes failed; reading them instead");
+                    None
+                }
+            }
+        })
+        .await
+        .clone()
+    }
+
+    async fn compare_fallback(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        probe: &Digest,
+    ) -> Result<Option<FallbackSync>> {
+        // With the API on either side, the indexes are not where the referrers live.
+        let (a, b) = tokio::join!(src.has_referrers_api(probe), dst.has_referrers_api(probe));
+        if a? != Some(false) || b? != Some(false) {
+            return Ok(None);
+        }
+        let (have, want) = tokio::join!(self.tags(dst), self.tags(src));
+        let (Some(have), Some(want)) = (have?, want?) else {
+            return Ok(None);
+        };
+        let source: HashSet<String> = want
+            .iter()
+            .filter(|t| Digest::is_referrers_tag(t))
+            .cloned()
+            .collect();
+        let same = |tag: String| {
+            let have = have.clone();
+            async move {
+                if !have.contains(&tag) {
+                    return false;
+                }
+                // Anything but two answers with one digest counts as different.
+                match tokio::join!(src.head_manifest(&tag), dst.head_manifest(&tag)) {
+                    (Ok(Some(a)), Ok(Some(b))) => a.digest == b.digest,
+                    _ => false,
+                }
+            }
+        };
+        let differing = stream::iter(source.iter().cloned().map(same))
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .filter(|same| futures_util::future::ready(!same))
+            .count()
+            .await;
+        Ok(Some(FallbackSync { source, differing }))
+    }
+}
+
+/// The image copies allowed at once, shared by the engines a reload chains together.
+#[derive(Debug)]
+pub(super) struct CopySlots {
+    pub(super) sem: Semaphore,
+    /// The total the permits are being brought to.
+    size: std::sync::Mutex<usize>,
+}
+
+impl CopySlots {
+    pub(super) fn new(size: usize) -> Arc<CopySlots> {
+        Arc::new(CopySlots {
+            sem: Semaphore::new(size),
+            size: std::sync::Mutex::new(size),
+        })
+    }
+
+    /// Brings the total to `size`: more permits at once, fewer as those in use come back
+    /// (a task takes the surplus and forgets it). Each call starts from the last total asked
+    /// for, so reloads in quick succession add up right. Needs a Tokio runtime to shrink.
+    pub(super) fn resize(self: &Arc<Self>, size: usize) {
+        let Ok(mut total) = self.size.lock() else {
+            return;
+        };
+        if size > *total {
+            self.sem.add_permits(size - *total);
+        } else if size < *total {
+            let fewer = u32::try_from(*total - size).unwrap_or(u32::MAX);
+            let slots = self.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = slots.sem.acquire_many(fewer).await {
+                    p.forget();
+                }
+            });
+        }
+        *total = size;
+    }
+}

@@ -1,0 +1,213 @@
+//! What goes with an image besides its manifests: its referrers (SBOMs, signatures,
+//! provenance), and cosign-style digest tags.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regferry_config::{ReferrerFilter, SyncEntry};
+use regferry_registry::repo::Repo;
+use regferry_registry::{Content, Digest, Error, Manifest, Result, TagList};
+use regferry_transfer::CopyOptions;
+
+use super::cache::RunCache;
+use super::{Decision, Engine, Item};
+use crate::report::{ReferrerReport, State};
+
+impl Engine {
+    /// The manifests whose referrers and digest tags go with an image: the top manifest and,
+    /// for an index, each child (platform manifests carry their own attestations).
+    async fn subjects(
+        &self,
+        item: &Item,
+        decision: &Decision,
+        copied: Option<&Manifest>,
+    ) -> Result<Vec<Digest>> {
+        let top = match (copied, &decision.source) {
+            (Some(m), _) => m.clone(),
+            (None, Some(h))
+                if !regferry_registry::manifest::media_type::is_index(&h.media_type) =>
+            {
+                return Ok(vec![h.digest.clone()]);
+            }
+            (None, Some(h)) => item.src.get_manifest(&h.digest.to_string()).await?,
+            (None, None) => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        // A rebuilt index (platforms) has no referrers of its own; the source index's are
+        // about content the target does not fully have. A platform picked out of an index
+        // (platform) is a manifest of the source, with its own referrers.
+        if !top.is_index()
+            || decision
+                .source
+                .as_ref()
+                .is_none_or(|h| h.digest == top.digest)
+        {
+            out.push(top.digest.clone());
+        }
+        if let Content::Index { manifests, .. } = top.content(&item.src_ref)? {
+            out.extend(manifests.into_iter().map(|d| d.digest));
+        }
+        Ok(out)
+    }
+
+    /// Whether the referrers of an unchanged image are known to be in the target without
+    /// reading any referrers index: the source registry has no referrers API and its
+    /// `sha256-<hex>` indexes compare equal, by digest, with the target's (see
+    /// [`FallbackSync::covers`]). Only for an entry's own source and target repositories.
+    async fn referrers_settled(
+        &self,
+        entry: &SyncEntry,
+        item: &Item,
+        decision: &Decision,
+        copied: Option<&Manifest>,
+        cache: &RunCache,
+    ) -> Result<bool> {
+        // The comparison HEADs every index tag of the repository: worth it when the run
+        // covers the repository, not for one image or a webhook's single tag.
+        if !entry.referrer_sources.is_empty()
+            || entry.referrer_target.is_some()
+            || !cache.whole_repositories
+        {
+            return Ok(false);
+        }
+        let Some(head) = &decision.source else {
+            return Ok(false);
+        };
+        let Some(sync) = cache
+            .fallback_sync(&item.src, &item.dst, &head.digest)
+            .await
+        else {
+            return Ok(false);
+        };
+        // With `platform`/`platforms`, the target's top is the selected manifest.
+        let (top, media_type) = match copied {
+            Some(m) => (&m.digest, &m.media_type),
+            None => (&head.digest, &head.media_type),
+        };
+        Ok(sync.covers(
+            top,
+            regferry_registry::manifest::media_type::is_index(media_type),
+        ))
+    }
+
+    /// Copies (or, in a dry run, lists) the referrers and digest tags of an image.
+    pub(super) async fn extras(
+        &self,
+        entry: &SyncEntry,
+        item: &Item,
+        decision: &Decision,
+        copied: Option<&Manifest>,
+        dry_run: bool,
+        cache: &RunCache,
+    ) -> Result<(Vec<ReferrerReport>, Vec<String>)> {
+        let settled = entry.referrers
+            && decision.state == State::UpToDate
+            && self
+                .referrers_settled(entry, item, decision, copied, cache)
+                .await?;
+        let subjects = if (entry.referrers && !settled) || entry.digest_tags {
+            self.subjects(item, decision, copied).await?
+        } else {
+            Vec::new()
+        };
+        let mut referrers = Vec::new();
+        if entry.referrers && !settled {
+            let sources: Vec<Repo> = if entry.referrer_sources.is_empty() {
+                vec![item.src.clone()]
+            } else {
+                entry
+                    .referrer_sources
+                    .iter()
+                    .map(|e| self.clients.repo(e, None))
+                    .collect::<Result<_>>()?
+            };
+            let target = match &entry.referrer_target {
+                Some(e) => self.clients.repo(e, None)?,
+                None => item.dst.clone(),
+            };
+            let filters = entry.referrer_filters.clone();
+            let filter = move |d: &regferry_registry::Descriptor| {
+                ReferrerFilter::any_matches(
+                    &filters,
+                    d.artifact_type.as_deref().unwrap_or_default(),
+                    &d.annotations,
+                )
+            };
+            // Without the referrers API a repository keeps referrers under `sha256-<hex>`
+            // tags; with its tag list at hand, subjects without one cost no request.
+            let mut known: HashMap<String, Arc<TagList>> = HashMap::new();
+            for repo in sources.iter().chain(std::iter::once(&target)) {
+                if let Some(tags) = cache.tags(repo).await? {
+                    known.insert(repo.key(), tags);
+                }
+            }
+            for s in &subjects {
+                let _slot = if dry_run {
+                    None
+                } else {
+                    Some(
+                        self.copy_slots
+                            .sem
+                            .acquire()
+                            .await
+                            .map_err(|_| Error::Cancelled)?,
+                    )
+                };
+                for r in self
+                    .transfer
+                    .copy_referrers(&sources, &target, s, &filter, &known, dry_run)
+                    .await?
+                {
+                    referrers.push(ReferrerReport {
+                        subject: r.subject.to_string(),
+                        digest: r.digest.to_string(),
+                        artifact_type: r.artifact_type,
+                        source: r.source,
+                    });
+                }
+            }
+        }
+        let mut digest_tags = Vec::new();
+        if entry.digest_tags {
+            // A source that will not list its tags has none to offer here.
+            let tags = cache
+                .tags(&item.src)
+                .await?
+                .unwrap_or_else(|| Arc::new(TagList::new(Vec::new())));
+            let mut digests: Vec<String> = subjects.iter().map(ToString::to_string).collect();
+            digests.extend(referrers.iter().map(|r| r.digest.clone()));
+            for d in digests {
+                let Ok(d) = Digest::parse(&d) else { continue };
+                // cosign-style `sha256-<hex>.sig|.att|.sbom`; the bare `sha256-<hex>` is the
+                // referrers fallback index, handled with the referrers.
+                let prefix = format!("{}.", d.referrers_tag());
+                let mut matching: Vec<&String> =
+                    tags.iter().filter(|t| t.starts_with(&prefix)).collect();
+                matching.sort();
+                for tag in matching {
+                    if self.copy_tag(&item.src, &item.dst, tag, dry_run).await? {
+                        digest_tags.push(tag.clone());
+                    }
+                }
+            }
+        }
+        Ok((referrers, digest_tags))
+    }
+
+    /// Copies one tag as it is when the target lacks it or differs; returns whether it did
+    /// (or, in a dry run, would).
+    async fn copy_tag(&self, src: &Repo, dst: &Repo, tag: &str, dry_run: bool) -> Result<bool> {
+        let (s, d) = tokio::join!(src.head_manifest(tag), dst.head_manifest(tag));
+        let Some(s) = s? else { return Ok(false) };
+        if d.ok().flatten().is_some_and(|d| d.digest == s.digest) {
+            return Ok(false);
+        }
+        if !dry_run {
+            let m = src.get_manifest(&s.digest.to_string()).await?;
+            self.transfer
+                .copy_manifest(src, dst, &m, Some(tag), &CopyOptions::default())
+                .await?;
+            tracing::info!(tag, target = %dst, "Copied digest tag");
+        }
+        Ok(true)
+    }
+}
