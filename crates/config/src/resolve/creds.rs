@@ -1,0 +1,241 @@
+//! `creds`: one host entry per registry, as regsync reads them.
+use super::*;
+
+pub(super) fn resolve_creds(
+    ctx: &mut Ctx<'_>,
+    raw: Vec<Spanned<RawHost>>,
+) -> Result<Vec<Host>, ConfigError> {
+    let mut hosts: Vec<Host> = Vec::new();
+    for (index, spanned) in raw.into_iter().enumerate() {
+        let entry_loc = spanned.defined;
+        let h = spanned.value;
+        let mut scope = Scope::entry(
+            Section::Creds,
+            index,
+            h.registry.as_ref().map(|r| r.value.clone()),
+        );
+        let nil = Value::Nil;
+        let Some(reg) = &h.registry else {
+            return ctx.err(&scope, "registry", Some(entry_loc), ErrorKind::Missing);
+        };
+        let registry = ctx.expand(&scope, "registry", reg, &nil)?;
+        let registry = match registry.as_str() {
+            "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_owned(),
+            r => r.to_owned(),
+        };
+        if registry.is_empty() {
+            return ctx.err(&scope, "registry", Some(reg.defined), ErrorKind::Missing);
+        }
+        if !is_valid_registry(&registry) {
+            return ctx.err(
+                &scope,
+                "registry",
+                Some(reg.defined),
+                ErrorKind::Endpoint {
+                    value: registry,
+                    reason: "is not a registry host[:port]",
+                },
+            );
+        }
+        if let Some(e) = scope.entry.as_mut() {
+            e.label = Some(registry.clone());
+        }
+        let mut host = Host::with_defaults(&registry);
+        if let Some(hn) = &h.hostname {
+            if !is_valid_registry(&hn.value) {
+                return ctx.err(
+                    &scope,
+                    "hostname",
+                    Some(hn.defined),
+                    ErrorKind::Endpoint {
+                        value: hn.value.clone(),
+                        reason: "is not a host[:port]",
+                    },
+                );
+            }
+            host.hostname = hn.value.clone();
+        }
+        if let Some(u) = &h.user {
+            host.user = ctx.expand(&scope, "user", u, &nil)?;
+        }
+        if let Some(p) = &h.pass {
+            host.pass = Secret::new(ctx.expand(&scope, "pass", p, &nil)?);
+        }
+        if let Some(t) = &h.token {
+            host.token = Secret::new(t.value.clone());
+        }
+        host.cred_helper = h
+            .cred_helper
+            .as_ref()
+            .map(|s| s.value.clone())
+            .filter(|s| !s.is_empty());
+        if let Some(e) = &h.cred_expire {
+            host.cred_expire = ctx.duration(&scope, "credExpire", e)?;
+        }
+        host.cred_host = h
+            .cred_host
+            .as_ref()
+            .map(|s| s.value.clone())
+            .filter(|s| !s.is_empty());
+        if let Some(s) = &h.scheme {
+            ctx.warn(
+                &scope,
+                "scheme",
+                Some(s.defined),
+                WarningKind::Deprecated { instead: "tls" },
+            );
+            if s.value == "http" && h.tls.is_none() {
+                host.tls = TlsMode::Disabled;
+            }
+        }
+        if h.api.is_some() {
+            ctx.warn(
+                &scope,
+                "api",
+                None,
+                WarningKind::Ignored {
+                    reason: "deprecated and unused in regsync",
+                },
+            );
+        }
+        if let Some(t) = &h.tls {
+            host.tls = match t.value.as_str() {
+                "enabled" | "" => TlsMode::Enabled,
+                "insecure" => TlsMode::Insecure,
+                "disabled" => TlsMode::Disabled,
+                other => {
+                    return ctx.err(
+                        &scope,
+                        "tls",
+                        Some(t.defined),
+                        ErrorKind::Tls {
+                            value: other.to_owned(),
+                        },
+                    );
+                }
+            };
+        }
+        let pem = |field: &str,
+                   v: &Option<Spanned<String>>|
+         -> Result<Option<String>, ConfigError> {
+            match v {
+                Some(s) => {
+                    Ok(Some(ctx.expand(&scope, field, s, &nil)?).filter(|p| !p.trim().is_empty()))
+                }
+                None => Ok(None),
+            }
+        };
+        host.regcert = pem("regcert", &h.regcert)?;
+        host.client_cert = pem("clientCert", &h.client_cert)?;
+        host.client_key = Secret::new(pem("clientKey", &h.client_key)?.unwrap_or_default());
+        let loc_of = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.defined);
+        match (&host.client_cert, host.client_key.is_empty()) {
+            (Some(_), true) => {
+                return ctx.err(
+                    &scope,
+                    "clientCert",
+                    loc_of(&h.client_cert),
+                    ErrorKind::Incomplete { other: "clientKey" },
+                );
+            }
+            (None, false) => {
+                return ctx.err(
+                    &scope,
+                    "clientKey",
+                    loc_of(&h.client_key),
+                    ErrorKind::Incomplete {
+                        other: "clientCert",
+                    },
+                );
+            }
+            _ => {}
+        }
+        host.path_prefix = h
+            .path_prefix
+            .as_ref()
+            .map(|s| s.value.trim_matches('/').to_owned())
+            .unwrap_or_default();
+        for (i, m) in h.mirrors.iter().flatten().enumerate() {
+            if !is_valid_registry(&m.value) {
+                return ctx.err(
+                    &scope,
+                    &format!("mirrors[{i}]"),
+                    Some(m.defined),
+                    ErrorKind::Endpoint {
+                        value: m.value.clone(),
+                        reason: "is not a registry host[:port]",
+                    },
+                );
+            }
+            host.mirrors.push(m.value.clone());
+        }
+        host.priority = h.priority.as_ref().map_or(0, |p| p.value);
+        host.repo_auth = h.repo_auth.unwrap_or(false);
+        if let Some(r) = &h.req_per_sec {
+            if !r.value.is_finite() || r.value < 0.0 {
+                return ctx.err(
+                    &scope,
+                    "reqPerSec",
+                    Some(r.defined),
+                    ErrorKind::OutOfRange {
+                        value: r.value.to_string(),
+                        expected: "a number >= 0 (0 is unlimited)",
+                    },
+                );
+            }
+            host.req_per_sec = (r.value > 0.0).then_some(r.value);
+        }
+        if let Some(c) = &h.req_concurrent {
+            host.req_concurrent = match c.value {
+                0 => DEFAULT_REQ_CONCURRENT,
+                n @ 1..=1024 => n as u32,
+                n => {
+                    return ctx.err(
+                        &scope,
+                        "reqConcurrent",
+                        Some(c.defined),
+                        ErrorKind::OutOfRange {
+                            value: n.to_string(),
+                            expected: "1 to 1024 (0 means the default, 6)",
+                        },
+                    );
+                }
+            };
+        }
+        if let Some(c) = &h.blob_chunk {
+            host.blob_chunk = match c.value {
+                0 => DEFAULT_BLOB_CHUNK,
+                n if n > 0 => n as u64,
+                n => {
+                    return ctx.err(
+                        &scope,
+                        "blobChunk",
+                        Some(c.defined),
+                        ErrorKind::OutOfRange {
+                            value: n.to_string(),
+                            expected: "a size in bytes > 0",
+                        },
+                    );
+                }
+            };
+        }
+        if let Some(m) = &h.blob_max {
+            host.blob_max = (m.value > 0).then_some(m.value as u64);
+        }
+        if let Some(opts) = &h.api_opts {
+            host.api_opts = opts.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        }
+        if let Some(i) = hosts.iter().position(|x| x.registry == host.registry) {
+            ctx.warn(
+                &scope,
+                "registry",
+                Some(reg.defined),
+                WarningKind::DuplicateCreds,
+            );
+            hosts[i] = host;
+        } else {
+            hosts.push(host);
+        }
+    }
+    Ok(hosts)
+}

@@ -1,0 +1,587 @@
+//! One `sync` entry: defaults inherited as regsync's `syncSetDefaults` does, then each
+//! field checked and compiled.
+use super::*;
+
+pub(super) fn resolve_entry(
+    ctx: &mut Ctx<'_>,
+    index: usize,
+    spanned: Spanned<RawSync>,
+    d: &RawInheritable,
+) -> Result<SyncEntry, ConfigError> {
+    let entry_loc = spanned.defined;
+    let mut s = spanned.value;
+    let mut scope = Scope::entry(
+        Section::Sync,
+        index,
+        s.source.as_ref().map(|x| x.value.clone()),
+    );
+    let own = s.take_inheritable();
+    check_inheritable_notes(ctx, &scope, &own);
+
+    let Some(source) = s.source.as_ref().filter(|x| !x.value.is_empty()) else {
+        return ctx.err(&scope, "source", Some(entry_loc), ErrorKind::Missing);
+    };
+    let Some(target) = s.target.as_ref().filter(|x| !x.value.is_empty()) else {
+        return ctx.err(&scope, "target", Some(entry_loc), ErrorKind::Missing);
+    };
+    let Some(kind_s) = &s.kind else {
+        return ctx.err(&scope, "type", Some(entry_loc), ErrorKind::Missing);
+    };
+    let kind = match kind_s.value.as_str() {
+        "image" => SyncKind::Image,
+        "repository" => SyncKind::Repository,
+        "registry" => SyncKind::Registry,
+        other => {
+            return ctx.err(
+                &scope,
+                "type",
+                Some(kind_s.defined),
+                ErrorKind::UnknownType {
+                    value: other.to_owned(),
+                },
+            );
+        }
+    };
+
+    // Schedule and interval: an entry that sets either takes neither default; otherwise a
+    // default schedule wins over a default interval (regsync PR #904).
+    // Like regsync, an empty string or a zero interval counts as unset.
+    let (interval_s, schedule_s, from_defaults) =
+        if set_dur(&own.interval).is_some() || set_str(&own.schedule).is_some() {
+            (set_dur(&own.interval), set_str(&own.schedule), false)
+        } else if set_str(&d.schedule).is_some() {
+            (None, set_str(&d.schedule), true)
+        } else {
+            (set_dur(&d.interval), None, true)
+        };
+    let trigger_scope = if from_defaults {
+        Scope::top("defaults")
+    } else {
+        scope.clone()
+    };
+    let interval = match interval_s {
+        Some(i) => Some(ctx.duration(&trigger_scope, "interval", i)?),
+        None => None,
+    };
+    let schedule = match schedule_s {
+        Some(sch) => Some(Schedule::parse(&sch.value).or_else(|source| {
+            ctx.err(
+                &trigger_scope,
+                "schedule",
+                Some(sch.defined),
+                ErrorKind::Schedule { source },
+            )
+        })?),
+        None => None,
+    };
+    if schedule.is_some() && interval.is_some() {
+        ctx.warn(
+            &scope,
+            "interval",
+            None,
+            WarningKind::Ignored {
+                reason: "schedule is set too and wins, as in regsync",
+            },
+        );
+    }
+    let trigger = match (schedule, interval) {
+        (Some(sch), _) => Some(Trigger::Schedule(sch)),
+        (None, Some(i)) if i.is_zero() => None,
+        (None, Some(i)) => Some(Trigger::Interval(i)),
+        (None, None) => None,
+    };
+
+    // ratelimit: min inherited when 0; retry inherited when 0, then raised to at least 5m.
+    let rl_scope = |own_set: bool| {
+        if own_set {
+            scope.clone()
+        } else {
+            Scope::top("defaults")
+        }
+    };
+    let min_of = |r: &Option<RawRateLimit>| {
+        r.as_ref()
+            .and_then(|r| r.min.as_ref())
+            .map_or(0, |m| m.value)
+    };
+    let (own_min, def_min) = (min_of(&own.ratelimit), min_of(&d.ratelimit));
+    let min = if own_min != 0 { own_min } else { def_min };
+    if min < 0 {
+        return ctx.err(
+            &rl_scope(own_min != 0),
+            "ratelimit.min",
+            None,
+            ErrorKind::OutOfRange {
+                value: min.to_string(),
+                expected: "a number >= 0",
+            },
+        );
+    }
+    let retry_of = |r: &Option<RawRateLimit>, sc: &Scope| -> Result<Duration, ConfigError> {
+        match r.as_ref().and_then(|r| r.retry.as_ref()) {
+            Some(v) => ctx.duration(sc, "ratelimit.retry", v),
+            None => Ok(Duration::ZERO),
+        }
+    };
+    let own_retry = retry_of(&own.ratelimit, &scope)?;
+    let def_retry = retry_of(&d.ratelimit, &Scope::top("defaults"))?;
+    let retry = if own_retry.is_zero() {
+        def_retry
+    } else {
+        own_retry
+    }
+    .max(MIN_RATELIMIT_RETRY);
+    let ratelimit = RateLimit {
+        min: min as u64,
+        retry,
+    };
+
+    let media_types: Vec<String> = match own.media_types.as_ref().or(d.media_types.as_ref()) {
+        Some(list) if !list.is_empty() => list.iter().map(|m| m.value.clone()).collect(),
+        _ => DEFAULT_MEDIA_TYPES
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect(),
+    };
+    let include_external = bool_of(own.include_external, d.include_external);
+    let digest_tags = bool_of(own.digest_tags, d.digest_tags);
+    let referrers = bool_of(own.referrers, d.referrers);
+    let referrer_slow = bool_of(own.referrer_slow, d.referrer_slow);
+    let fast_check = bool_of(
+        own.fast_check.or(own.fast_copy),
+        d.fast_check.or(d.fast_copy),
+    );
+    let force_recursive = bool_of(own.force_recursive, d.force_recursive);
+
+    // referrerFilters: absent inherits; an explicit [] means "no filters".
+    let (filters_raw, filters_scope) = match &own.referrer_filters {
+        Some(f) => (Some(f), scope.clone()),
+        None => (d.referrer_filters.as_ref(), Scope::top("defaults")),
+    };
+    let referrer_filters: Vec<ReferrerFilter> = filters_raw
+        .map(|list| {
+            list.iter()
+                .map(|f| ReferrerFilter {
+                    artifact_type: f.value.artifact_type.clone().filter(|t| !t.is_empty()),
+                    annotations: f
+                        .value
+                        .annotations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.0.clone()))
+                        .collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = filters_scope;
+
+    // String options inherit when the entry leaves them empty (regsync's syncSetDefaults).
+    let backup_raw = set_str(&own.backup).or(set_str(&d.backup));
+    let referrer_source_raw = set_list(&own.referrer_source).or(set_list(&d.referrer_source));
+    let referrer_target_raw = set_str(&own.referrer_target).or(set_str(&d.referrer_target));
+
+    // Filters.
+    let mut sets = Vec::new();
+    for (i, t) in s.tag_sets.iter().flatten().enumerate() {
+        sets.push(tag_set(ctx, &scope, &format!("tagSets[{i}]"), t)?);
+    }
+    if let Some(t) = &s.tags {
+        let set = tag_set(ctx, &scope, "tags", t)?;
+        if !set.is_empty() {
+            sets.push(set);
+        }
+    }
+    let tags = TagFilter { sets };
+    let repos = match &s.repos {
+        Some(r) => RepoFilter {
+            allow: ctx.patterns(&scope, "repos.allow", &r.allow)?,
+            deny: ctx.patterns(&scope, "repos.deny", &r.deny)?,
+        },
+        None => RepoFilter::default(),
+    };
+    if kind == SyncKind::Image && !tags.sets.is_empty() {
+        ctx.warn(
+            &scope,
+            "tags",
+            None,
+            WarningKind::Ignored {
+                reason: "tag filters apply to type repository and registry, not image",
+            },
+        );
+    }
+    if kind != SyncKind::Registry && s.repos.is_some() {
+        ctx.warn(
+            &scope,
+            "repos",
+            None,
+            WarningKind::Ignored {
+                reason: "repository filters apply to type registry only",
+            },
+        );
+    }
+
+    let platform = match &s.platform {
+        Some(p) if !p.value.is_empty() => Some(Platform::parse(&p.value).or_else(|source| {
+            ctx.err(
+                &scope,
+                "platform",
+                Some(p.defined),
+                ErrorKind::Platform { source },
+            )
+        })?),
+        _ => None,
+    };
+    let mut platforms = Vec::new();
+    for (i, p) in s.platforms.iter().flatten().enumerate() {
+        if p.value.is_empty() {
+            platforms.push(None);
+            continue;
+        }
+        let parsed = Platform::parse(&p.value).or_else(|source| {
+            ctx.err(
+                &scope,
+                &format!("platforms[{i}]"),
+                Some(p.defined),
+                ErrorKind::Platform { source },
+            )
+        })?;
+        platforms.push(Some(parsed));
+    }
+    if platform.is_some() && !platforms.is_empty() {
+        ctx.warn(
+            &scope,
+            "platforms",
+            None,
+            WarningKind::Ignored {
+                reason: "platform is set too and selects a single manifest",
+            },
+        );
+        platforms.clear();
+    }
+
+    // Templates: source, referrerSource, target, referrerTarget, in that order, each seeing
+    // the previous expansions in .Sync (regsync cmd/regsync/config.go).
+    let mut data = SyncData {
+        s: &s,
+        kind,
+        interval,
+        trigger: &trigger,
+        ratelimit,
+        media_types: &media_types,
+        bools: [
+            digest_tags,
+            referrers,
+            fast_check,
+            force_recursive,
+            include_external,
+        ],
+        backup: backup_raw.map(|b| b.value.clone()).unwrap_or_default(),
+        source: source.value.clone(),
+        target: target.value.clone(),
+        referrer_source: referrer_source_raw
+            .map(|r| r.value.0.join(","))
+            .unwrap_or_default(),
+        referrer_target: referrer_target_raw
+            .map(|r| r.value.clone())
+            .unwrap_or_default(),
+    };
+    data.source = ctx.expand(&scope, "source", source, &data.value())?;
+    if let Some(e) = scope.entry.as_mut() {
+        e.label = Some(data.source.clone());
+    }
+    let mut referrer_source_strs = Vec::new();
+    if let Some(rs) = referrer_source_raw {
+        for (i, one) in rs.value.0.iter().enumerate() {
+            let field = if rs.value.0.len() > 1 {
+                format!("referrerSource[{i}]")
+            } else {
+                "referrerSource".to_owned()
+            };
+            let sp = Spanned {
+                value: one.clone(),
+                referenced: rs.referenced,
+                defined: rs.defined,
+            };
+            let expanded = ctx.expand(&scope, &field, &sp, &data.value())?;
+            referrer_source_strs.push((field, expanded, rs.defined));
+        }
+        data.referrer_source = referrer_source_strs
+            .iter()
+            .map(|x| x.1.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    data.target = ctx.expand(&scope, "target", target, &data.value())?;
+    let referrer_target_str = match referrer_target_raw {
+        Some(rt) => {
+            let v = ctx.expand(&scope, "referrerTarget", rt, &data.value())?;
+            data.referrer_target = v.clone();
+            Some((v, rt.defined))
+        }
+        None => None,
+    };
+
+    let source_ep = endpoint(
+        ctx,
+        &scope,
+        "source",
+        &data.source,
+        Some(source.defined),
+        kind,
+    )?;
+    let target_ep = endpoint(
+        ctx,
+        &scope,
+        "target",
+        &data.target,
+        Some(target.defined),
+        kind,
+    )?;
+    let mut referrer_sources = Vec::new();
+    for (field, value, loc) in &referrer_source_strs {
+        if value.is_empty() {
+            continue;
+        }
+        referrer_sources.push(endpoint(
+            ctx,
+            &scope,
+            field,
+            value,
+            Some(*loc),
+            SyncKind::Repository,
+        )?);
+    }
+    let referrer_target = match &referrer_target_str {
+        Some((v, _)) if v.is_empty() => None,
+        Some((v, loc)) => Some(endpoint(
+            ctx,
+            &scope,
+            "referrerTarget",
+            v,
+            Some(*loc),
+            SyncKind::Repository,
+        )?),
+        None => None,
+    };
+    let backup = match backup_raw {
+        Some(b) if !b.value.trim().is_empty() => {
+            let t = Template::parse(&b.value).or_else(|source| {
+                ctx.err(
+                    &scope,
+                    "backup",
+                    Some(b.defined),
+                    ErrorKind::Template { source },
+                )
+            })?;
+            Some(BackupTemplate::new(b.value.clone(), t))
+        }
+        _ => None,
+    };
+    let template_data = data.value();
+
+    let name = match &s.name {
+        Some(n) if !n.value.trim().is_empty() => {
+            let n = n.value.trim();
+            if !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return ctx.err(&scope, "name", None, ErrorKind::Endpoint {
+                    value: n.to_owned(),
+                    reason: "a name may only use letters, digits, '-', '_' and '.' (it appears in URLs and metrics)",
+                });
+            }
+            n.to_owned()
+        }
+        _ => default_entry_name(&source_ep.to_string(), &target_ep.to_string()),
+    };
+    Ok(SyncEntry {
+        index,
+        name,
+        kind,
+        source: source_ep,
+        target: target_ep,
+        tags,
+        repos,
+        platform,
+        platforms,
+        trigger,
+        backup,
+        ratelimit,
+        media_types,
+        include_external,
+        digest_tags,
+        referrers,
+        referrer_filters,
+        referrer_sources,
+        referrer_target,
+        referrer_slow,
+        fast_check,
+        force_recursive,
+        template_data,
+    })
+}
+
+fn tag_set(
+    ctx: &Ctx<'_>,
+    scope: &Scope,
+    field: &str,
+    t: &RawTagFilter,
+) -> Result<TagSet, ConfigError> {
+    let semver_range = if t.semver_range.is_empty() {
+        None
+    } else {
+        for (i, r) in t.semver_range.iter().enumerate() {
+            if let Err(source) = RangeSet::parse(&[r.value.0.as_str()]) {
+                return ctx.err(
+                    scope,
+                    &format!("{field}.semverRange[{i}]"),
+                    Some(r.defined),
+                    ErrorKind::SemverRange { source },
+                );
+            }
+        }
+        let all: Vec<&str> = t.semver_range.iter().map(|r| r.value.0.as_str()).collect();
+        RangeSet::parse(&all).ok()
+    };
+    Ok(TagSet {
+        semver_range,
+        allow: ctx.patterns(scope, &format!("{field}.allow"), &t.allow)?,
+        deny: ctx.patterns(scope, &format!("{field}.deny"), &t.deny)?,
+    })
+}
+
+fn endpoint(
+    ctx: &mut Ctx<'_>,
+    scope: &Scope,
+    field: &str,
+    value: &str,
+    loc: Option<Location>,
+    kind: SyncKind,
+) -> Result<Endpoint, ConfigError> {
+    if let Some(rest) = value.strip_prefix("ocidir://") {
+        if kind == SyncKind::Registry {
+            return ctx.err(
+                scope,
+                field,
+                loc,
+                ErrorKind::Endpoint {
+                    value: value.to_owned(),
+                    reason: "type registry needs a registry, not an OCI layout",
+                },
+            );
+        }
+        // A ':' after the last '/' separates the tag.
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (path, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return ctx.err(
+                scope,
+                field,
+                loc,
+                ErrorKind::Endpoint {
+                    value: value.to_owned(),
+                    reason: "ocidir:// needs a directory path",
+                },
+            );
+        }
+        if let Some(t) = tag {
+            // Validate the tag with the reference grammar.
+            Reference::parse(&format!("localhost/x:{t}"))
+                .or_else(|source| ctx.err(scope, field, loc, ErrorKind::Reference { source }))?;
+        }
+        let tag = match (kind, tag) {
+            (SyncKind::Image, t) => t.map(str::to_owned),
+            (_, Some(_)) => {
+                ctx.warn(
+                    scope,
+                    field,
+                    loc,
+                    WarningKind::Ignored {
+                        reason: "the tag is ignored: this type copies every selected tag",
+                    },
+                );
+                None
+            }
+            (_, None) => None,
+        };
+        return Ok(Endpoint::OciDir {
+            path: PathBuf::from(path),
+            tag,
+        });
+    }
+    match kind {
+        SyncKind::Registry => {
+            let trimmed = value.trim_end_matches('/');
+            let (registry, prefix) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+            let registry = match registry {
+                "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
+                r => r,
+            };
+            if !is_valid_registry(registry) {
+                return ctx.err(scope, field, loc, ErrorKind::Endpoint {
+                    value: value.to_owned(),
+                    reason: "type registry needs a registry host[:port], optionally with a path prefix",
+                });
+            }
+            if !prefix.is_empty() {
+                let r = Reference::parse(&format!("{registry}/{prefix}")).or_else(|source| {
+                    ctx.err(scope, field, loc, ErrorKind::Reference { source })
+                })?;
+                if r.tag().is_some() || r.digest().is_some() {
+                    return ctx.err(
+                        scope,
+                        field,
+                        loc,
+                        ErrorKind::Endpoint {
+                            value: value.to_owned(),
+                            reason: "type registry takes no tag or digest",
+                        },
+                    );
+                }
+            }
+            Ok(Endpoint::Namespace {
+                registry: registry.to_owned(),
+                prefix: prefix.to_owned(),
+            })
+        }
+        SyncKind::Image | SyncKind::Repository => {
+            let r = Reference::parse(value)
+                .or_else(|source| ctx.err(scope, field, loc, ErrorKind::Reference { source }))?;
+            if kind == SyncKind::Repository && (r.tag().is_some() || r.digest().is_some()) {
+                ctx.warn(
+                    scope,
+                    field,
+                    loc,
+                    WarningKind::Ignored {
+                        reason: "the tag or digest is ignored: this type copies every selected tag",
+                    },
+                );
+                return Ok(Endpoint::Registry(r.repository_only()));
+            }
+            Ok(Endpoint::Registry(r))
+        }
+    }
+}
+
+/// A string option counts as set when non-empty (regsync compares with "").
+pub(super) fn set_str(v: &Option<Spanned<String>>) -> Option<&Spanned<String>> {
+    v.as_ref().filter(|x| !x.value.trim().is_empty())
+}
+
+/// A duration counts as set when non-empty and not zero (regsync compares with 0). An
+/// unparsable value counts as set, so that its error is reported.
+pub(super) fn set_dur(v: &Option<Spanned<Scalar>>) -> Option<&Spanned<Scalar>> {
+    v.as_ref().filter(|x| {
+        !x.value.0.trim().is_empty() && parse_go_duration(&x.value.0).map_or(true, |d| !d.is_zero())
+    })
+}
+
+/// A reference list counts as set when any item is non-empty.
+pub(super) fn set_list(v: &Option<Spanned<OneOrMany>>) -> Option<&Spanned<OneOrMany>> {
+    v.as_ref()
+        .filter(|x| x.value.0.iter().any(|s| !s.is_empty()))
+}

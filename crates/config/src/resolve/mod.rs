@@ -1,0 +1,346 @@
+//! Raw structs → [`Config`]: defaults inherited exactly as regsync's `syncSetDefaults`,
+//! templates expanded, every value parsed and checked. All errors name their place.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regferry_registry::{DOCKER_HUB, Platform, Reference, Secret, is_valid_registry};
+use serde_saphyr::{Location, Spanned};
+
+use crate::duration::{go_duration_string, parse_go_duration};
+use crate::error::{ConfigError, EntryRef, ErrorKind, Position, Section, Warning, WarningKind};
+use crate::filter::{Pattern, ReferrerFilter, RepoFilter, TagFilter, TagSet};
+use crate::model::*;
+use crate::parse::Parsed;
+use crate::raw::*;
+use crate::schedule::Schedule;
+use crate::semver::RangeSet;
+use crate::template::{self, Template, Value};
+
+mod creds;
+mod entry;
+mod sync_data;
+
+use creds::resolve_creds;
+use entry::resolve_entry;
+use sync_data::SyncData;
+
+/// A loaded configuration and the warnings found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Problems that did not stop loading (unknown keys, deprecated keys, …).
+    pub warnings: Vec<Warning>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    host: &'a dyn template::Host,
+    warnings: Vec<Warning>,
+}
+
+/// The entry and field an error is about, before the line is known.
+#[derive(Clone)]
+struct Scope {
+    entry: Option<EntryRef>,
+    prefix: String,
+}
+
+impl Scope {
+    fn entry(section: Section, index: usize, label: Option<String>) -> Scope {
+        Scope {
+            entry: Some(EntryRef {
+                section,
+                index,
+                label,
+            }),
+            prefix: String::new(),
+        }
+    }
+
+    fn top(prefix: &str) -> Scope {
+        Scope {
+            entry: None,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn field(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+}
+
+impl Ctx<'_> {
+    fn pos(&self, scope: &Scope, field: &str, loc: Option<Location>) -> Position {
+        let loc = loc.filter(|l| *l != Location::UNKNOWN);
+        Position {
+            file: self.file.to_owned(),
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
+            entry: scope.entry.clone(),
+            field: (!field.is_empty()).then(|| scope.field(field)),
+        }
+    }
+
+    fn err<T>(
+        &self,
+        scope: &Scope,
+        field: &str,
+        loc: Option<Location>,
+        kind: ErrorKind,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::new(self.pos(scope, field, loc), kind))
+    }
+
+    fn warn(&mut self, scope: &Scope, field: &str, loc: Option<Location>, kind: WarningKind) {
+        let at = self.pos(scope, field, loc);
+        self.warnings.push(Warning { at, kind });
+    }
+
+    /// Expands a template; `sync` becomes `.Sync` (regsync passes the entry as `.Sync`).
+    fn expand(
+        &self,
+        scope: &Scope,
+        field: &str,
+        s: &Spanned<String>,
+        sync: &Value,
+    ) -> Result<String, ConfigError> {
+        let loc = Some(s.defined);
+        let data = match sync {
+            Value::Nil => Value::Nil,
+            v => Value::Map(BTreeMap::from([("Sync".to_owned(), v.clone())])),
+        };
+        let data = &data;
+        let t = Template::parse(&s.value)
+            .or_else(|source| self.err(scope, field, loc, ErrorKind::Template { source }))?;
+        if t.is_literal() {
+            return Ok(s.value.clone());
+        }
+        t.render(data, self.host)
+            .or_else(|source| self.err(scope, field, loc, ErrorKind::Template { source }))
+    }
+
+    fn duration(
+        &self,
+        scope: &Scope,
+        field: &str,
+        s: &Spanned<Scalar>,
+    ) -> Result<Duration, ConfigError> {
+        parse_go_duration(&s.value.0).or_else(|source| {
+            self.err(
+                scope,
+                field,
+                Some(s.defined),
+                ErrorKind::Duration { source },
+            )
+        })
+    }
+
+    fn patterns(
+        &self,
+        scope: &Scope,
+        field: &str,
+        list: &[Spanned<Scalar>],
+    ) -> Result<Vec<Pattern>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Pattern::new(&p.value.0).or_else(|e| {
+                    self.err(
+                        scope,
+                        &format!("{field}[{i}]"),
+                        Some(p.defined),
+                        ErrorKind::Regex {
+                            pattern: p.value.0.clone(),
+                            source: Box::new(e),
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn resolve(
+    parsed: Parsed,
+    text: &str,
+    file: &str,
+    host: &dyn template::Host,
+) -> Result<Loaded, ConfigError> {
+    let mut ctx = Ctx {
+        file,
+        host,
+        warnings: Vec::new(),
+    };
+    let Parsed {
+        mut raw,
+        unknown_keys,
+    } = parsed;
+    report_unknown_keys(&mut ctx, text, &unknown_keys);
+
+    if let Some(v) = &raw.version
+        && !(0..=1).contains(&v.value)
+    {
+        return ctx.err(
+            &Scope::top(""),
+            "version",
+            Some(v.defined),
+            ErrorKind::UnsupportedVersion { version: v.value },
+        );
+    }
+
+    let creds = resolve_creds(&mut ctx, std::mem::take(&mut raw.creds))?;
+    let globals = resolve_globals(&ctx, &raw.defaults)?;
+    let defaults_scope = Scope::top("defaults");
+    let defaults = raw.defaults.take_inheritable();
+    check_inheritable_notes(&mut ctx, &defaults_scope, &defaults);
+    let mut sync = Vec::with_capacity(raw.sync.len());
+    for (index, entry) in raw.sync.into_iter().enumerate() {
+        let mut e = resolve_entry(&mut ctx, index, entry, &defaults)?;
+        if sync.iter().any(|o: &SyncEntry| o.name == e.name) {
+            if e.name == default_entry_name(&e.source.to_string(), &e.target.to_string()) {
+                // Two entries with the same source and target (valid in regsync): keep both,
+                // told apart by index.
+                e.name = format!("{}-{index}", e.name);
+            } else {
+                let scope = Scope::entry(Section::Sync, index, Some(e.source.to_string()));
+                return ctx.err(
+                    &scope,
+                    "name",
+                    None,
+                    ErrorKind::Endpoint {
+                        value: e.name.clone(),
+                        reason: "is already the name of an earlier entry",
+                    },
+                );
+            }
+        }
+        sync.push(e);
+    }
+    if sync.is_empty() {
+        ctx.warn(
+            &Scope::top(""),
+            "sync",
+            None,
+            WarningKind::Ignored {
+                reason: "the configuration has no sync entries, so nothing will be copied",
+            },
+        );
+    }
+    Ok(Loaded {
+        config: Config {
+            file: file.to_owned(),
+            creds,
+            globals,
+            sync,
+        },
+        warnings: ctx.warnings,
+    })
+}
+
+fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) {
+    for path in keys {
+        // Top-level x-* keys are the documented extension namespace (anchors live there).
+        if !path.contains('.') && path.starts_with("x-") {
+            continue;
+        }
+        // serde_ignored names values inside Spanned as `?` and `value`; they are not keys.
+        let segs: Vec<&str> = path
+            .split('.')
+            .filter(|s| *s != "?" && *s != "value")
+            .collect();
+        let (entry, rest) = match segs.as_slice() {
+            [list @ ("sync" | "creds"), idx, rest @ ..] if idx.parse::<usize>().is_ok() => {
+                let section = if *list == "sync" {
+                    Section::Sync
+                } else {
+                    Section::Creds
+                };
+                let index = idx.parse().unwrap_or_default();
+                (
+                    Some(EntryRef {
+                        section,
+                        index,
+                        label: crate::parse::entry_label(text, section, index),
+                    }),
+                    rest.to_vec(),
+                )
+            }
+            _ => (None, segs.clone()),
+        };
+        // Keys inside `hooks` and `api` are accepted wholesale (and warned about once).
+        if matches!(rest.first(), Some(&"hooks" | &"api")) || matches!(rest.get(1), Some(&"hooks"))
+        {
+            continue;
+        }
+        let key = rest.join(".");
+        let scope = Scope {
+            entry,
+            prefix: String::new(),
+        };
+        ctx.warn(&scope, "", None, WarningKind::UnknownKey { key });
+    }
+}
+
+fn resolve_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> {
+    let scope = Scope::top("defaults");
+    let non_negative =
+        |field: &str, v: &Option<Spanned<i64>>| -> Result<Option<u64>, ConfigError> {
+            match v {
+                Some(s) if s.value < 0 => ctx.err(
+                    &scope,
+                    field,
+                    Some(s.defined),
+                    ErrorKind::OutOfRange {
+                        value: s.value.to_string(),
+                        expected: "a number >= 0",
+                    },
+                ),
+                Some(s) => Ok(Some(s.value as u64)),
+                None => Ok(None),
+            }
+        };
+    let parallel = non_negative("parallel", &d.parallel)?
+        .map_or(DEFAULT_PARALLEL, |p| p.min(u64::from(u32::MAX)) as u32);
+    let cache_count = non_negative("cacheCount", &d.cache_count)?.unwrap_or(0);
+    let cache_time = match &d.cache_time {
+        Some(t) => ctx.duration(&scope, "cacheTime", t)?,
+        None => Duration::ZERO,
+    };
+    Ok(Globals {
+        parallel,
+        skip_docker_config: d.skip_docker_config.unwrap_or(false),
+        user_agent: d
+            .user_agent
+            .as_ref()
+            .map(|s| s.value.clone())
+            .filter(|s| !s.is_empty()),
+        cache: (cache_count > 0 && !cache_time.is_zero()).then_some((cache_count, cache_time)),
+        blob_limit: non_negative("blobLimit", &d.blob_limit)?.filter(|b| *b > 0),
+    })
+}
+
+fn check_inheritable_notes(ctx: &mut Ctx<'_>, scope: &Scope, i: &RawInheritable) {
+    if i.hooks.is_some() {
+        ctx.warn(
+            scope,
+            "hooks",
+            None,
+            WarningKind::Ignored {
+                reason: "regsync parses hooks but never runs them; regferry does the same",
+            },
+        );
+    }
+    if i.fast_copy.is_some() && i.fast_check.is_none() {
+        ctx.warn(scope, "fastCopy", None, WarningKind::FastCopyAlias);
+    }
+}
+
+fn bool_of(entry: Option<bool>, default: Option<bool>) -> bool {
+    entry.or(default).unwrap_or(false)
+}
