@@ -441,6 +441,31 @@ fn a_target_that_hides_its_tag_list_is_compared_tag_by_tag() {
     );
 }
 
+/// On Docker Hub a manifest read is a counted pull and a HEAD is not: a tag the target lacks
+/// is still HEADed first there, so an image that `mediaTypes` skips costs no pull.
+#[test]
+fn docker_hub_tags_are_headed_before_they_are_pulled() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(47, 1, 100);
+    push(&src, "team/app", "1", &img);
+    // `docker.io` is served by the test registry.
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - {{registry: docker.io, hostname: '{s}', tls: disabled}}\n  - {{registry: '{d}', tls: disabled}}\nsync:\n  - source: docker.io/team/app\n    target: {d}/app\n    type: repository\n",
+        s = src.host(),
+        d = dst.host()
+    ));
+    let before = src.access_log().len();
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_digest(&dst, "app:1"), img.digest());
+    let by_tag: Vec<String> = src.access_log()[before..]
+        .iter()
+        .filter(|e| e.path.ends_with("/manifests/1"))
+        .map(|e| e.method.clone())
+        .collect();
+    assert_eq!(by_tag, vec!["HEAD"], "then the copy reads it by digest");
+}
+
 #[test]
 fn registry_type_follows_the_catalog_and_repo_filters() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());

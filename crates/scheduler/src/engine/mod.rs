@@ -526,11 +526,15 @@ impl Engine {
             }
         };
         // A tag the target lacks will be copied: read the source manifest now rather than
-        // HEAD it and read it after. Not in a dry run, nor under `ratelimit` (a HEAD tells
-        // the pulls left before one is spent).
+        // HEAD it and read it after. Not in a dry run, nor where a read is a counted pull
+        // that a HEAD is not (Docker Hub, `ratelimit`): an image `mediaTypes` then skips
+        // would spend a pull on every run.
+        let counts_pulls = matches!(&item.src, Repo::Registry { client, .. }
+            if client.registry() == regferry_registry::DOCKER_HUB);
         let fetch = listed.as_ref().is_some_and(|t| !t.contains(&item.dst_tag))
             && matches!(mode, Mode::Copy { .. })
-            && entry.ratelimit.min == 0;
+            && entry.ratelimit.min == 0
+            && !counts_pulls;
         let source = async {
             if !fetch {
                 return Ok((item.src.head_manifest(&item.src_ref).await?, None));
