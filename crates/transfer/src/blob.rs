@@ -81,11 +81,7 @@ impl Transfer {
             self.record_landing(dst, digest).await;
             return Ok(BlobOutcome::Existed);
         }
-        let _slot = self
-            .blob_slots
-            .acquire()
-            .await
-            .map_err(|_| Error::Cancelled)?;
+        let _slot = self.blob_slots.acquire().await.ok_or(Error::Cancelled)?;
         let mut session = None;
         // A mount answers "already here" too, so on a new repository it replaces the HEAD:
         // from another repository when there is one, else from `dst` itself (201: it is

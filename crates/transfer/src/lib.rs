@@ -9,6 +9,7 @@ mod blob;
 mod image;
 mod platform;
 mod referrers;
+mod slots;
 mod stats;
 
 use std::collections::{HashMap, HashSet};
@@ -16,11 +17,12 @@ use std::sync::Arc;
 
 use regferry_registry::Digest;
 use regferry_registry::repo::Repo;
-use tokio::sync::{Mutex, OnceCell, Semaphore};
+use tokio::sync::{Mutex, OnceCell};
 
 pub use image::{CopyOptions, filter_index};
 pub use platform::{matches_platform, select_platform};
 pub use referrers::{ReferrerCopy, ReferrerFilterFn};
+pub use slots::Slots;
 pub use stats::{Stats, StatsSnapshot};
 
 /// How a blob got to the target.
@@ -40,7 +42,7 @@ type Inflight = Mutex<HashMap<(String, Digest), Arc<OnceCell<Result<BlobOutcome,
 /// is transferred once per target repository.
 #[derive(Debug)]
 pub struct Transfer {
-    blob_slots: Semaphore,
+    blob_slots: Arc<Slots>,
     inflight: Inflight,
     /// Target repositories each blob is known to be in, for mounting.
     landed: Mutex<HashMap<Digest, Vec<Repo>>>,
@@ -56,13 +58,18 @@ impl Transfer {
     /// An engine that moves at most `concurrent_blobs` blobs at once.
     pub fn new(concurrent_blobs: usize) -> Transfer {
         Transfer {
-            blob_slots: Semaphore::new(concurrent_blobs.max(1)),
+            blob_slots: Slots::new(concurrent_blobs.max(1)),
             inflight: Mutex::new(HashMap::new()),
             landed: Mutex::new(HashMap::new()),
             refuses_self_mount: Mutex::new(HashSet::new()),
             pushed: Mutex::new(HashSet::new()),
             stats: Stats::default(),
         }
+    }
+
+    /// Changes how many blobs move at once (a reloaded configuration taking over).
+    pub fn resize(&self, concurrent_blobs: usize) {
+        self.blob_slots.resize(concurrent_blobs.max(1));
     }
 
     /// Counters of what was copied.

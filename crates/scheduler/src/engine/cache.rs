@@ -1,12 +1,11 @@
-//! What one entry run learns once and reuses: tag listings, how the referrers indexes of a
-//! source and a target compare; and the copy slots engines share across a reload.
+//! What one entry run learns once and reuses: tag listings, and how the referrers indexes
+//! of a source and a target compare.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 use regferry_registry::repo::Repo;
 use regferry_registry::{Digest, Error, Result, TagList};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::CHECK_CONCURRENCY;
@@ -186,43 +185,5 @@ impl RunCache {
             .count()
             .await;
         Ok(Some(FallbackSync { source, differing }))
-    }
-}
-
-/// The image copies allowed at once, shared by the engines a reload chains together.
-#[derive(Debug)]
-pub(super) struct CopySlots {
-    pub(super) sem: Semaphore,
-    /// The total the permits are being brought to.
-    size: std::sync::Mutex<usize>,
-}
-
-impl CopySlots {
-    pub(super) fn new(size: usize) -> Arc<CopySlots> {
-        Arc::new(CopySlots {
-            sem: Semaphore::new(size),
-            size: std::sync::Mutex::new(size),
-        })
-    }
-
-    /// Brings the total to `size`: more permits at once, fewer as those in use come back
-    /// (a task takes the surplus and forgets it). Each call starts from the last total asked
-    /// for, so reloads in quick succession add up right. Needs a Tokio runtime to shrink.
-    pub(super) fn resize(self: &Arc<Self>, size: usize) {
-        let Ok(mut total) = self.size.lock() else {
-            return;
-        };
-        if size > *total {
-            self.sem.add_permits(size - *total);
-        } else if size < *total {
-            let fewer = u32::try_from(*total - size).unwrap_or(u32::MAX);
-            let slots = self.clone();
-            tokio::spawn(async move {
-                if let Ok(p) = slots.sem.acquire_many(fewer).await {
-                    p.forget();
-                }
-            });
-        }
-        *total = size;
     }
 }

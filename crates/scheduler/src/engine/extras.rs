@@ -144,13 +144,7 @@ impl Engine {
                 let _slot = if dry_run {
                     None
                 } else {
-                    Some(
-                        self.copy_slots
-                            .sem
-                            .acquire()
-                            .await
-                            .map_err(|_| Error::Cancelled)?,
-                    )
+                    Some(self.copy_slots.acquire().await.ok_or(Error::Cancelled)?)
                 };
                 for r in self
                     .transfer

@@ -11,7 +11,7 @@ use regferry_config::{BackupTemplate, Config, Endpoint, RefFields, SyncEntry, Sy
 use regferry_registry::http::ManifestHead;
 use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Digest, Error, Manifest, Reference, Result};
-use regferry_transfer::{CopyOptions, Transfer, select_platform};
+use regferry_transfer::{CopyOptions, Slots, Transfer, select_platform};
 use tokio::time::Instant;
 
 use crate::clients::Clients;
@@ -20,7 +20,7 @@ use crate::report::{EntryReport, RunReport, State, TagReport};
 mod cache;
 mod extras;
 
-use cache::{CopySlots, RunCache};
+use cache::RunCache;
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub struct Engine {
     transfer: Arc<Transfer>,
     /// Image copies at once; shared with the engine a reload replaces (see
     /// [`Engine::succeeding`]).
-    copy_slots: Arc<CopySlots>,
+    copy_slots: Arc<Slots>,
     tags_seen: AtomicUsize,
     tags_done: AtomicUsize,
     stopping: AtomicBool,
@@ -96,8 +96,8 @@ impl Engine {
         Engine {
             clients: Clients::new(config.clone()),
             // Blobs in flight: enough to fill the network, bounded so memory stays flat.
-            transfer: Arc::new(Transfer::new((slots * 4).clamp(4, 32))),
-            copy_slots: CopySlots::new(slots),
+            transfer: Arc::new(Transfer::new(blob_slots(slots))),
+            copy_slots: Slots::new(slots),
             tags_seen: AtomicUsize::new(0),
             tags_done: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -116,14 +116,17 @@ impl Engine {
     }
 
     /// An engine for a reloaded configuration, taking over from `previous`, whose runs
-    /// may still be finishing: both draw on one set of copy slots, resized to the new
-    /// `parallel`, so together they never copy more images at once than the new
-    /// configuration allows. Needs a Tokio runtime (a shrink waits for slots to come back).
+    /// may still be finishing: both draw on one set of copy slots and one copy engine (its
+    /// blob slots and de-duplication), resized to the new `parallel`, so together they never
+    /// do more at once than the new configuration allows. Needs a Tokio runtime (a shrink
+    /// waits for slots to come back).
     pub fn succeeding(config: Arc<Config>, shard: Option<(u32, u32)>, previous: &Engine) -> Engine {
         let slots = config.globals.copy_slots();
         previous.copy_slots.resize(slots);
+        previous.transfer.resize(blob_slots(slots));
         Engine {
             copy_slots: previous.copy_slots.clone(),
+            transfer: previous.transfer.clone(),
             ..Engine::with_shard(config, shard)
         }
     }
@@ -742,12 +745,7 @@ impl Engine {
     ) -> Result<tokio::sync::SemaphorePermit<'_>> {
         let mut remaining = head.and_then(|h| h.rate_limit).map(|r| r.remaining);
         loop {
-            let slot = self
-                .copy_slots
-                .sem
-                .acquire()
-                .await
-                .map_err(|_| Error::Cancelled)?;
+            let slot = self.copy_slots.acquire().await.ok_or(Error::Cancelled)?;
             let Some(left) =
                 remaining.filter(|left| entry.ratelimit.min > 0 && *left < entry.ratelimit.min)
             else {
@@ -772,6 +770,12 @@ impl Engine {
                 .map(|r| r.remaining);
         }
     }
+}
+
+/// Blobs in flight for `copies` image copies: enough to fill the network, bounded so
+/// memory stays flat.
+fn blob_slots(copies: usize) -> usize {
+    (copies * 4).clamp(4, 32)
 }
 
 fn reference_of(e: &Endpoint) -> String {
@@ -804,35 +808,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reloaded_engine_shares_the_copy_slots_resized() {
-        let settle = || async {
-            for _ in 0..10 {
-                tokio::task::yield_now().await;
-            }
-        };
+    async fn a_reloaded_engine_shares_the_slots_and_copy_engine_resized() {
         let first = Engine::new(config(4));
-        let slots = &first.copy_slots.sem;
-        let busy = slots.acquire_many(3).await.unwrap();
-        // Fewer slots: the old runs keep theirs; the new limit holds once they are back.
-        let second = Engine::succeeding(config(2), None, &first);
+        let second = Engine::succeeding(config(6), None, &first);
         assert!(Arc::ptr_eq(&first.copy_slots, &second.copy_slots));
-        settle().await;
-        assert_eq!(
-            slots.available_permits(),
-            0,
-            "the free one is retired first"
-        );
-        drop(busy);
-        settle().await;
-        assert_eq!(slots.available_permits(), 2);
-        // Two reloads built from the same engine (a retried POST): the total is still right.
-        let third = Engine::succeeding(config(1), None, &second);
-        let again = Engine::succeeding(config(1), None, &second);
-        settle().await;
-        assert_eq!(slots.available_permits(), 1);
-        // More slots: added at once.
-        let fourth = Engine::succeeding(config(6), None, &again);
-        assert_eq!(slots.available_permits(), 6);
-        drop((third, fourth));
+        assert!(Arc::ptr_eq(&first.transfer, &second.transfer));
+        assert_eq!(second.copy_slots.available(), 6);
     }
 }
