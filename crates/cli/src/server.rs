@@ -346,13 +346,15 @@ async fn sync_entry(
         Ok(false) => {
             // Sharded: an entry of the configuration that another replica owns is a
             // misdirected request, and the answer names the replica to ask.
-            let elsewhere = a.shard.and_then(|(_, count)| {
+            let elsewhere = a.shard.and_then(|(me, count)| {
                 let config = a.engine.borrow().config_arc();
                 config
                     .sync
                     .iter()
                     .any(|e| e.name == entry && e.trigger.is_some())
                     .then(|| regferry_scheduler::server::owner(&entry, count))
+                    // Never send the caller back here (a reload between the two looks).
+                    .filter(|owner| *owner != me)
             });
             match elsewhere {
                 Some(owner) => (
@@ -431,9 +433,16 @@ async fn dockerhub(
         Ok(started) if started.is_empty() => {
             // Sharded, with one webhook per replica: the push is another replica's, and
             // that one got the same delivery. Not a failure to report back.
-            let owners = a.shard.map(|(_, count)| {
+            let owners = a.shard.map(|(me, count)| {
                 let config = a.engine.borrow().config_arc();
-                regferry_scheduler::server::push_owners(&config, count, &repository, tag.as_deref())
+                let mut owners = regferry_scheduler::server::push_owners(
+                    &config,
+                    count,
+                    &repository,
+                    tag.as_deref(),
+                );
+                owners.retain(|o| *o != me);
+                owners
             });
             match owners {
                 Some(owners) if !owners.is_empty() => (

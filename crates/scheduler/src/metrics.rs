@@ -38,6 +38,8 @@ pub struct Metrics {
     referrers: Family<EntryLabel, Counter>,
     skipped_ticks: Family<EntryLabel, Counter>,
     bytes: Counter,
+    /// The copy engine's byte total already added to `bytes`.
+    bytes_seen: std::sync::atomic::AtomicU64,
 }
 
 fn duration_histogram() -> Histogram {
@@ -119,17 +121,19 @@ impl Metrics {
             referrers,
             skipped_ticks,
             bytes,
+            bytes_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Records a finished run of `entry`.
+    /// Records a finished run of `entry`; `bytes_total` is the copy engine's byte count so
+    /// far (runs overlap, so a run's own bytes cannot be told apart).
     pub fn record_run(
         &self,
         entry: &str,
         report: &EntryReport,
         took: Duration,
         now_unix: f64,
-        bytes: u64,
+        bytes_total: u64,
     ) {
         let label = EntryLabel {
             entry: entry.to_owned(),
@@ -168,7 +172,12 @@ impl Metrics {
                     .inc_by(t.referrers.len() as u64);
             }
         }
-        self.bytes.inc_by(bytes);
+        // Runs overlap and share one copy engine (reloads included): count the engine's
+        // total once, whichever run reports it first, not each run's before/after.
+        let seen = self
+            .bytes_seen
+            .fetch_max(bytes_total, std::sync::atomic::Ordering::Relaxed);
+        self.bytes.inc_by(bytes_total.saturating_sub(seen));
     }
 
     /// Counts ticks skipped while `entry` was running.
@@ -292,6 +301,14 @@ mod tests {
             "mirror",
             &report,
             Duration::from_millis(1500),
+            1_700_000_000.0,
+            1024,
+        );
+        // Another run ending with the same engine total (it overlapped): nothing new.
+        m.record_run(
+            "other",
+            &report,
+            Duration::from_millis(10),
             1_700_000_000.0,
             1024,
         );

@@ -171,18 +171,42 @@ impl Transfer {
     }
 }
 
+/// Where a blob landed: a repository on a registry host, by name only, so that the hint
+/// does not keep a replaced configuration's clients alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Landing {
+    /// The host and TLS mode (what makes two clients the same registry for a mount).
+    host: String,
+    /// The repository.
+    name: String,
+}
+
+impl Landing {
+    fn of(repo: &Repo) -> Option<Landing> {
+        match repo {
+            Repo::Registry { client, name, .. } => {
+                let o = client.options();
+                Some(Landing {
+                    host: format!("{}|{}", o.hostname, o.tls.as_str()),
+                    name: name.clone(),
+                })
+            }
+            Repo::Layout(_) => None,
+        }
+    }
+}
+
 impl Transfer {
     async fn record_landing(&self, dst: &Repo, digest: &Digest) {
-        if let Repo::Registry { .. } = dst {
-            let mut map = self.landed.lock().await;
-            // Only a hint for mounting: forget it all rather than grow without bound.
-            if map.len() >= LANDED_LIMIT && !map.contains_key(digest) {
-                map.clear();
-            }
-            let list = map.entry(digest.clone()).or_default();
-            if !list.iter().any(|r| r.key() == dst.key()) {
-                list.push(dst.clone());
-            }
+        let Some(here) = Landing::of(dst) else { return };
+        let mut map = self.landed.lock().await;
+        // Only a hint for mounting: forget it all rather than grow without bound.
+        if map.len() >= LANDED_LIMIT && !map.contains_key(digest) {
+            map.clear();
+        }
+        let list = map.entry(digest.clone()).or_default();
+        if !list.contains(&here) {
+            list.push(here);
         }
     }
 
@@ -205,10 +229,11 @@ impl Transfer {
 
     /// Whether this run (or process) put `digest` in `dst` already.
     async fn landed_in(&self, dst: &Repo, digest: &Digest) -> bool {
-        let key = dst.key();
+        let Some(here) = Landing::of(dst) else {
+            return false;
+        };
         let map = self.landed.lock().await;
-        map.get(digest)
-            .is_some_and(|l| l.iter().any(|r| r.key() == key))
+        map.get(digest).is_some_and(|l| l.contains(&here))
     }
 
     /// Whether `dst`'s registry may be asked about blobs with a mount from the repository itself.
@@ -234,10 +259,12 @@ impl Transfer {
 
     /// A repository on `dst`'s registry that already holds `digest`, to mount from.
     async fn landed_near(&self, dst: &Repo, digest: &Digest) -> Option<String> {
+        let here = Landing::of(dst)?;
         let map = self.landed.lock().await;
         map.get(digest)?
             .iter()
-            .find_map(|r| dst.mount_from(r).map(str::to_owned))
+            .find(|l| l.host == here.host && l.name != here.name)
+            .map(|l| l.name.clone())
     }
 }
 

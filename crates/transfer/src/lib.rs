@@ -16,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use regferry_registry::Digest;
-use regferry_registry::repo::Repo;
 use tokio::sync::{Mutex, OnceCell};
 
 pub use image::{CopyOptions, filter_index};
@@ -45,7 +44,7 @@ pub struct Transfer {
     blob_slots: Arc<Slots>,
     inflight: Inflight,
     /// Target repositories each blob is known to be in, for mounting.
-    landed: Mutex<HashMap<Digest, Vec<Repo>>>,
+    landed: Mutex<HashMap<Digest, Vec<blob::Landing>>>,
     /// Registries that answered a mount from a repository itself with an error.
     refuses_self_mount: Mutex<HashSet<String>>,
     /// Manifests pushed (target repository, digest), so that a new repository is asked

@@ -294,7 +294,11 @@ impl Engine {
                 repos.retain(|r| entry.repos.matches(r));
                 if let Some((index, count)) = self.shard {
                     repos.retain(|r| {
-                        crate::server::owns(&format!("{}\0{r}", entry.name), index, count)
+                        crate::server::owns(
+                            &crate::server::repository_key(&entry.name, r),
+                            index,
+                            count,
+                        )
                     });
                 }
                 repos.sort();

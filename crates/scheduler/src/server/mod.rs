@@ -185,8 +185,6 @@ fn jitter(name: &str, max: Duration, schedule: &Schedule) -> Duration {
     Duration::from_millis(h % ms)
 }
 
-/// The entries of a configuration this replica runs: with a shard, the entries it owns,
-/// plus every `type: registry` entry (whose repositories are split instead).
 /// The replica, of `count`, that owns `key` (see [`owns`]).
 pub fn owner(key: &str, count: u32) -> u32 {
     (0..count).find(|i| owns(key, *i, count)).unwrap_or(0)
@@ -194,7 +192,8 @@ pub fn owner(key: &str, count: u32) -> u32 {
 
 /// For a sharded replica: the replicas (of `count`) whose scheduled entries a push of
 /// `repository[:tag]` starts, so that a replica that owns none of them can say where it
-/// went rather than answer "not found". A `type: registry` entry runs on every replica.
+/// went rather than answer "not found". For a `type: registry` entry, the replica that owns
+/// the pushed repository.
 pub fn push_owners(
     config: &regferry_config::Config,
     count: u32,
@@ -204,10 +203,14 @@ pub fn push_owners(
     let mut out: Vec<u32> = config
         .sync
         .iter()
-        .filter(|e| e.trigger.is_some() && push_matches(e, repository, tag).is_some())
-        .flat_map(|e| match e.kind {
-            SyncKind::Registry => (0..count).collect::<Vec<_>>(),
-            _ => vec![owner(&e.name, count)],
+        .filter(|e| e.trigger.is_some())
+        .filter_map(|e| {
+            let only = push_matches(e, repository, tag)?;
+            Some(match &only.repository {
+                // A registry entry's repositories are split among the replicas.
+                Some(repo) => owner(&repository_key(&e.name, repo), count),
+                None => owner(&e.name, count),
+            })
         })
         .collect();
     out.sort_unstable();
@@ -215,6 +218,13 @@ pub fn push_owners(
     out
 }
 
+/// The key a `type: registry` entry's repository is owned by.
+pub(crate) fn repository_key(entry: &str, repository: &str) -> String {
+    format!("{entry}\0{repository}")
+}
+
+/// The entries of a configuration this replica runs: with a shard, the entries it owns,
+/// plus every `type: registry` entry (whose repositories are split instead).
 fn my_entries(engine: &Engine, shard: Option<(u32, u32)>) -> (Vec<SyncEntry>, Vec<SyncEntry>) {
     engine
         .config()
@@ -328,10 +338,18 @@ pub async fn serve(
                 Some(Request::Push { repository, tag, reply }) => {
                     let mut started = Vec::new();
                     for h in &handles {
-                        if let Some(only) = push_matches(&h.entry, &repository, tag.as_deref()) {
-                            let _ = h.tx.try_send(only);
-                            started.push(h.name.clone());
+                        let Some(only) = push_matches(&h.entry, &repository, tag.as_deref()) else {
+                            continue;
+                        };
+                        // A registry entry runs on every replica; the pushed repository
+                        // belongs to one of them.
+                        if let (Some((i, n)), Some(repo)) = (opts.shard, &only.repository)
+                            && !owns(&repository_key(&h.entry.name, repo), i, n)
+                        {
+                            continue;
                         }
+                        let _ = h.tx.try_send(only);
+                        started.push(h.name.clone());
                     }
                     let _ = reply.send(started);
                 }
@@ -563,7 +581,6 @@ async fn run_once(
     only: &Only,
 ) -> bool {
     let started = tokio::time::Instant::now();
-    let bytes_before = engine.transfer().stats().snapshot().bytes_copied;
     let abort = AtomicBool::new(false);
     let opts = RunOptions {
         mode,
@@ -571,19 +588,14 @@ async fn run_once(
     };
     let report = engine.run_entry_only(entry, opts, &abort, only).await;
     let took = started.elapsed();
-    let bytes = engine
-        .transfer()
-        .stats()
-        .snapshot()
-        .bytes_copied
-        .saturating_sub(bytes_before);
+    let bytes_total = engine.transfer().stats().snapshot().bytes_copied;
     let now = clock.now();
     metrics.record_run(
         &entry.name,
         &report,
         took,
         now.timestamp_millis() as f64 / 1000.0,
-        bytes,
+        bytes_total,
     );
     let failures = usize::from(report.error.is_some())
         + report

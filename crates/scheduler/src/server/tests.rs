@@ -254,10 +254,13 @@ fn a_push_is_traced_to_the_shards_that_own_its_entries() {
         1,
         "exactly one owner"
     );
-    // A registry entry runs everywhere.
+    // A registry entry's repository has one owner too.
+    let mut both = vec![app, owner(&repository_key("whole", "team/app"), 3)];
+    both.sort_unstable();
+    both.dedup();
     assert_eq!(
         push_owners(&config, 3, "docker.io/team/app", Some("1")),
-        vec![0, 1, 2]
+        both
     );
     // Without it, only the repository entry's owner; unscheduled entries never run.
     let only_app = regferry_config::Config {
