@@ -573,25 +573,12 @@ pub fn sbom(subject: &Descriptor, seed: u64) -> Image {
         "creationInfo": {"created": "2024-01-01T00:00:00Z", "creators": ["Tool: regferry-testkit"]},
         "packages": [],
     });
-    let layer = Blob::new(SPDX, serde_json::to_vec(&doc).expect("serialize SPDX"));
-    let annotations = BTreeMap::from([(
-        "org.opencontainers.image.created".to_owned(),
-        "2024-01-01T00:00:00Z".to_owned(),
-    )]);
-    let subject = Descriptor {
-        platform: None,
-        artifact_type: None,
-        annotations: BTreeMap::new(),
-        ..subject.clone()
-    };
-    image_from_parts(
-        OCI_MANIFEST,
-        Blob::empty(),
-        vec![layer],
-        Some(SPDX),
-        Some(&subject),
-        &annotations,
-        None,
+    let payload = serde_json::to_vec(&doc).expect("serialize SPDX");
+    artifact(
+        subject,
+        SPDX,
+        &payload,
+        &[("org.opencontainers.image.created", "2024-01-01T00:00:00Z")],
     )
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use crate::digest::Digest;
@@ -116,27 +116,18 @@ impl Repo {
     /// manifest this repository holds: a registry with the API must answer for a
     /// repository it has.
     pub async fn has_referrers_api(&self, subject: &Digest) -> Result<Option<bool>> {
-        let Repo::Registry { client, name, .. } = self else {
-            return Ok(Some(false));
-        };
-        if let Some(known) = api_known(self) {
-            return Ok(Some(known));
-        }
-        let _probing = keyed_lock(&format!("probe {}", client.registry()))
-            .lock_owned()
-            .await;
-        if let Some(known) = api_known(self) {
-            return Ok(Some(known));
-        }
-        match client.referrers_api(name, subject).await {
-            Ok(answer) => {
-                remember_api(self, answer.is_some());
-                Ok(Some(answer.is_some()))
+        if api_known(self).is_none() {
+            let _asking = self.wait_for_api_answer().await;
+            if api_known(self).is_none() {
+                return match self.ask_api(subject).await {
+                    Ok(answer) => Ok(Some(answer.is_some())),
+                    // The registry says the repository is missing: no answer about the API.
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                };
             }
-            // The registry says the repository is missing: no answer about the API.
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
         }
+        Ok(api_known(self))
     }
 
     /// [`Repo::referrers`], given this repository's tags when known: through the tag
@@ -147,32 +138,20 @@ impl Repo {
         subject: &Digest,
         tags: Option<&TagList>,
     ) -> Result<Listing> {
-        if let Repo::Registry { client, name, .. } = self {
-            // Many images are checked at once: let one of them find out whether the
-            // registry has the API, and the others wait for the answer.
-            let _probing = match api_known(self) {
-                Some(_) => None,
-                None => Some(
-                    keyed_lock(&format!("probe {}", client.registry()))
-                        .lock_owned()
-                        .await,
-                ),
-            };
-            if api_known(self) != Some(false) {
-                match client.referrers_api(name, subject).await {
-                    Ok(Some(descriptors)) => {
-                        remember_api(self, true);
-                        return Ok(Listing {
-                            descriptors,
-                            fallback_index: None,
-                        });
-                    }
-                    Ok(None) => remember_api(self, false),
-                    // A 404 naming a missing repository says nothing about the API; after
-                    // any 404 the spec has clients read the tag schema.
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
+        let _asking = self.wait_for_api_answer().await;
+        if api_known(self) != Some(false) {
+            match self.ask_api(subject).await {
+                Ok(Some(descriptors)) => {
+                    return Ok(Listing {
+                        descriptors,
+                        fallback_index: None,
+                    });
                 }
+                Ok(None) => {}
+                // A 404 naming a missing repository says nothing about the API; after any
+                // 404 the spec has clients read the tag schema.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
             }
         }
         if let Some(tags) = tags
@@ -181,6 +160,35 @@ impl Repo {
             return Ok(Listing::default());
         }
         self.fallback_listing(subject).await
+    }
+
+    /// While nobody knows whether the registry has the API, many images may ask at once:
+    /// one of them asks and the others wait for its answer. The guard, held while asking;
+    /// `None` when the answer is known (or for a layout, which never has the API).
+    async fn wait_for_api_answer(&self) -> Option<OwnedMutexGuard<()>> {
+        let Repo::Registry { client, .. } = self else {
+            return None;
+        };
+        if api_known(self).is_some() {
+            return None;
+        }
+        Some(
+            keyed_lock(&format!("probe {}", client.registry()))
+                .lock_owned()
+                .await,
+        )
+    }
+
+    /// The referrers API's answer about `subject`, remembering whether the registry has the
+    /// API: `None` when it has not; `Err` not-found when it named the repository missing,
+    /// which decides nothing. A layout has no API.
+    async fn ask_api(&self, subject: &Digest) -> Result<Option<Vec<Descriptor>>> {
+        let Repo::Registry { client, name, .. } = self else {
+            return Ok(None);
+        };
+        let answer = client.referrers_api(name, subject).await?;
+        remember_api(self, answer.is_some());
+        Ok(answer)
     }
 
     /// The referrers listed in the fallback tag of `subject`; none when the tag is absent.

@@ -271,16 +271,9 @@ mod tests {
 
     fn tag(state: State, copied: bool) -> TagReport {
         TagReport {
-            source: "s".into(),
-            target: "t".into(),
             state,
             copied,
-            reason: None,
-            source_digest: None,
-            target_digest: None,
-            referrers: Vec::new(),
-            digest_tags: Vec::new(),
-            backup: None,
+            ..TagReport::new("s".into(), "t".into())
         }
     }
 

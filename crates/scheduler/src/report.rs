@@ -64,6 +64,25 @@ pub struct TagReport {
     pub backup: Option<String>,
 }
 
+impl TagReport {
+    /// A report for `source` → `target` that nothing has been found about yet: failed,
+    /// until the run says otherwise.
+    pub fn new(source: String, target: String) -> TagReport {
+        TagReport {
+            source,
+            target,
+            state: State::Failed,
+            copied: false,
+            reason: None,
+            source_digest: None,
+            target_digest: None,
+            referrers: Vec::new(),
+            digest_tags: Vec::new(),
+            backup: None,
+        }
+    }
+}
+
 /// A referrer of an image.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReferrerReport {

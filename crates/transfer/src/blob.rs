@@ -77,9 +77,7 @@ impl Transfer {
         // A blob this run already put in `dst` is most likely still there: a HEAD says so.
         let probe = likely_absent && !self.landed_in(dst, digest).await && self.probes(dst).await;
         if !probe && dst.blob_size(digest).await?.is_some() {
-            Stats::add(&self.stats.blobs_existing, 1);
-            self.record_landing(dst, digest).await;
-            return Ok(BlobOutcome::Existed);
+            return Ok(self.existed(dst, digest).await);
         }
         let _slot = self.blob_slots.acquire().await.ok_or(Error::Cancelled)?;
         let mut session = None;
@@ -93,11 +91,7 @@ impl Transfer {
         };
         if let Some((from, itself)) = ask {
             match dst.mount_blob(digest, &from).await {
-                Ok(Mount::Mounted) if itself => {
-                    Stats::add(&self.stats.blobs_existing, 1);
-                    self.record_landing(dst, digest).await;
-                    return Ok(BlobOutcome::Existed);
-                }
+                Ok(Mount::Mounted) if itself => return Ok(self.existed(dst, digest).await),
                 Ok(Mount::Mounted) => {
                     Stats::add(&self.stats.blobs_mounted, 1);
                     self.record_landing(dst, digest).await;
@@ -111,14 +105,18 @@ impl Transfer {
                 Err(e) => {
                     tracing::debug!(%digest, error = %e, "Mount failed; copying instead");
                     if itself {
-                        if matches!(&e, Error::Status { status, .. } if (400..500).contains(status) && *status != 429)
+                        if matches!(
+                            e,
+                            Error::Status {
+                                status: 400..=499,
+                                ..
+                            }
+                        ) && !e.is_rate_limited()
                         {
                             self.no_probes(dst).await;
                         }
                         if dst.blob_size(digest).await?.is_some() {
-                            Stats::add(&self.stats.blobs_existing, 1);
-                            self.record_landing(dst, digest).await;
-                            return Ok(BlobOutcome::Existed);
+                            return Ok(self.existed(dst, digest).await);
                         }
                     }
                 }
@@ -197,6 +195,13 @@ impl Landing {
 }
 
 impl Transfer {
+    /// Counts and remembers a blob `dst` already had.
+    async fn existed(&self, dst: &Repo, digest: &Digest) -> BlobOutcome {
+        Stats::add(&self.stats.blobs_existing, 1);
+        self.record_landing(dst, digest).await;
+        BlobOutcome::Existed
+    }
+
     async fn record_landing(&self, dst: &Repo, digest: &Digest) {
         let Some(here) = Landing::of(dst) else { return };
         let mut map = self.landed.lock().await;

@@ -192,11 +192,11 @@ impl Inner {
                         }
                         return Ok(resp);
                     }
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    }
                     if is_retryable_status(status) && replayable && attempt < policy.attempts {
                         let retry_after = parse_retry_after(resp.headers());
-                        if status == StatusCode::TOO_MANY_REQUESTS {
-                            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                        }
                         let delay = self.delay(attempt, retry_after);
                         if status == StatusCode::TOO_MANY_REQUESTS {
                             // A 429 is about the registry, not this request: hold every request to it.
@@ -213,9 +213,6 @@ impl Inner {
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(delay).await;
                         continue;
-                    }
-                    if status == StatusCode::TOO_MANY_REQUESTS {
-                        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok(resp);
                 }

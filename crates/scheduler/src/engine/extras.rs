@@ -60,33 +60,33 @@ impl Engine {
         decision: &Decision,
         copied: Option<&Manifest>,
         cache: &RunCache,
-    ) -> Result<bool> {
+    ) -> bool {
         // The comparison HEADs every index tag of the repository: worth it when the run
         // covers the repository, not for one image or a webhook's single tag.
         if !entry.referrer_sources.is_empty()
             || entry.referrer_target.is_some()
             || !cache.whole_repositories
         {
-            return Ok(false);
+            return false;
         }
         let Some(head) = &decision.source else {
-            return Ok(false);
+            return false;
         };
         let Some(sync) = cache
             .fallback_sync(&item.src, &item.dst, &head.digest)
             .await
         else {
-            return Ok(false);
+            return false;
         };
         // With `platform`/`platforms`, the target's top is the selected manifest.
         let (top, media_type) = match copied {
             Some(m) => (&m.digest, &m.media_type),
             None => (&head.digest, &head.media_type),
         };
-        Ok(sync.covers(
+        sync.covers(
             top,
             regferry_registry::manifest::media_type::is_index(media_type),
-        ))
+        )
     }
 
     /// Copies (or, in a dry run, lists) the referrers and digest tags of an image.
@@ -103,7 +103,7 @@ impl Engine {
             && decision.state == State::UpToDate
             && self
                 .referrers_settled(entry, item, decision, copied, cache)
-                .await?;
+                .await;
         let subjects = if (entry.referrers && !settled) || entry.digest_tags {
             self.subjects(item, decision, copied).await?
         } else {

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use std::collections::HashSet;
 
 use regferry_config::template::SystemHost;
 use regferry_config::{BackupTemplate, Config, Endpoint, RefFields, SyncEntry, SyncKind};
@@ -342,7 +341,7 @@ impl Engine {
             },
             async {
                 if list_target {
-                    Some(dst.list_tags().await)
+                    Some(cache.tags(&dst).await)
                 } else {
                     None
                 }
@@ -359,19 +358,18 @@ impl Engine {
             tags.retain(|t| !Digest::is_referrers_tag(t));
         }
         tags.sort();
+        // A target that cannot be listed (some registries allow HEAD but not listing) is
+        // asked tag by tag, and counts as empty for --missing.
         match have {
-            Some(Ok(have)) => {
-                cache.put(&dst, &have, listed_at).await;
+            Some(Ok(Some(have))) => {
                 if let Mode::Copy { missing_only: true } = mode {
                     // "Exists" means the tag exists, even if stale.
-                    let have: HashSet<String> = have.into_iter().collect();
                     tags.retain(|t| !have.contains(t));
                 }
             }
-            // The registry says the repository does not exist (NAME_UNKNOWN): it is new.
-            Some(Err(Error::NotFound { .. })) => cache.put(&dst, &[], listed_at).await,
-            // A target that cannot be listed (some registries allow HEAD but not listing)
-            // is asked tag by tag, and counts as empty for --missing.
+            Some(Ok(None)) => {
+                tracing::warn!(target = %dst, "The target cannot be listed; comparing tag by tag");
+            }
             Some(Err(e)) => {
                 tracing::warn!(target = %dst, error = %e, "Listing the target failed; comparing tag by tag");
                 cache.unlisted(&dst).await;
@@ -410,18 +408,10 @@ impl Engine {
         abort: &AtomicBool,
         cache: &RunCache,
     ) -> TagReport {
-        let mut report = TagReport {
-            source: format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
-            target: format!("{}:{}", item.dst, item.dst_tag),
-            state: State::Failed,
-            copied: false,
-            reason: None,
-            source_digest: None,
-            target_digest: None,
-            referrers: Vec::new(),
-            digest_tags: Vec::new(),
-            backup: None,
-        };
+        let mut report = TagReport::new(
+            format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
+            format!("{}:{}", item.dst, item.dst_tag),
+        );
         if abort.load(Ordering::Relaxed) {
             report.reason = Some("not run: an earlier failure aborted the run".into());
             return report;
