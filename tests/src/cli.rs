@@ -78,6 +78,9 @@ pub struct RunOutput {
     pub stdout: String,
     /// Standard error.
     pub stderr: String,
+    /// The process's peak resident memory (`VmHWM`, KiB), as last read while it ran; 0 if
+    /// never read (a run shorter than the polling interval).
+    pub peak_rss_kib: u64,
 }
 
 impl RunOutput {
@@ -107,7 +110,17 @@ pub fn run_regferry(bin: &str, args: &[&str], config: &ConfigFile) -> RunOutput 
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
     let deadline = Deadline::after(RUN_TIMEOUT);
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_rss_kib = 0;
     let status = loop {
+        // VmHWM only grows, so the last reading before the exit is the peak, give or take
+        // what the process allocated in its last 10 ms.
+        if let Some(kib) = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| vm_hwm_kib(&s))
+        {
+            peak_rss_kib = kib;
+        }
         if let Some(status) = child.try_wait().expect("wait for regferry") {
             break status;
         }
@@ -128,7 +141,20 @@ pub fn run_regferry(bin: &str, args: &[&str], config: &ConfigFile) -> RunOutput 
         code: status.code().unwrap_or(-1),
         stdout: read(&out_path),
         stderr: read(&err_path),
+        peak_rss_kib,
     }
+}
+
+/// `VmHWM` from a `/proc/<pid>/status` text, in KiB.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `text` as a YAML literal block scalar for a mapping value, its lines indented by `indent`

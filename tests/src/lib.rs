@@ -14,6 +14,9 @@
 //!   a registry without it (an emulation for tests only).
 //! - [`RawClient`]: a small blocking HTTP client for arranging state skopeo cannot (plain HTTP
 //!   registries only).
+//! - [`HostileServer`]: a scripted host that records what it receives (credentials above all),
+//!   for the hosts a registry names (storage, `Location`, `Link`, realms) and for answers the
+//!   real registry cannot be made to give.
 //! - [`cli`]: running the `regferry` binary on a config file, and checking what it copied.
 //!
 //! Everything is blocking and owns its own threads (servers run on private tokio runtimes), so
@@ -29,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 pub mod cli;
 pub mod client;
+pub mod hostile;
 pub mod image;
 pub mod proxy;
 pub mod referrers_api;
@@ -43,6 +47,7 @@ mod wait;
 mod harness_tests;
 
 pub use client::{RawClient, RawResponse, TransportError};
+pub use hostile::{HostileServer, Received, Reply};
 pub use image::{
     Blob, Content, Descriptor, Image, ImageBuilder, Index, Manifest, OciLayout, Platform,
 };

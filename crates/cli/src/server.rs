@@ -389,6 +389,18 @@ struct DockerHubPushData {
     tag: Option<String>,
 }
 
+/// The first name of a push payload that breaks the distribution grammar, cut for messages.
+fn invalid_push_name(repo_name: &str, tag: Option<&str>) -> Option<String> {
+    let cut = |s: &str| s.chars().take(100).collect::<String>();
+    if !regferry_registry::is_valid_repository(repo_name) {
+        return Some(cut(repo_name));
+    }
+    match tag {
+        Some(t) if !regferry_registry::is_valid_tag(t) => Some(cut(t)),
+        _ => None,
+    }
+}
+
 /// Docker Hub's webhook (https://docs.docker.com/docker-hub/repos/manage/webhooks/): the
 /// secret is in the path because Docker Hub does not sign its requests.
 async fn dockerhub(
@@ -419,6 +431,15 @@ async fn dockerhub(
         }
     };
     let tag = push.push_data.and_then(|p| p.tag).filter(|t| !t.is_empty());
+    // The payload is remote input: names outside the distribution grammar (`..`, `/` in a
+    // tag, `%2e`) are refused before they can reach a filter, a URL or a log line.
+    if let Some(bad) = invalid_push_name(&push.repository.repo_name, tag.as_deref()) {
+        tracing::warn!(name = ?bad, "Refusing a webhook with an invalid name");
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("refusing the push: {bad:?} is not a valid repository or tag name\n"),
+        );
+    }
     let repository = format!("docker.io/{}", push.repository.repo_name);
     let (tx, rx) = oneshot::channel();
     let req = Request::Push {

@@ -276,6 +276,48 @@ fn webhooks_and_manual_triggers_start_a_sync_and_bad_tokens_run_nothing() {
     assert!(!log.contains("hook-s3cret"), "the token is never logged");
 }
 
+/// A webhook with the right token but hostile names (a tag or repository that would leave
+/// the entry's repository in a URL) is refused before anything runs.
+#[test]
+fn a_webhook_with_hostile_names_writes_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(212, 1, 100);
+    RawClient::for_registry(&src).push("team/app", Some("1"), &img);
+    RawClient::for_registry(&dst).push("victim", Some("v1"), &img);
+    // No tag filters: before names were checked, any tag string reached the URL.
+    let entries = format!(
+        "  - name: hub\n    source: docker.io/team/app\n    target: {}/app\n    type: repository\n    schedule: '0 0 1 1 *'\n",
+        dst.host()
+    );
+    let text = yaml(&src, &dst, &entries).replace(
+        "creds:\n",
+        &format!(
+            "creds:\n  - {{registry: docker.io, hostname: '{}', tls: disabled}}\n",
+            src.host()
+        ),
+    );
+    let s = Server::start(&text, &[]);
+    let writes_before = dst.writes();
+    for payload in [
+        r#"{"repository":{"repo_name":"team/app"},"push_data":{"tag":"../../../victim/manifests/v1"}}"#,
+        r#"{"repository":{"repo_name":"team/app"},"push_data":{"tag":"..%2f..%2fvictim"}}"#,
+        r#"{"repository":{"repo_name":"team/app/../../victim"},"push_data":{"tag":"1"}}"#,
+    ] {
+        let (code, body) = s.post("/v1/webhooks/dockerhub/hook-s3cret", &[], payload);
+        assert_eq!(code, 400, "{payload}: {body}");
+        assert!(body.contains("not a valid"), "{body}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(dst.writes(), writes_before, "nothing ran");
+    assert_eq!(
+        skopeo_digest(&dst, "victim:v1"),
+        img.digest(),
+        "the victim tag is untouched"
+    );
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
 #[test]
 fn sigterm_mid_copy_leaves_a_consistent_target_and_exits_0() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());

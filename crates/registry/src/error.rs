@@ -107,6 +107,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A name (tag, repository, manifest reference) that breaks the distribution grammar,
+    /// refused before it reaches a URL or a file. Registries never need such names, so one
+    /// is hostile or broken.
+    #[error("refusing {kind} {name:?}: not a valid {kind} (distribution grammar)")]
+    InvalidName {
+        /// `tag`, `repository` or `manifest reference`.
+        kind: &'static str,
+        /// The name, cut to 200 characters.
+        name: String,
+    },
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,
@@ -163,6 +173,13 @@ impl Error {
         match self {
             Error::Status { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    pub(crate) fn invalid_name(kind: &'static str, name: &str) -> Error {
+        Error::InvalidName {
+            kind,
+            name: name.chars().take(200).collect(),
         }
     }
 

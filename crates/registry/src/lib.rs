@@ -28,6 +28,9 @@ pub use digest::{Digest, DigestError};
 pub use error::{Error, Result};
 pub use manifest::{Content, Descriptor, Manifest};
 pub use platform::{Platform, PlatformError};
-pub use reference::{DOCKER_HUB, Reference, ReferenceError, api_hostname, is_valid_registry};
+pub use reference::{
+    DOCKER_HUB, Reference, ReferenceError, api_hostname, is_valid_registry, is_valid_repository,
+    is_valid_tag,
+};
 pub use secret::Secret;
 pub use tags::TagList;

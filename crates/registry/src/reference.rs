@@ -267,6 +267,18 @@ fn check_registry(registry: &str) -> Option<()> {
     Some(())
 }
 
+/// Whether `tag` is a tag in the distribution grammar: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+/// A name a registry sends (a tag list, a webhook) is used only if it passes.
+pub fn is_valid_tag(tag: &str) -> bool {
+    validate_tag("", tag).is_ok()
+}
+
+/// Whether `name` is a repository path in the distribution grammar: lower-case components
+/// of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` joined by `/`, at most 255 characters.
+pub fn is_valid_repository(name: &str) -> bool {
+    name.len() <= MAX_NAME_LEN && validate_repository("", name).is_ok()
+}
+
 fn validate_repository(reference: &str, repository: &str) -> Result<(), ReferenceError> {
     let bad = || ReferenceError::InvalidRepository {
         reference: reference.to_owned(),

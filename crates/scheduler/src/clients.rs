@@ -145,6 +145,9 @@ impl Clients {
         o.blob_max = h.blob_max;
         o.disable_head = h.disable_head();
         o.repo_auth = h.repo_auth;
+        if let Some(limit) = self.config.globals.blob_limit {
+            o.limits.chunk_bytes = limit;
+        }
         if let Some(ua) = &self.config.globals.user_agent {
             o.user_agent = ua.clone();
         }

@@ -243,6 +243,19 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP regferry_registry_invalid_names Names in a registry's answers (tags, repositories) that broke the distribution grammar and were skipped."
+        );
+        let _ = writeln!(out, "# TYPE regferry_registry_invalid_names counter");
+        for c in clients {
+            let _ = writeln!(
+                out,
+                "regferry_registry_invalid_names_total{{registry=\"{}\"}} {}",
+                escape(c.registry()),
+                c.stats().invalid_names()
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP regferry_registry_ratelimit_remaining Pulls left in the registry's rate-limit window, as last reported."
         );
         let _ = writeln!(out, "# TYPE regferry_registry_ratelimit_remaining gauge");

@@ -20,6 +20,11 @@ use crate::secret::Secret;
 #[derive(Debug)]
 pub(crate) struct Auth {
     registry: String,
+    /// The registry's own origin (`https://host:port/`): credentials go there and to the
+    /// token realm it names, nowhere else.
+    base: url::Url,
+    /// Largest token answer read, and the time a token request may take.
+    limits: super::Limits,
     login: LoginSource,
     static_token: Secret,
     state: Mutex<State>,
@@ -43,9 +48,17 @@ struct TokenAnswer {
 }
 
 impl Auth {
-    pub(crate) fn new(registry: &str, login: LoginSource, static_token: Secret) -> Auth {
+    pub(crate) fn new(
+        registry: &str,
+        login: LoginSource,
+        static_token: Secret,
+        base: url::Url,
+        limits: super::Limits,
+    ) -> Auth {
         Auth {
             registry: registry.to_owned(),
+            base,
+            limits,
             login,
             static_token,
             state: Mutex::new(State::default()),
@@ -63,7 +76,8 @@ impl Auth {
     /// (before the registry has said what it wants).
     pub(crate) async fn header(
         &self,
-        http: &reqwest::Client,
+        own: &reqwest::Client,
+        foreign: &reqwest::Client,
         scopes: &[String],
     ) -> Result<Option<HeaderValue>> {
         if !self.static_token.is_empty() {
@@ -88,7 +102,9 @@ impl Auth {
                     return Ok(Some(bearer(tok)?));
                 }
                 let login = self.login(&mut st).await?;
-                let (tok, exp) = self.fetch_token(http, &ch, scopes, login.as_ref()).await?;
+                let (tok, exp) = self
+                    .fetch_token(own, foreign, &ch, scopes, login.as_ref())
+                    .await?;
                 let h = bearer(&tok)?;
                 st.tokens.insert(key, (tok, exp));
                 Ok(Some(h))
@@ -165,17 +181,43 @@ impl Auth {
         Ok(cred)
     }
 
+    /// The realm of a bearer challenge, if credentials may go there: over HTTPS, or over
+    /// plain HTTP only when the registry itself is plain HTTP.
+    fn realm(&self, ch: &Challenge) -> Result<url::Url> {
+        let raw = ch
+            .params
+            .get("realm")
+            .ok_or_else(|| self.err("bearer challenge without realm"))?;
+        let realm = url::Url::parse(raw)
+            .map_err(|e| self.err(format!("bearer challenge realm is not a URL: {e}")))?;
+        let https = realm.scheme() == "https";
+        let http_allowed = realm.scheme() == "http" && self.base.scheme() == "http";
+        if !(https || http_allowed) || !realm.username().is_empty() {
+            return Err(self.err(format!(
+                "the registry names the token realm {}, which is not https like the registry; \
+                 no credentials are sent there",
+                super::send::redact(&realm)
+            )));
+        }
+        Ok(realm)
+    }
+
     async fn fetch_token(
         &self,
-        http: &reqwest::Client,
+        own: &reqwest::Client,
+        foreign: &reqwest::Client,
         ch: &Challenge,
         scopes: &[String],
         login: Option<&Credential>,
     ) -> Result<(Secret, Instant)> {
-        let realm = ch
-            .params
-            .get("realm")
-            .ok_or_else(|| self.err("bearer challenge without realm"))?;
+        let realm_url = self.realm(ch)?;
+        // The client certificate is for the registry's own origin only.
+        let http = if realm_url.origin() == self.base.origin() {
+            own
+        } else {
+            foreign
+        };
+        let realm = super::send::redact(&realm_url);
         let service = ch.params.get("service").cloned().unwrap_or_default();
         let started = Instant::now();
         let resp = match login {
@@ -188,7 +230,11 @@ impl Auth {
                     ("client_id", "regferry"),
                     ("refresh_token", refresh.expose()),
                 ];
-                http.post(realm.as_str()).form(&form).send().await
+                http.post(realm_url.clone())
+                    .timeout(self.limits.request_deadline)
+                    .form(&form)
+                    .send()
+                    .await
             }
             _ => {
                 let mut q: Vec<(&str, &str)> = Vec::new();
@@ -198,7 +244,10 @@ impl Auth {
                 for s in scopes {
                     q.push(("scope", s));
                 }
-                let mut req = http.get(realm.as_str()).query(&q);
+                let mut req = http
+                    .get(realm_url.clone())
+                    .timeout(self.limits.request_deadline)
+                    .query(&q);
                 if let Some(Credential::Basic { username, password }) = login {
                     req = req.basic_auth(username, Some(password.expose()));
                 }
@@ -208,7 +257,7 @@ impl Auth {
         let resp = resp.map_err(|e| {
             self.err(format!(
                 "token request to {realm}: {}",
-                super::send::chain(&e)
+                super::send::describe(e)
             ))
         })?;
         let status = resp.status();
@@ -220,9 +269,10 @@ impl Auth {
             };
             return Err(self.err(format!("{what} (HTTP {} from {realm})", status.as_u16())));
         }
-        let answer: TokenAnswer = resp
-            .json()
+        let body = super::ops::read_limited(resp, self.limits.token_bytes)
             .await
+            .map_err(|e| self.err(format!("token answer from {realm}: {e}")))?;
+        let answer: TokenAnswer = serde_json::from_slice(&body)
             .map_err(|e| self.err(format!("token answer from {realm}: {e}")))?;
         let token = if answer.token.is_empty() {
             answer.access_token
@@ -233,7 +283,7 @@ impl Auth {
             return Err(self.err(format!("no token in the answer from {realm}")));
         }
         // Distribution's default lifetime is 60 s; renew at 90% of it.
-        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).max(1));
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).clamp(1, 86_400));
         Ok((Secret::new(token), started + life.mul_f64(0.9)))
     }
 }

@@ -88,6 +88,54 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Bounds on what one registry may send and how long it may take. Registries are not
+/// trusted: every answer is read against these, and a registry that exceeds one gets a
+/// clear error instead of memory or time. The defaults suit every registry seen in practice;
+/// docs/operations.md ("Security model") lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to open a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Time from sending a request (without a streamed body) to its response headers.
+    pub response_timeout: Duration,
+    /// Longest silence inside a response body.
+    pub idle_timeout: Duration,
+    /// A whole request whose answer is read in full (manifest, listing, token, error):
+    /// headers and body together.
+    pub request_deadline: Duration,
+    /// Largest token answer.
+    pub token_bytes: usize,
+    /// Largest manifest (distribution itself refuses more than 4 MiB).
+    pub manifest_bytes: usize,
+    /// Largest page of a tag list, catalog or referrers listing.
+    pub page_bytes: usize,
+    /// Most pages one listing may have.
+    pub pages: usize,
+    /// Most names one listing may hold (tags of a repository, repositories of a catalog,
+    /// referrers of a subject).
+    pub names: usize,
+    /// Largest `OCI-Chunk-Min-Length` a registry may demand (regsync's `blobLimit`): a
+    /// chunk is held in memory, so a larger demand fails the upload instead.
+    pub chunk_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(120),
+            request_deadline: Duration::from_secs(300),
+            token_bytes: 1 << 20,
+            manifest_bytes: 4 << 20,
+            page_bytes: 16 << 20,
+            pages: 10_000,
+            names: 100_000,
+            chunk_bytes: 64 << 20,
+        }
+    }
+}
+
 /// Everything needed to talk to one registry.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -128,6 +176,8 @@ pub struct HostOptions {
     /// When this host is a pull-only mirror: the upstream registry, sent as `?ns=` so a
     /// mirror serving several upstreams knows which one is meant.
     pub mirror_of: Option<String>,
+    /// Bounds on answers and time.
+    pub limits: Limits,
 }
 
 impl HostOptions {
@@ -152,6 +202,7 @@ impl HostOptions {
             retry: RetryPolicy::default(),
             repo_auth: false,
             mirror_of: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -165,63 +216,27 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// Builds a client; fails on unusable TLS material.
     pub fn new(opts: HostOptions) -> Result<RegistryClient> {
-        let mut b = reqwest::Client::builder()
-            .user_agent(opts.user_agent.clone())
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
-            .pool_max_idle_per_host(32)
-            // Blob GETs redirect to object storage; reqwest drops Authorization on a
-            // redirect to another host, which is what registries expect.
-            .redirect(reqwest::redirect::Policy::limited(10));
-        let tls_err = |reason: String| Error::Tls {
-            registry: opts.registry.clone(),
-            reason,
-        };
-        if opts.tls == TlsMode::Insecure {
-            b = b.tls_danger_accept_invalid_certs(true);
-        }
-        if let Some(pem) = &opts.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-                tls_err(format!(
-                    "regcert is not a PEM certificate: {}",
-                    send::chain(&e)
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(tls_err(
-                    "regcert holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-                ));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if let Some(cert) = &opts.client_cert_pem {
-            let pem = format!("{}\n{}\n", cert.trim(), opts.client_key_pem.expose().trim());
-            // reqwest's errors display as just "builder error"; the cause is in the chain.
-            let id = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
-                tls_err(format!(
-                    "clientCert/clientKey are not a PEM certificate and key: {}",
-                    send::chain(&e)
-                ))
-            })?;
-            b = b.identity(id);
-        }
-        // With the client's key, rustls checks here that it is usable and matches clientCert.
-        let http = b.build().map_err(|e| tls_err(send::chain(&e)))?;
+        // Two HTTP clients: one for the registry's own origin, which presents the client
+        // certificate, and one for any other host the registry names (object storage behind
+        // a blob redirect, an upload `Location`, a token realm), which presents nothing.
+        // Neither follows redirects by itself: `send` does, choosing the client and the
+        // credentials for each hop.
+        let own = build_http(&opts, true)?;
+        let foreign = build_http(&opts, false)?;
         let scheme = if opts.tls == TlsMode::Disabled {
             "http"
         } else {
             "https"
         };
-        let base = url::Url::parse(&format!("{scheme}://{}/", opts.hostname)).map_err(|e| {
-            Error::Protocol {
+        let base = url::Url::parse(&format!("{scheme}://{}/", opts.hostname))
+            .ok()
+            .filter(|u| u.path() == "/" && u.query().is_none() && u.username().is_empty())
+            .ok_or_else(|| Error::Protocol {
                 what: opts.registry.clone(),
-                reason: format!("hostname {:?} does not make a URL: {e}", opts.hostname),
-            }
-        })?;
+                reason: format!("hostname {:?} is not a host[:port]", opts.hostname),
+            })?;
         Ok(RegistryClient {
-            inner: Arc::new(send::Inner::new(opts, http, base)),
+            inner: Arc::new(send::Inner::new(opts, own, foreign, base)),
         })
     }
 
@@ -246,4 +261,52 @@ impl RegistryClient {
             || (self.inner.opts.hostname == other.inner.opts.hostname
                 && self.inner.opts.tls == other.inner.opts.tls)
     }
+}
+
+/// An HTTP client for one registry: its TLS trust (and, for its own origin, its client
+/// certificate), timeouts, and no automatic redirects.
+fn build_http(opts: &HostOptions, with_identity: bool) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(opts.user_agent.clone())
+        .connect_timeout(opts.limits.connect_timeout)
+        .read_timeout(opts.limits.idle_timeout)
+        .pool_max_idle_per_host(32)
+        .redirect(reqwest::redirect::Policy::none());
+    let tls_err = |reason: String| Error::Tls {
+        registry: opts.registry.clone(),
+        reason,
+    };
+    // `insecure` is about the registry's own certificate; another host it names is verified.
+    if opts.tls == TlsMode::Insecure && with_identity {
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    if let Some(pem) = &opts.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+            tls_err(format!(
+                "regcert is not a PEM certificate: {}",
+                send::chain(&e)
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(tls_err(
+                "regcert holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let Some(cert) = opts.client_cert_pem.as_ref().filter(|_| with_identity) {
+        let pem = format!("{}\n{}\n", cert.trim(), opts.client_key_pem.expose().trim());
+        // reqwest's errors display as just "builder error"; the cause is in the chain.
+        let id = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
+            tls_err(format!(
+                "clientCert/clientKey are not a PEM certificate and key: {}",
+                send::chain(&e)
+            ))
+        })?;
+        b = b.identity(id);
+    }
+    // With the client's key, rustls checks here that it is usable and matches clientCert.
+    b.build().map_err(|e| tls_err(send::chain(&e)))
 }

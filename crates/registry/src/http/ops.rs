@@ -12,16 +12,12 @@ use url::Url;
 
 use super::RegistryClient;
 use super::challenge::next_link;
-use super::send::{Body, Request, parse_retry_after, redact};
+use super::send::{Body, Deadline, Endpoint, Request, describe, parse_retry_after, redact};
 use crate::blob::{Blob, ByteStream};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, media_type};
 
-/// Largest manifest regferry reads (regclient uses the same bound).
-const MAX_MANIFEST: usize = 8 << 20;
-/// Largest tag or catalog page read.
-const MAX_LIST_PAGE: usize = 64 << 20;
 /// How often a blob download resumes after a broken connection.
 const MAX_RESUMES: u32 = 5;
 
@@ -146,26 +142,48 @@ pub(crate) async fn status_error(method: &Method, url: &Url, resp: Response) -> 
     }
 }
 
+/// Reads a whole (small) answer: at most `limit` bytes, and by the request's deadline
+/// when [`super::send::Inner::send`] gave it one.
 pub(crate) async fn read_limited(resp: Response, limit: usize) -> Result<Bytes> {
     let url = resp.url().clone();
-    let mut out = BytesMut::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Transport {
-            method: "GET".into(),
-            url: redact(&url),
-            reason: super::send::chain(&e),
-            retryable: true,
-        })?;
-        if out.len() + chunk.len() > limit {
+    let deadline = resp.extensions().get::<Deadline>().copied();
+    let read = async {
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(Error::Protocol {
                 what: redact(&url),
-                reason: format!("response larger than {limit} bytes"),
+                reason: format!("answer larger than {limit} bytes"),
             });
         }
-        out.extend_from_slice(&chunk);
+        let mut out = BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Transport {
+                method: "GET".into(),
+                url: redact(&url),
+                reason: describe(e),
+                retryable: true,
+            })?;
+            if out.len() + chunk.len() > limit {
+                return Err(Error::Protocol {
+                    what: redact(&url),
+                    reason: format!("answer larger than {limit} bytes"),
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    };
+    match deadline {
+        None => read.await,
+        Some(Deadline(at)) => tokio::time::timeout_at(at, read).await.unwrap_or_else(|_| {
+            Err(Error::Transport {
+                method: "GET".into(),
+                url: redact(&url),
+                reason: "the answer did not arrive in time (request deadline)".into(),
+                retryable: true,
+            })
+        }),
     }
-    Ok(out.freeze())
 }
 
 impl RegistryClient {
@@ -194,7 +212,7 @@ impl RegistryClient {
                 Err(e) => Err(e),
             };
         }
-        let url = i.repo_url(repo, &format!("manifests/{reference}"));
+        let url = i.repo_url(repo, Endpoint::Manifest(reference))?;
         let mut r = self.plain_request(Method::HEAD, url.clone(), vec![repo_scope(repo, false)]);
         r.headers.insert(
             ACCEPT,
@@ -244,7 +262,7 @@ impl RegistryClient {
     /// A manifest's exact bytes, checked against the digest asked for or announced.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
         let i = &self.inner;
-        let url = i.repo_url(repo, &format!("manifests/{reference}"));
+        let url = i.repo_url(repo, Endpoint::Manifest(reference))?;
         let mut r = self.plain_request(Method::GET, url.clone(), vec![repo_scope(repo, false)]);
         r.headers.insert(
             ACCEPT,
@@ -260,7 +278,7 @@ impl RegistryClient {
         let media = header_str(resp.headers(), "content-type").map(str::to_owned);
         let announced =
             header_str(resp.headers(), "docker-content-digest").and_then(|d| Digest::parse(d).ok());
-        let bytes = read_limited(resp, MAX_MANIFEST).await?;
+        let bytes = read_limited(resp, i.opts.limits.manifest_bytes).await?;
         let m = Manifest::new(bytes, media.as_deref());
         // Schema 1 signed manifests are digested without their signatures; skip that check.
         let schema1 = m.media_type == media_type::DOCKER_SCHEMA1_SIGNED;
@@ -286,7 +304,7 @@ impl RegistryClient {
         m: &Manifest,
     ) -> Result<PushedManifest> {
         let i = &self.inner;
-        let url = i.repo_url(repo, &format!("manifests/{reference}"));
+        let url = i.repo_url(repo, Endpoint::Manifest(reference))?;
         let mut r = self.plain_request(Method::PUT, url.clone(), vec![repo_scope(repo, true)]);
         let ct = HeaderValue::from_str(&m.media_type).map_err(|_| Error::InvalidManifest {
             reference: format!("{repo}:{reference}"),
@@ -325,12 +343,13 @@ impl RegistryClient {
             tags: Option<Vec<String>>,
         }
         let i = &self.inner;
-        let first = i.repo_url(repo, "tags/list");
+        let first = i.repo_url(repo, Endpoint::Tags)?;
         let pages = self
             .paginate(first, vec![repo_scope(repo, false)], |b| {
                 serde_json::from_slice::<Tags>(b).map(|t| t.tags.unwrap_or_default())
             })
             .await;
+        let pages = pages.map(|names| self.valid_names(names, "tag", repo, crate::is_valid_tag));
         match pages {
             // The registry says the repository does not exist. A 404 without such a code
             // (a proxy that hides listings) stays a status error: still "not found" to a
@@ -355,12 +374,41 @@ impl RegistryClient {
         }
         let mut first = self.inner.url("/v2/_catalog");
         first.query_pairs_mut().append_pair("n", "1000");
-        self.paginate(first, vec!["registry:catalog:*".to_owned()], |b| {
-            serde_json::from_slice::<Catalog>(b).map(|c| c.repositories.unwrap_or_default())
-        })
-        .await
+        let names = self
+            .paginate(first, vec!["registry:catalog:*".to_owned()], |b| {
+                serde_json::from_slice::<Catalog>(b).map(|c| c.repositories.unwrap_or_default())
+            })
+            .await?;
+        Ok(self.valid_names(names, "repository", "_catalog", crate::is_valid_repository))
     }
 
+    /// The names of a listing that pass the grammar; the others are skipped with one
+    /// warning and counted ([`super::RequestStats::invalid_names`]): they never reach a URL.
+    fn valid_names(
+        &self,
+        names: Vec<String>,
+        kind: &str,
+        repo: &str,
+        valid: fn(&str) -> bool,
+    ) -> Vec<String> {
+        let (good, bad): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| valid(n));
+        if let Some(first) = bad.first() {
+            self.inner.stats.record_invalid_names(bad.len());
+            let example: String = first.chars().take(100).collect();
+            tracing::warn!(
+                registry = %self.inner.opts.registry,
+                repository = %repo,
+                count = bad.len(),
+                example = ?example,
+                "Skipping names in the listing that are not a valid {kind}"
+            );
+        }
+        good
+    }
+
+    /// Follows a listing's `Link` pages. Pages stay on the registry's own origin (a `Link`
+    /// to another host is an error naming both), and a listing ends with an error past
+    /// [`super::Limits::pages`] pages or [`super::Limits::names`] names.
     async fn paginate(
         &self,
         first: Url,
@@ -368,11 +416,18 @@ impl RegistryClient {
         parse: impl Fn(&[u8]) -> serde_json::Result<Vec<String>>,
     ) -> Result<Vec<String>> {
         let i = &self.inner;
+        let limits = i.opts.limits;
         let mut out = Vec::new();
         let mut seen_items: HashSet<String> = HashSet::new();
         let mut seen_urls: HashSet<String> = HashSet::new();
         let mut url = first;
         loop {
+            if seen_urls.len() >= limits.pages {
+                return Err(Error::Protocol {
+                    what: redact(&url),
+                    reason: format!("listing has more than {} pages", limits.pages),
+                });
+            }
             seen_urls.insert(url.to_string());
             let resp = i
                 .send(self.plain_request(Method::GET, url.clone(), scopes.clone()))
@@ -385,7 +440,7 @@ impl RegistryClient {
                 .get(LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
-            let body = read_limited(resp, MAX_LIST_PAGE).await?;
+            let body = read_limited(resp, limits.page_bytes).await?;
             let items = parse(&body).map_err(|e| Error::Protocol {
                 what: redact(&url),
                 reason: format!("invalid listing: {e}"),
@@ -393,15 +448,18 @@ impl RegistryClient {
             let mut added = 0;
             for t in items {
                 if seen_items.insert(t.clone()) {
+                    if out.len() >= limits.names {
+                        return Err(Error::Protocol {
+                            what: redact(&url),
+                            reason: format!("listing has more than {} names", limits.names),
+                        });
+                    }
                     out.push(t);
                     added += 1;
                 }
             }
             let Some(next) = next else { break };
-            let next = url.join(&next).map_err(|e| Error::Protocol {
-                what: redact(&url),
-                reason: format!("invalid Link: {e}"),
-            })?;
+            let next = self.next_page(&url, &next)?;
             if added == 0 || seen_urls.contains(next.as_str()) {
                 tracing::debug!(url = %redact(&url), "Pagination made no progress; stopping");
                 break;
@@ -411,10 +469,30 @@ impl RegistryClient {
         Ok(out)
     }
 
+    /// The next page a `Link` names, which must be on the registry's own origin: a page
+    /// elsewhere would be asked with the registry's credentials, or trusted as its answer.
+    pub(crate) fn next_page(&self, url: &Url, link: &str) -> Result<Url> {
+        let next = url.join(link).map_err(|e| Error::Protocol {
+            what: redact(url),
+            reason: format!("invalid Link: {e}"),
+        })?;
+        if !self.inner.is_own(&next) {
+            return Err(Error::Protocol {
+                what: redact(url),
+                reason: format!(
+                    "the next page (Link) is on {}, not on the registry's own {}; not followed",
+                    origin_text(&next),
+                    origin_text(&self.inner.base)
+                ),
+            });
+        }
+        Ok(next)
+    }
+
     /// The size of a blob in a repository; `None` when absent.
     pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         let i = &self.inner;
-        let url = i.repo_url(repo, &format!("blobs/{digest}"));
+        let url = i.repo_url(repo, Endpoint::Blob(digest))?;
         let resp = i
             .send(self.plain_request(Method::HEAD, url.clone(), vec![repo_scope(repo, false)]))
             .await?;
@@ -433,7 +511,7 @@ impl RegistryClient {
     /// The stream is not verified here; [`crate::blob::verify`] does that for the copy.
     pub async fn get_blob(&self, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Blob> {
         let i = &self.inner;
-        let url = i.repo_url(repo, &format!("blobs/{digest}"));
+        let url = i.repo_url(repo, Endpoint::Blob(digest))?;
         let scopes = vec![repo_scope(repo, false)];
         let resp = i
             .send(self.plain_request(Method::GET, url.clone(), scopes.clone()))
@@ -466,7 +544,10 @@ impl RegistryClient {
     /// Asks the registry to link a blob from another repository on the same host.
     pub async fn mount_blob(&self, repo: &str, digest: &Digest, from_repo: &str) -> Result<Mount> {
         let i = &self.inner;
-        let mut url = i.repo_url(repo, "blobs/uploads/");
+        if !crate::reference::is_valid_repository(from_repo) {
+            return Err(Error::invalid_name("repository", from_repo));
+        }
+        let mut url = i.repo_url(repo, Endpoint::Uploads)?;
         url.query_pairs_mut()
             .append_pair("mount", &digest.to_string())
             .append_pair("from", from_repo);
@@ -476,11 +557,22 @@ impl RegistryClient {
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
-            StatusCode::ACCEPTED => Ok(Mount::Upload(UploadSession {
-                url: location(&url, resp.headers())?,
-                min_chunk: header_str(resp.headers(), "oci-chunk-min-length")
-                    .and_then(|v| v.parse().ok()),
-            })),
+            StatusCode::ACCEPTED => {
+                let session = location(i, &url, resp.headers())?;
+                match min_chunk(i, &url, resp.headers()) {
+                    Ok(min_chunk) => Ok(Mount::Upload(UploadSession {
+                        url: session,
+                        min_chunk,
+                    })),
+                    Err(e) => {
+                        let scopes = vec![repo_scope(repo, true)];
+                        let _ = i
+                            .send(self.plain_request(Method::DELETE, session, scopes))
+                            .await;
+                        Err(e)
+                    }
+                }
+            }
             _ => Err(status_error(&Method::POST, &url, resp).await),
         }
     }
@@ -509,16 +601,23 @@ impl RegistryClient {
         let (mut session, min_chunk) = match session {
             Some(s) => (s.url, s.min_chunk),
             None => {
-                let url = i.repo_url(repo, "blobs/uploads/");
+                let url = i.repo_url(repo, Endpoint::Uploads)?;
                 let resp = i
                     .send(self.plain_request(Method::POST, url.clone(), scopes.clone()))
                     .await?;
                 if resp.status() != StatusCode::ACCEPTED {
                     return Err(status_error(&Method::POST, &url, resp).await);
                 }
-                let min = header_str(resp.headers(), "oci-chunk-min-length")
-                    .and_then(|v| v.parse::<u64>().ok());
-                (location(&url, resp.headers())?, min)
+                let session = location(i, &url, resp.headers())?;
+                match min_chunk(i, &url, resp.headers()) {
+                    Ok(min) => (session, min),
+                    Err(e) => {
+                        let _ = i
+                            .send(self.plain_request(Method::DELETE, session, scopes))
+                            .await;
+                        return Err(e);
+                    }
+                }
             }
         };
         let mode = match (mode, blob.size) {
@@ -621,7 +720,7 @@ impl RegistryClient {
             if resp.status() != StatusCode::ACCEPTED {
                 return Err(status_error(&Method::PATCH, session, resp).await);
             }
-            *session = location(session, resp.headers())?;
+            *session = location(i, session, resp.headers())?;
         }
         let mut url = session.clone();
         url.query_pairs_mut()
@@ -636,8 +735,9 @@ impl RegistryClient {
     }
 }
 
-/// The upload URL from `Location`, resolved against the request URL.
-fn location(base: &Url, h: &HeaderMap) -> Result<Url> {
+/// The upload URL from `Location`, resolved against the request URL. It may name another
+/// host (object storage); [`super::send::Inner::send`] sends that host no credentials.
+fn location(i: &super::send::Inner, base: &Url, h: &HeaderMap) -> Result<Url> {
     let loc = h
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -645,10 +745,31 @@ fn location(base: &Url, h: &HeaderMap) -> Result<Url> {
             what: redact(base),
             reason: "upload response without Location".into(),
         })?;
-    base.join(loc).map_err(|e| Error::Protocol {
+    let url = base.join(loc).map_err(|e| Error::Protocol {
         what: redact(base),
-        reason: format!("invalid Location {loc:?}: {e}"),
-    })
+        reason: format!("invalid Location: {e}"),
+    })?;
+    i.check_named_url(base, &url)?;
+    Ok(url)
+}
+
+/// `OCI-Chunk-Min-Length`, refused above the chunk limit (`blobLimit`): a chunk is held in
+/// memory, so a registry must not be able to make it a whole blob.
+fn min_chunk(i: &super::send::Inner, url: &Url, h: &HeaderMap) -> Result<Option<u64>> {
+    let Some(v) = header_str(h, "oci-chunk-min-length") else {
+        return Ok(None);
+    };
+    let limit = i.opts.limits.chunk_bytes;
+    match v.parse::<u64>() {
+        Ok(n) if n <= limit => Ok(Some(n)),
+        Ok(n) => Err(Error::Protocol {
+            what: redact(url),
+            reason: format!(
+                "the registry demands chunks of at least {n} bytes (OCI-Chunk-Min-Length), more than the limit of {limit} (blobLimit)"
+            ),
+        }),
+        Err(_) => Ok(None),
+    }
 }
 
 type BodyStream =
@@ -686,7 +807,7 @@ impl Resume {
                     }
                 }
                 Some(Err(e)) => {
-                    let reason = super::send::chain(&e);
+                    let reason = describe(e);
                     if let Err(err) = self.reopen(&reason).await {
                         self.body = None;
                         return Some((Err(err), self));
@@ -727,6 +848,11 @@ impl Resume {
         self.body = Some(Box::pin(resp.bytes_stream()));
         Ok(())
     }
+}
+
+/// `scheme://host:port` of a URL, for messages.
+pub(crate) fn origin_text(u: &Url) -> String {
+    u.origin().ascii_serialization()
 }
 
 #[cfg(test)]

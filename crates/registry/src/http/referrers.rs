@@ -11,9 +11,6 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{Content, Descriptor, Manifest, media_type};
 
-/// Largest referrers page read.
-const MAX_PAGE: usize = 8 << 20;
-
 impl RegistryClient {
     /// The referrers of `subject` through the referrers API, all pages; `Ok(None)` when the
     /// registry does not implement the API. No `artifactType` filter is sent: filters are
@@ -25,13 +22,20 @@ impl RegistryClient {
         subject: &Digest,
     ) -> Result<Option<Vec<Descriptor>>> {
         let i = &self.inner;
-        let mut url = i.repo_url(repo, &format!("referrers/{subject}"));
+        let mut url = i.repo_url(repo, super::send::Endpoint::Referrers(subject))?;
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let what = format!("{}/{repo} referrers of {subject}", i.opts.registry);
+        let limits = i.opts.limits;
         loop {
             if !seen.insert(url.to_string()) {
                 break;
+            }
+            if seen.len() > limits.pages {
+                return Err(Error::Protocol {
+                    what,
+                    reason: format!("listing has more than {} pages", limits.pages),
+                });
             }
             let mut r = self.plain_request(
                 Method::GET,
@@ -73,10 +77,18 @@ impl RegistryClient {
                 .get(LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
-            let body = super::ops::read_limited(resp, MAX_PAGE).await?;
+            let body = super::ops::read_limited(resp, limits.page_bytes).await?;
             let page = Manifest::new(body, Some(media_type::OCI_INDEX));
             match page.content(&what)? {
-                Content::Index { manifests, .. } => out.extend(manifests),
+                Content::Index { manifests, .. } => {
+                    if out.len() + manifests.len() > limits.names {
+                        return Err(Error::Protocol {
+                            what,
+                            reason: format!("more than {} referrers", limits.names),
+                        });
+                    }
+                    out.extend(manifests)
+                }
                 _ => {
                     return Err(Error::Protocol {
                         what,
@@ -85,10 +97,7 @@ impl RegistryClient {
                 }
             }
             let Some(next) = next else { break };
-            url = url.join(&next).map_err(|e| Error::Protocol {
-                what: what.clone(),
-                reason: format!("invalid Link: {e}"),
-            })?;
+            url = self.next_page(&url, &next)?;
         }
         Ok(Some(out))
     }

@@ -15,6 +15,7 @@ use url::Url;
 use super::HostOptions;
 use super::auth::Auth;
 use crate::blob::ByteStream;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Counters of the requests one client sent, for metrics and benchmarks.
@@ -23,6 +24,7 @@ pub struct RequestStats {
     by_method_status: StdMutex<BTreeMap<(String, u16), u64>>,
     retries: AtomicU64,
     rate_limited: AtomicU64,
+    invalid_names: AtomicU64,
     /// The last `RateLimit-Remaining` seen, plus one (0: never seen).
     ratelimit_remaining: AtomicU64,
 }
@@ -61,6 +63,16 @@ impl RequestStats {
         self.rate_limited.load(Ordering::Relaxed)
     }
 
+    /// Names (tags, repositories) in the registry's answers that broke the distribution
+    /// grammar and were skipped.
+    pub fn invalid_names(&self) -> u64 {
+        self.invalid_names.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_invalid_names(&self, n: usize) {
+        self.invalid_names.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// The pulls left in the registry's rate-limit window, as its last answer said
     /// (`RateLimit-Remaining`, Docker Hub); `None` when it never said.
     pub fn ratelimit_remaining(&self) -> Option<u64> {
@@ -96,7 +108,10 @@ pub(crate) struct Request {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) opts: HostOptions,
+    /// Requests to the registry's own origin (presents the client certificate).
     pub(crate) http: reqwest::Client,
+    /// Requests to any other host the registry names (presents nothing).
+    pub(crate) foreign: reqwest::Client,
     pub(crate) base: Url,
     pub(crate) auth: Auth,
     pub(crate) stats: RequestStats,
@@ -106,79 +121,176 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn new(opts: HostOptions, http: reqwest::Client, base: Url) -> Inner {
+    pub(crate) fn new(
+        opts: HostOptions,
+        http: reqwest::Client,
+        foreign: reqwest::Client,
+        base: Url,
+    ) -> Inner {
         Inner {
-            auth: Auth::new(&opts.registry, opts.login.clone(), opts.token.clone()),
+            auth: Auth::new(
+                &opts.registry,
+                opts.login.clone(),
+                opts.token.clone(),
+                base.clone(),
+                opts.limits,
+            ),
             permits: Semaphore::new(opts.req_concurrent.max(1) as usize),
             next_slot: Mutex::new(Instant::now()),
             paused_until: Mutex::new(None),
             stats: RequestStats::default(),
             base,
             http,
+            foreign,
             opts,
         }
     }
 
-    /// `/v2/<pathPrefix>/<repo>/<rest>` as a URL.
-    pub(crate) fn repo_url(&self, repo: &str, rest: &str) -> Url {
-        let prefix = if self.opts.path_prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.opts.path_prefix)
-        };
-        let mut url = self.url(&format!("/v2/{prefix}{repo}/{rest}"));
-        if let Some(ns) = &self.opts.mirror_of {
-            url.query_pairs_mut().append_pair("ns", ns);
-        }
-        url
+    /// `/v2/<pathPrefix>/<repo>/<endpoint>` as a URL, built segment by segment from names
+    /// checked against the distribution grammar: no input can leave `/v2/<repo>/`.
+    pub(crate) fn repo_url(&self, repo: &str, endpoint: Endpoint<'_>) -> Result<Url> {
+        build_repo_url(
+            &self.base,
+            &self.opts.path_prefix,
+            repo,
+            endpoint,
+            self.opts.mirror_of.as_deref(),
+        )
     }
 
     pub(crate) fn url(&self, path: &str) -> Url {
         self.base.join(path).unwrap_or_else(|_| self.base.clone())
     }
 
+    /// Whether `url` is on the registry's own origin (scheme, host and port): only such
+    /// requests carry its credentials and client certificate.
+    pub(crate) fn is_own(&self, url: &Url) -> bool {
+        url.origin() == self.base.origin()
+    }
+
+    /// Checks a URL the registry named (`Location`, a redirect) before it is requested:
+    /// never from HTTPS down to plain HTTP, and only http(s).
+    pub(crate) fn check_named_url(&self, from: &Url, to: &Url) -> Result<()> {
+        let downgrade =
+            to.scheme() == "http" && (from.scheme() == "https" || self.base.scheme() == "https");
+        if downgrade || !matches!(to.scheme(), "http" | "https") {
+            return Err(Error::Protocol {
+                what: redact(from),
+                reason: format!(
+                    "the registry named {}, which is not https like the registry itself; not followed",
+                    redact(to)
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Sends a request with limits, auth and retries. Any status comes back as a response;
     /// transport errors, and retryable statuses after the last try, come back as errors.
+    ///
+    /// Redirects of GET and HEAD are followed here, hop by hop (at most [`MAX_REDIRECTS`]):
+    /// credentials and the client certificate go only to the registry's own origin, never
+    /// to a host it redirects to, and a 401 from another host never changes the registry's
+    /// auth state. A request whose answer is read whole gets [`Limits::request_deadline`]
+    /// (see [`Deadline`]); one without a streamed body gets [`Limits::response_timeout`]
+    /// for its headers.
     pub(crate) async fn send(&self, mut req: Request) -> Result<Response> {
         let policy = self.opts.retry;
+        let limits = self.opts.limits;
         let mut attempt = 0u32;
         let mut reauthed = 0u32;
         loop {
             attempt += 1;
-            self.wait_for_pause().await;
-            self.pace().await;
-            let auth = self.auth.header(&self.http, &req.scopes).await?;
-            let (body, replayable) = match std::mem::replace(&mut req.body, Body::Empty) {
-                Body::Empty => (None, true),
-                Body::Bytes(b) => {
-                    req.body = Body::Bytes(b.clone());
-                    (Some(reqwest::Body::from(b)), true)
+            let mut url = req.url.clone();
+            let mut hops = 0u32;
+            let deadline = Instant::now() + limits.request_deadline;
+            let (result, own, replayable) = loop {
+                let own = self.is_own(&url);
+                if own {
+                    self.wait_for_pause().await;
                 }
-                Body::Stream { stream, len } => {
-                    if let Some(len) = len {
-                        req.headers
-                            .insert(reqwest::header::CONTENT_LENGTH, len.into());
+                self.pace().await;
+                let auth = if own {
+                    self.auth
+                        .header(&self.http, &self.foreign, &req.scopes)
+                        .await?
+                } else {
+                    None
+                };
+                let (body, replayable) = match std::mem::replace(&mut req.body, Body::Empty) {
+                    Body::Empty => (None, true),
+                    Body::Bytes(b) => {
+                        req.body = Body::Bytes(b.clone());
+                        (Some(reqwest::Body::from(b)), true)
                     }
-                    (Some(reqwest::Body::wrap_stream(stream)), false)
+                    Body::Stream { stream, len } => {
+                        if let Some(len) = len {
+                            req.headers
+                                .insert(reqwest::header::CONTENT_LENGTH, len.into());
+                        }
+                        (Some(reqwest::Body::wrap_stream(stream)), false)
+                    }
+                };
+                let http = if own { &self.http } else { &self.foreign };
+                let mut rb = http
+                    .request(req.method.clone(), url.clone())
+                    .headers(req.headers.clone());
+                if let Some(a) = auth {
+                    rb = rb.header(AUTHORIZATION, a);
                 }
+                let streamed = !replayable;
+                if let Some(b) = body {
+                    rb = rb.body(b);
+                }
+                let permit = self.permits.acquire().await.map_err(|_| Error::Cancelled)?;
+                // A streamed upload is answered only once the registry has it all: its time
+                // is bounded by the idle timeout of the connection, not a total.
+                let result = if streamed {
+                    rb.send().await.map_err(Failure::Http)
+                } else {
+                    let until = deadline.min(Instant::now() + limits.response_timeout);
+                    match tokio::time::timeout_at(until, rb.send()).await {
+                        Ok(r) => r.map_err(Failure::Http),
+                        Err(_) => Err(Failure::Timeout),
+                    }
+                };
+                drop(permit);
+                if let Ok(resp) = &result
+                    && resp.status().is_redirection()
+                    && matches!(req.method, Method::GET | Method::HEAD)
+                    && let Some(next) = resp
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                {
+                    self.stats.record(&req.method, resp.status().as_u16());
+                    if hops >= MAX_REDIRECTS {
+                        return Err(Error::Protocol {
+                            what: redact(&req.url),
+                            reason: format!("more than {MAX_REDIRECTS} redirects"),
+                        });
+                    }
+                    let next = url.join(next).map_err(|e| Error::Protocol {
+                        what: redact(&url),
+                        reason: format!("invalid redirect: {e}"),
+                    })?;
+                    self.check_named_url(&url, &next)?;
+                    hops += 1;
+                    url = next;
+                    continue;
+                }
+                break (result, own, replayable);
             };
-            let mut rb = self
-                .http
-                .request(req.method.clone(), req.url.clone())
-                .headers(req.headers.clone());
-            if let Some(a) = auth {
-                rb = rb.header(AUTHORIZATION, a);
-            }
-            if let Some(b) = body {
-                rb = rb.body(b);
-            }
-            let permit = self.permits.acquire().await.map_err(|_| Error::Cancelled)?;
-            let result = rb.send().await;
-            drop(permit);
             match result {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     let status = resp.status();
                     self.stats.record(&req.method, status.as_u16());
+                    resp.extensions_mut().insert(Deadline(deadline));
+                    if status == StatusCode::UNAUTHORIZED && !own {
+                        // Another host's challenge is not the registry's: it learns nothing
+                        // from it and sends it nothing.
+                        return Ok(resp);
+                    }
                     if status == StatusCode::UNAUTHORIZED && reauthed < 2 {
                         let www = resp
                             .headers()
@@ -198,7 +310,7 @@ impl Inner {
                     if is_retryable_status(status) && replayable && attempt < policy.attempts {
                         let retry_after = parse_retry_after(resp.headers());
                         let delay = self.delay(attempt, retry_after);
-                        if status == StatusCode::TOO_MANY_REQUESTS {
+                        if status == StatusCode::TOO_MANY_REQUESTS && own {
                             // A 429 is about the registry, not this request: hold every request to it.
                             self.pause_for(delay).await;
                         }
@@ -216,19 +328,31 @@ impl Inner {
                     }
                     return Ok(resp);
                 }
-                Err(e) => {
+                Err(failure) => {
                     self.stats.record(&req.method, 0);
-                    // A certificate the client refuses (or that the server refuses) will be
-                    // refused again: fail at once instead of backing off five times.
-                    let tls_refusal = is_tls_refusal(&chain(&e));
-                    let retryable = !tls_refusal
-                        && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body());
+                    let (reason, retryable) = match failure {
+                        Failure::Http(e) => {
+                            let kind =
+                                e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                            let reason = describe(e);
+                            // A certificate the client refuses (or that the server refuses)
+                            // will be refused again: fail at once instead of backing off.
+                            (reason.clone(), kind && !is_tls_refusal(&reason))
+                        }
+                        Failure::Timeout => (
+                            format!(
+                                "no response within {}",
+                                humanize(limits.response_timeout.min(limits.request_deadline))
+                            ),
+                            true,
+                        ),
+                    };
                     if retryable && replayable && attempt < policy.attempts {
                         let delay = self.delay(attempt, None);
                         tracing::warn!(
                             registry = %self.opts.registry,
                             method = %req.method,
-                            error = %chain(&e),
+                            error = %reason,
                             attempt,
                             delay_ms = delay.as_millis() as u64,
                             "Retrying request"
@@ -239,8 +363,8 @@ impl Inner {
                     }
                     return Err(Error::Transport {
                         method: req.method.to_string(),
-                        url: redact(&req.url),
-                        reason: chain(&e),
+                        url: redact(&url),
+                        reason,
                         retryable,
                     });
                 }
@@ -292,6 +416,99 @@ impl Inner {
         };
         tokio::time::sleep_until(slot).await;
     }
+}
+
+/// What a repository URL addresses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Endpoint<'a> {
+    /// `manifests/<tag or digest>`.
+    Manifest(&'a str),
+    /// `blobs/<digest>`.
+    Blob(&'a Digest),
+    /// `blobs/uploads/`.
+    Uploads,
+    /// `tags/list`.
+    Tags,
+    /// `referrers/<digest>`.
+    Referrers(&'a Digest),
+}
+
+pub(crate) fn build_repo_url(
+    base: &Url,
+    path_prefix: &str,
+    repo: &str,
+    endpoint: Endpoint<'_>,
+    mirror_of: Option<&str>,
+) -> Result<Url> {
+    if !crate::reference::is_valid_repository(repo) {
+        return Err(Error::invalid_name("repository", repo));
+    }
+    if !path_prefix.is_empty() && !crate::reference::is_valid_repository(path_prefix) {
+        return Err(Error::invalid_name("pathPrefix", path_prefix));
+    }
+    let digest_text;
+    let tail: &[&str] = match endpoint {
+        Endpoint::Manifest(r) => {
+            if !crate::reference::is_valid_tag(r) && Digest::parse(r).is_err() {
+                return Err(Error::invalid_name("manifest reference", r));
+            }
+            &["manifests", r]
+        }
+        Endpoint::Blob(d) => {
+            digest_text = d.to_string();
+            &["blobs", &digest_text]
+        }
+        Endpoint::Uploads => &["blobs", "uploads", ""],
+        Endpoint::Tags => &["tags", "list"],
+        Endpoint::Referrers(d) => {
+            digest_text = d.to_string();
+            &["referrers", &digest_text]
+        }
+    };
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    {
+        let mut segs = url.path_segments_mut().map_err(|()| Error::Protocol {
+            what: redact(base),
+            reason: "not a base URL".into(),
+        })?;
+        segs.clear().push("v2");
+        if !path_prefix.is_empty() {
+            segs.extend(path_prefix.split('/'));
+        }
+        segs.extend(repo.split('/'));
+        segs.extend(tail.iter().copied());
+    }
+    if let Some(ns) = mirror_of {
+        url.query_pairs_mut().append_pair("ns", ns);
+    }
+    Ok(url)
+}
+
+/// Most redirects one request follows.
+const MAX_REDIRECTS: u32 = 10;
+
+/// Why a request got no response.
+enum Failure {
+    Http(reqwest::Error),
+    Timeout,
+}
+
+/// When a request's answer must have been read in full; stored in the response's
+/// extensions by [`Inner::send`] and honoured by [`super::ops::read_limited`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(pub(crate) Instant);
+
+/// A reqwest error and its causes, without its URL: reqwest's text carries the whole URL,
+/// query included, and upload and pre-signed URLs keep secrets there.
+pub(crate) fn describe(e: reqwest::Error) -> String {
+    chain(&e.without_url())
+}
+
+/// A duration for messages (`2m`, `30s`).
+pub(crate) fn humanize(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
 }
 
 fn is_retryable_status(s: StatusCode) -> bool {
@@ -370,6 +587,81 @@ mod tests {
         );
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(parse_retry_after(&h), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a registry or webhook sends as a repository or manifest reference, the
+        /// URL built from it is refused, or stays at `/v2/<repo>/manifests/<reference>` on
+        /// the registry's own origin, without query, fragment or dot segments.
+        #[test]
+        fn no_name_leaves_its_repository(
+            repo in "([a-z0-9]{1,3}|\\.\\.|%2e|[./_?#%-]){1,8}",
+            reference in "([A-Za-z0-9]{1,3}|\\.\\.|%2e|[./_?#%:-]){1,12}",
+            prefix in "|[a-z]{1,3}|\\.\\./x",
+        ) {
+            let base = Url::parse("https://r.example:5000/").unwrap();
+            if let Ok(u) = build_repo_url(&base, &prefix, &repo, Endpoint::Manifest(&reference), None) {
+                proptest::prop_assert_eq!(u.origin(), base.origin());
+                proptest::prop_assert!(u.query().is_none() && u.fragment().is_none());
+                let pre = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+                proptest::prop_assert_eq!(u.path(), format!("/v2/{pre}{repo}/manifests/{reference}"));
+                proptest::prop_assert!(!u.path()[1..].split('/').any(|s| s == ".." || s == "." || s.is_empty()));
+            }
+        }
+
+        /// The tag and repository checks are the distribution grammar, exactly.
+        #[test]
+        fn names_follow_the_distribution_grammar(name in "[a-zA-Z0-9._/%-]{0,140}") {
+            let tag = regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").unwrap();
+            let repo = regex::Regex::new(
+                r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$",
+            )
+            .unwrap();
+            proptest::prop_assert_eq!(crate::is_valid_tag(&name), tag.is_match(&name));
+            proptest::prop_assert_eq!(
+                crate::is_valid_repository(&name),
+                repo.is_match(&name) && name.len() <= 255
+            );
+        }
+    }
+
+    #[test]
+    fn the_url_builder_refuses_what_would_leave_the_repository() {
+        let base = Url::parse("http://r.example/").unwrap();
+        let build =
+            |repo: &str, r: &str| build_repo_url(&base, "", repo, Endpoint::Manifest(r), None);
+        for (repo, reference) in [
+            ("app", "../../../victim/manifests/pwn"),
+            ("app", "..%2f..%2fvictim"),
+            ("app", "a?b"),
+            ("app", "x#y"),
+            ("ok/../../victim", "1"),
+            ("ok/%2e%2e/victim", "1"),
+            ("app", ""),
+        ] {
+            let e = build(repo, reference).unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidName { .. }),
+                "{repo} {reference}: {e}"
+            );
+        }
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            build("team/app", &digest).unwrap().as_str(),
+            format!("http://r.example/v2/team/app/manifests/{digest}")
+        );
+        let uploads = build_repo_url(
+            &base,
+            "pre/fix",
+            "app",
+            Endpoint::Uploads,
+            Some("docker.io"),
+        )
+        .unwrap();
+        assert_eq!(
+            uploads.as_str(),
+            "http://r.example/v2/pre/fix/app/blobs/uploads/?ns=docker.io"
+        );
     }
 
     #[test]

@@ -1,0 +1,439 @@
+//! Hostile upstreams: a source (or a host it names) that tries to get credentials, write
+//! outside the configured repository, or exhaust memory. Each test puts the fault proxy in
+//! front of a real registry, or a [`HostileServer`] where the registry cannot be made to
+//! answer so, and shows what regferry sent and wrote.
+use regferry_testkit::cli::{ConfigFile, RunOutput, registry_config, run_regferry};
+use regferry_testkit::image;
+use regferry_testkit::{
+    Action, Auth, FaultProxy, HostileServer, RawClient, RegistryOptions, Reply, Rule, TestRegistry,
+    skopeo_digest, skopeo_list_tags,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_regferry");
+const USER: &str = "alice";
+const PASS: &str = "s3cret-alice";
+
+fn regferry(args: &[&str], c: &ConfigFile) -> RunOutput {
+    run_regferry(BIN, args, c)
+}
+
+fn with_login() -> TestRegistry {
+    TestRegistry::start_with(RegistryOptions {
+        auth: Auth::Htpasswd {
+            user: USER,
+            pass: PASS,
+        },
+        ..RegistryOptions::default()
+    })
+}
+
+/// One `repository` entry from `src/app` to `dst/mirror/app`; `login` for the source host.
+fn entry(src: &str, dst: &str, login: bool, extra: &str) -> ConfigFile {
+    registry_config(
+        &[
+            (src.to_owned(), login.then_some((USER, PASS))),
+            (dst.to_owned(), None),
+        ],
+        "  parallel: 2\n",
+        &format!(
+            "  - source: {src}/app\n    target: {dst}/mirror/app\n    type: repository\n{extra}"
+        ),
+    )
+}
+
+fn assert_no_credentials(host: &HostileServer) {
+    for r in host.received() {
+        assert_eq!(
+            r.authorization(),
+            None,
+            "{} {} reached another host with credentials",
+            r.method,
+            r.path
+        );
+    }
+}
+
+/// The registry was sent no manifest (no tag, no image by digest).
+fn assert_no_manifest_written(reg: &TestRegistry) {
+    let puts: Vec<String> = reg
+        .access_log()
+        .into_iter()
+        .filter(|e| e.method == "PUT" && e.path.contains("/manifests/"))
+        .map(|e| e.path)
+        .collect();
+    assert!(puts.is_empty(), "manifests written: {puts:?}");
+}
+
+/// Every write the target registry served stayed under `/v2/<repo>/`.
+fn assert_writes_only_under(reg: &TestRegistry, repo: &str) {
+    let prefix = format!("/v2/{repo}/");
+    for e in reg.access_log().iter().filter(|e| e.is_write()) {
+        assert!(
+            e.path.starts_with(&prefix),
+            "{} {} is outside {prefix}",
+            e.method,
+            e.path
+        );
+    }
+}
+
+#[test]
+fn a_link_page_on_another_host_is_refused_and_gets_no_credentials() {
+    let src = with_login();
+    let dst = TestRegistry::start();
+    RawClient::for_registry(&src).push("app", Some("1"), &image::image(900, 1, 100));
+    let elsewhere = HostileServer::start(|_, _| {
+        Reply::json(&serde_json::json!({"name": "app", "tags": ["2"]}))
+    });
+    let proxy = FaultProxy::start(&src);
+    proxy.add_rule(Rule::new(
+        "GET",
+        "/tags/list",
+        Action::AddHeaders(vec![(
+            "Link".into(),
+            format!(
+                "<{}/v2/app/tags/list?last=1>; rel=\"next\"",
+                elsewhere.url()
+            ),
+        )]),
+    ));
+    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), true, ""));
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.all().contains(&elsewhere.host()) && o.all().contains(&proxy.host()),
+        "the error names both hosts: {}",
+        o.all()
+    );
+    assert!(
+        elsewhere.received().is_empty(),
+        "{:?}",
+        elsewhere.received()
+    );
+    assert_eq!(dst.writes(), 0, "a listing that failed copies nothing");
+    assert!(!o.all().contains(PASS));
+}
+
+#[test]
+fn an_upload_location_on_another_host_gets_no_credentials_and_no_query_is_printed() {
+    let src = TestRegistry::start();
+    let dst = with_login();
+    RawClient::for_registry(&src).push("app", Some("1"), &image::image(901, 1, 2000));
+    let elsewhere = HostileServer::start(|_, _| Reply::new(500, &[], "no"));
+    let proxy = FaultProxy::start(&dst);
+    proxy.add_rule(Rule::new(
+        "POST",
+        "/blobs/uploads/",
+        Action::Respond {
+            status: 202,
+            headers: vec![(
+                "Location".into(),
+                format!("{}/upload/1?_state=upload-state-secret", elsewhere.url()),
+            )],
+            body: Vec::new(),
+        },
+    ));
+    let c = registry_config(
+        &[(src.host(), None), (proxy.host(), Some((USER, PASS)))],
+        "",
+        &format!(
+            "  - source: {}/app\n    target: {}/mirror/app\n    type: repository\n",
+            src.host(),
+            proxy.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        !elsewhere.received().is_empty(),
+        "the upload went to the Location the registry named"
+    );
+    assert_no_credentials(&elsewhere);
+    assert!(
+        !o.all().contains("upload-state-secret"),
+        "upload URLs are printed without their query: {}",
+        o.all()
+    );
+    assert!(!o.all().contains(PASS));
+}
+
+#[test]
+fn a_blob_redirect_to_storage_gets_no_credentials_and_its_challenge_changes_nothing() {
+    let src = with_login();
+    let dst = TestRegistry::start();
+    let img = image::image(902, 2, 5000);
+    RawClient::for_registry(&src).push("app", Some("1"), &img);
+    // Storage serves the first layer, and challenges for the second with a realm of its own.
+    let first = img.layers[0].clone();
+    let storage = HostileServer::start(move |r, _| {
+        if r.path.starts_with("/good") {
+            Reply::new(200, &[], first.data.clone())
+        } else {
+            Reply::new(
+                401,
+                &[(
+                    "WWW-Authenticate",
+                    "Bearer realm=\"http://127.0.0.1:9/token\",service=\"storage\"",
+                )],
+                "{}",
+            )
+        }
+    });
+    let proxy = FaultProxy::start(&src);
+    for (blob, path) in [(&img.layers[0], "good"), (&img.layers[1], "bad")] {
+        proxy.add_rule(Rule::new(
+            "GET",
+            &format!("/blobs/{}", blob.digest()),
+            Action::Respond {
+                status: 307,
+                headers: vec![(
+                    "Location".into(),
+                    format!("{}/{path}?X-Signature=presigned-secret", storage.url()),
+                )],
+                body: Vec::new(),
+            },
+        ));
+    }
+    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), true, ""));
+    assert_eq!(o.code, 1, "the second layer cannot be read: {}", o.all());
+    let paths: Vec<String> = storage.received().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        paths.iter().any(|p| p.starts_with("/good")) && paths.iter().any(|p| p.starts_with("/bad")),
+        "both redirects were followed: {paths:?}"
+    );
+    assert_no_credentials(&storage);
+    assert!(!o.all().contains("presigned-secret"), "{}", o.all());
+    assert!(
+        o.all().contains("401"),
+        "the storage's 401 is the error, not a new login: {}",
+        o.all()
+    );
+    assert_no_manifest_written(&dst);
+
+    // With storage serving both layers, the same redirects copy the image.
+    let good = HostileServer::start({
+        let layers = img.layers.clone();
+        move |r, _| {
+            let i = usize::from(r.path.starts_with("/bad"));
+            Reply::new(200, &[], layers[i].data.clone())
+        }
+    });
+    proxy.clear_rules();
+    for (blob, path) in [(&img.layers[0], "good"), (&img.layers[1], "bad")] {
+        proxy.add_rule(Rule::new(
+            "GET",
+            &format!("/blobs/{}", blob.digest()),
+            Action::Respond {
+                status: 307,
+                headers: vec![("Location".into(), format!("{}/{path}?sig=x", good.url()))],
+                body: Vec::new(),
+            },
+        ));
+    }
+    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), true, ""));
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_no_credentials(&good);
+    assert_eq!(skopeo_digest(&dst, "mirror/app:1"), img.digest());
+}
+
+#[test]
+fn hostile_tags_from_a_listing_write_nothing_outside_the_entry() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(903, 1, 100);
+    RawClient::for_registry(&src).push("app", Some("1"), &img);
+    let proxy = FaultProxy::start(&src);
+    proxy.add_rule(Rule::new(
+        "GET",
+        "/v2/app/tags/list",
+        Action::Respond {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: serde_json::json!({"name": "app", "tags": [
+                "1",
+                "../../../victim/manifests/pwn",
+                "..%2f..%2fvictim",
+                "a?b",
+                "x#y",
+                ".hidden",
+            ]})
+            .to_string()
+            .into_bytes(),
+        },
+    ));
+    // Whatever the source answers for a hostile name, it would be an image.
+    proxy.add_rule(Rule::regex(
+        "*",
+        "/manifests/(\\.|%2e|%2E|a%3Fb|x%23y)",
+        Action::Respond {
+            status: 200,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/vnd.oci.image.manifest.v1+json".into(),
+            )],
+            body: Vec::new(),
+        },
+    ));
+    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), false, ""));
+    assert_eq!(o.code, 0, "the valid tag is copied: {}", o.all());
+    assert!(
+        o.all().contains("not a valid tag"),
+        "one warning names the skipped names: {}",
+        o.all()
+    );
+    assert_eq!(skopeo_list_tags(&dst, "mirror/app"), vec!["1"]);
+    assert_writes_only_under(&dst, "mirror/app");
+    for r in proxy.requests() {
+        assert!(
+            r.path.starts_with("/v2/app/") || r.path == "/v2/" || r.path.starts_with("/v2/?"),
+            "{} {} left /v2/app/",
+            r.method,
+            r.path
+        );
+    }
+}
+
+#[test]
+fn a_hostile_catalog_name_reaches_no_repository() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(904, 1, 100);
+    RawClient::for_registry(&src).push("ok/app", Some("1"), &img);
+    RawClient::for_registry(&src).push("victim", Some("1"), &img);
+    let proxy = FaultProxy::start(&src);
+    proxy.add_rule(Rule::new(
+        "GET",
+        "/v2/_catalog",
+        Action::Respond {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: serde_json::json!({"repositories": ["ok/app", "ok/../../victim", "ok/%2e%2e/victim"]})
+                .to_string()
+                .into_bytes(),
+        },
+    ));
+    let c = registry_config(
+        &[(proxy.host(), None), (dst.host(), None)],
+        "",
+        &format!(
+            "  - source: {}\n    target: {}/mirror\n    type: registry\n    repos:\n      allow: ['ok/.*']\n",
+            proxy.host(),
+            dst.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(o.all().contains("not a valid repository"), "{}", o.all());
+    assert_eq!(skopeo_list_tags(&dst, "mirror/ok/app"), vec!["1"]);
+    assert_writes_only_under(&dst, "mirror/ok/app");
+    for r in proxy.requests() {
+        assert!(
+            !r.path.contains("victim"),
+            "{} {} reached the victim",
+            r.method,
+            r.path
+        );
+    }
+}
+
+#[test]
+fn an_oversized_manifest_is_refused_before_it_is_read_whole() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    RawClient::for_registry(&src).push("app", Some("1"), &image::image(905, 1, 100));
+    let proxy = FaultProxy::start(&src);
+    let mut huge = b"{\"schemaVersion\":2,\"pad\":\"".to_vec();
+    huge.resize(5 << 20, b'a');
+    huge.extend_from_slice(b"\"}");
+    proxy.add_rule(Rule::new(
+        "GET",
+        "/manifests/",
+        Action::Respond {
+            status: 200,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/vnd.oci.image.manifest.v1+json".into(),
+            )],
+            body: huge,
+        },
+    ));
+    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), false, ""));
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.all().contains(&format!("larger than {} bytes", 4 << 20)),
+        "{}",
+        o.all()
+    );
+    assert_eq!(dst.writes(), 0);
+}
+
+#[test]
+fn a_chunk_size_demand_above_the_limit_fails_the_upload_instead_of_buffering() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    RawClient::for_registry(&src).push("app", Some("1"), &image::image(906, 1, 3000));
+    let proxy = FaultProxy::start(&dst);
+    proxy.add_rule(Rule::new(
+        "POST",
+        "/blobs/uploads/",
+        Action::AddHeaders(vec![("OCI-Chunk-Min-Length".into(), "10737418240".into())]),
+    ));
+    let o = regferry(&["once"], &entry(&src.host(), &proxy.host(), false, ""));
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.all().contains("OCI-Chunk-Min-Length") && o.all().contains("blobLimit"),
+        "{}",
+        o.all()
+    );
+    assert_no_manifest_written(&dst);
+    // A blobLimit above the demand lets the same upload through.
+    proxy.clear_rules();
+    proxy.add_rule(Rule::new(
+        "POST",
+        "/blobs/uploads/",
+        Action::AddHeaders(vec![("OCI-Chunk-Min-Length".into(), "2000000".into())]),
+    ));
+    let c = registry_config(
+        &[(src.host(), None), (proxy.host(), None)],
+        "  blobLimit: 4000000\n",
+        &format!(
+            "  - source: {}/app\n    target: {}/mirror/app\n    type: repository\n",
+            src.host(),
+            proxy.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(skopeo_list_tags(&dst, "mirror/app"), vec!["1"]);
+}
+
+/// A source whose tag list never ends: every page adds 100 new tags and links to the next.
+#[test]
+fn an_endless_tag_list_ends_with_an_error_within_bounded_memory() {
+    let dst = TestRegistry::start();
+    let endless = HostileServer::start(|r, n| {
+        if !r.path.contains("/tags/list") {
+            return Reply::new(200, &[("Content-Type", "application/json")], "{}");
+        }
+        let tags: Vec<String> = (0..100)
+            .map(|i| format!("t{n}-{i}-{}", "x".repeat(60)))
+            .collect();
+        Reply::new(
+            200,
+            &[
+                ("Content-Type", "application/json"),
+                (
+                    "Link",
+                    &format!("</v2/app/tags/list?last=p{n}>; rel=\"next\""),
+                ),
+            ],
+            serde_json::json!({"name": "app", "tags": tags}).to_string(),
+        )
+    });
+    let o = regferry(&["check"], &entry(&endless.host(), &dst.host(), false, ""));
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains("more than 100000 names"), "{}", o.all());
+    let pages = endless.received().len();
+    assert!(pages <= 1_002, "{pages} pages were read");
+    // 100,000 names of ~70 bytes are ~7 MiB; a normal run peaks near 30 MiB.
+    assert!(
+        o.peak_rss_kib < 64 * 1024,
+        "peak RSS {} KiB",
+        o.peak_rss_kib
+    );
+}
