@@ -437,3 +437,93 @@ fn an_endless_tag_list_ends_with_an_error_within_bounded_memory() {
         o.peak_rss_kib
     );
 }
+
+/// The target's HEAD answers 403 or 503: that is an error for the tag, not "missing". The
+/// tag keeps its image, `--missing` does not overwrite it, and a backup is not skipped.
+#[test]
+fn a_refused_or_failing_target_head_is_an_error_not_a_copy() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let old = image::image(910, 1, 100);
+    let new = image::image(911, 1, 100);
+    RawClient::for_registry(&src).push("app", Some("1"), &new);
+    RawClient::for_registry(&dst).push("mirror/app", Some("1"), &old);
+    let proxy = FaultProxy::start(&dst);
+    let writes_before = dst.writes();
+    for (status, args) in [(403, &["once"][..]), (503, &["once", "--missing"][..])] {
+        proxy.clear_rules();
+        proxy.add_rule(Rule::new(
+            "HEAD",
+            "/v2/mirror/app/manifests/1",
+            Action::respond(status, &[]),
+        ));
+        // A listing refused too: the tag must then be asked about, and the HEAD decides.
+        proxy.add_rule(Rule::new(
+            "GET",
+            "/v2/mirror/app/tags/list",
+            Action::respond(403, &[]),
+        ));
+        let o = regferry(
+            args,
+            &entry(
+                &src.host(),
+                &proxy.host(),
+                false,
+                "    backup: 'old-{{.Tag}}'\n",
+            ),
+        );
+        assert_eq!(o.code, 1, "HTTP {status}: {}", o.all());
+        assert!(o.all().contains(&status.to_string()), "{}", o.all());
+        assert_eq!(
+            skopeo_digest(&dst, "mirror/app:1"),
+            old.digest(),
+            "HTTP {status} on HEAD must not let the tag be overwritten"
+        );
+        assert_eq!(
+            dst.writes(),
+            writes_before,
+            "HTTP {status}: nothing written"
+        );
+    }
+}
+
+/// A referrer that cannot be copied leaves the tag where it was: a consumer that verifies
+/// signatures never sees the new image under the tag without them.
+#[test]
+fn a_tag_moves_only_after_its_referrers_are_copied() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let old = image::image(912, 1, 100);
+    let new = image::image(913, 1, 100);
+    let sbom = image::sbom(&new.descriptor(), 1);
+    let s = RawClient::for_registry(&src);
+    s.push("app", Some("1"), &new);
+    s.push("app", None, &sbom);
+    s.push_manifest(
+        "app",
+        &image::referrers_tag(&new.digest()),
+        &image::referrers_index(&[&sbom]),
+    );
+    RawClient::for_registry(&dst).push("mirror/app", Some("1"), &old);
+    let proxy = FaultProxy::start(&dst);
+    proxy.add_rule(Rule::new(
+        "PUT",
+        &format!("/manifests/{}", sbom.digest()),
+        Action::respond(500, &[]),
+    ));
+    let c = entry(&src.host(), &proxy.host(), false, "    referrers: true\n");
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert_eq!(
+        skopeo_digest(&dst, "mirror/app:1"),
+        old.digest(),
+        "the tag keeps its old image while the new one lacks its SBOM"
+    );
+    // Once the referrer can be written, the same run moves the tag.
+    proxy.clear_rules();
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(skopeo_digest(&dst, "mirror/app:1"), new.digest());
+    assert_eq!(
+        skopeo_digest(&dst, &format!("mirror/app@{}", sbom.digest())),
+        sbom.digest()
+    );
+}

@@ -192,7 +192,8 @@ impl Engine {
     async fn copy_tag(&self, src: &Repo, dst: &Repo, tag: &str, dry_run: bool) -> Result<bool> {
         let (s, d) = tokio::join!(src.head_manifest(tag), dst.head_manifest(tag));
         let Some(s) = s? else { return Ok(false) };
-        if d.ok().flatten().is_some_and(|d| d.digest == s.digest) {
+        // Only "not found" means missing: a refused or failing HEAD is an error.
+        if d?.is_some_and(|d| d.digest == s.digest) {
             return Ok(false);
         }
         if !dry_run {

@@ -447,12 +447,21 @@ impl Engine {
             return report;
         }
         let mut copied_manifest = decision.manifest.clone();
+        // Image first, tag last: with referrers or digest tags to copy, the image is pushed
+        // by digest, then those, then the tag. A tag whose referrers failed keeps its old
+        // image, so a consumer verifying signatures never sees the new one without them.
+        let tag_last = entry.referrers || entry.digest_tags;
+        let mut untagged = None;
         if wants_copy && !dry_run {
-            match self.copy(entry, &item, &decision, cache).await {
+            match self.copy(entry, &item, &decision, cache, !tag_last).await {
                 Ok((m, backup)) => {
-                    report.copied = true;
                     report.backup = backup;
-                    tracing::info!(source = %report.source, target = %report.target, "Copied");
+                    if tag_last {
+                        untagged = Some(m.clone());
+                    } else {
+                        report.copied = true;
+                        tracing::info!(source = %report.source, target = %report.target, "Copied");
+                    }
                     copied_manifest = Some(m);
                 }
                 Err(Error::Cancelled) if self.stopping.load(Ordering::Relaxed) => {
@@ -478,6 +487,15 @@ impl Engine {
                 Ok((referrers, digest_tags)) => {
                     report.referrers = referrers;
                     report.digest_tags = digest_tags;
+                }
+                Err(e) => return self.failed(report, e, opts, abort),
+            }
+        }
+        if let Some(m) = untagged {
+            match item.dst.put_manifest(Some(&item.dst_tag), &m).await {
+                Ok(_) => {
+                    report.copied = true;
+                    tracing::info!(source = %report.source, target = %report.target, "Copied");
                 }
                 Err(e) => return self.failed(report, e, opts, abort),
             }
@@ -554,15 +572,10 @@ impl Engine {
         let source = source.ok_or_else(|| Error::NotFound {
             what: format!("{}:{}", item.src, item.src_ref),
         })?;
-        // As in regsync, any error reading the target counts as "not there"; the copy will
-        // report a real problem.
-        let target = match target {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!(target = %item.dst, error = %e, "Target HEAD failed; treating as missing");
-                None
-            }
-        };
+        // Only "not found" means missing (regsync takes any error for it). A 401, 403,
+        // 429 or 5xx says nothing about the tag: treating it as missing would skip the
+        // backup and let `--missing` overwrite a tag it promised to leave.
+        let target = target?;
         let mut d = Decision {
             state: State::Missing,
             reason: None,
@@ -633,6 +646,7 @@ impl Engine {
         item: &Item,
         decision: &Decision,
         cache: &RunCache,
+        tag_it: bool,
     ) -> Result<(Manifest, Option<String>)> {
         let _slot = self
             .slot_within_rate_limit(entry, item, decision.source.as_ref())
@@ -666,7 +680,13 @@ impl Engine {
         };
         let pushed = self
             .transfer
-            .copy_manifest(&item.src, &item.dst, &manifest, Some(&item.dst_tag), &opts)
+            .copy_manifest(
+                &item.src,
+                &item.dst,
+                &manifest,
+                tag_it.then_some(item.dst_tag.as_str()),
+                &opts,
+            )
             .await?;
         Ok((pushed, backup))
     }
