@@ -120,6 +120,10 @@ pub enum Error {
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,
+    /// One error shared by every caller that waited on the same work (a blob copied once
+    /// for several images). It answers every `is_*` question as the original does.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 }
 
 fn fmt_detail(code: &Option<String>, message: &Option<String>) -> String {
@@ -136,6 +140,7 @@ impl Error {
     /// 500, 502, 503, 504, and content that arrived corrupt or short.
     pub fn is_retryable(&self) -> bool {
         match self {
+            Error::Shared(e) => e.is_retryable(),
             Error::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             Error::Transport { retryable, .. } => *retryable,
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => true,
@@ -146,20 +151,20 @@ impl Error {
     /// Whether the thing asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(
-            self,
+            self.original(),
             Error::NotFound { .. } | Error::Status { status: 404, .. }
         )
     }
 
     /// Whether the registry said "too many requests".
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Error::Status { status: 429, .. })
+        matches!(self.original(), Error::Status { status: 429, .. })
     }
 
     /// Whether credentials were refused.
     pub fn is_unauthorized(&self) -> bool {
         matches!(
-            self,
+            self.original(),
             Error::Auth { .. }
                 | Error::Status {
                     status: 401 | 403,
@@ -168,11 +173,24 @@ impl Error {
         )
     }
 
+    /// Whether the work was cancelled (a shutdown), not failed.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.original(), Error::Cancelled)
+    }
+
     /// How long the registry asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
+        match self.original() {
             Error::Status { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// The error itself, or the one a [`Error::Shared`] holds.
+    pub fn original(&self) -> &Error {
+        match self {
+            Error::Shared(e) => e.original(),
+            e => e,
         }
     }
 
@@ -193,3 +211,32 @@ impl Error {
 
 /// Results of the registry layer.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_error_keeps_its_kind() {
+        let status = |status| Error::Status {
+            method: "GET".into(),
+            url: "http://r/v2/".into(),
+            status,
+            code: None,
+            message: None,
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        let shared = |e| Error::Shared(std::sync::Arc::new(e));
+        assert!(shared(status(503)).is_retryable());
+        assert!(shared(status(404)).is_not_found());
+        assert!(shared(status(429)).is_rate_limited());
+        assert!(shared(status(403)).is_unauthorized());
+        assert!(shared(Error::Cancelled).is_cancelled());
+        assert!(!shared(status(400)).is_retryable() && !shared(status(400)).is_cancelled());
+        assert_eq!(
+            shared(status(429)).retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(shared(status(503)).to_string(), status(503).to_string());
+    }
+}

@@ -44,7 +44,7 @@ impl Transfer {
             .get_or_init(|| async {
                 self.copy_blob_once(src, dst, digest, size, likely_absent)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(Arc::new)
             })
             .await
             .clone();
@@ -52,13 +52,8 @@ impl Transfer {
         // long-running server neither grows the map nor trusts a blob a registry's garbage
         // collection may have removed since.
         self.inflight.lock().await.remove(&key);
-        match result {
-            Ok(outcome) => Ok(outcome),
-            Err(reason) => Err(Error::Protocol {
-                what: format!("blob {digest} to {dst}"),
-                reason,
-            }),
-        }
+        // Every waiter gets the error with its kind (retryable, not found, cancelled).
+        result.map_err(Error::Shared)
     }
 
     async fn copy_blob_once(

@@ -35,7 +35,9 @@ pub enum BlobOutcome {
     Copied(u64),
 }
 
-type Inflight = Mutex<HashMap<(String, Digest), Arc<OnceCell<Result<BlobOutcome, String>>>>>;
+type Inflight = Mutex<
+    HashMap<(String, Digest), Arc<OnceCell<Result<BlobOutcome, Arc<regferry_registry::Error>>>>>,
+>;
 
 /// The copy engine, shared by all copies of a run so that a blob needed by many images
 /// is transferred once per target repository.

@@ -464,7 +464,7 @@ impl Engine {
                     }
                     copied_manifest = Some(m);
                 }
-                Err(Error::Cancelled) if self.stopping.load(Ordering::Relaxed) => {
+                Err(e) if e.is_cancelled() && self.stopping.load(Ordering::Relaxed) => {
                     report.state = State::Skipped;
                     report.reason = Some("not run: shutting down".into());
                     return report;
