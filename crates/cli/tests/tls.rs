@@ -4,7 +4,8 @@
 use regferry_testkit::cli::{ConfigFile, RunOutput, run_regferry, yaml_block};
 use regferry_testkit::image::{self, Index};
 use regferry_testkit::{
-    RawClient, RegistryOptions, TestCa, TestRegistry, Tls, assert_same_manifests, skopeo_digest,
+    Auth, HostileServer, RawClient, RegistryOptions, Reply, TestCa, TestRegistry, Tls, TokenIssuer,
+    TokenOptions, TokenUser, assert_same_manifests, skopeo_digest,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_regferry");
@@ -239,4 +240,36 @@ fn a_bad_client_key_is_refused_naming_tls_and_the_registry() {
         );
         assert_eq!(regferry_requests(&dst), vec![], "{what}: nothing was sent");
     }
+}
+
+/// An HTTPS registry that names a token realm over plain HTTP: the login is never sent
+/// there (it would cross the network in clear), and the run fails saying why.
+#[test]
+fn credentials_never_go_to_a_plain_http_token_realm_under_an_https_registry() {
+    let (src, _) = source();
+    let issuer = TokenIssuer::start_with(TokenOptions {
+        users: vec![TokenUser::new("bob", "s3cret-bob")],
+        ..TokenOptions::default()
+    });
+    let realm = HostileServer::start(|_, _| Reply::json(&serde_json::json!({"token": "t"})));
+    let realm_url = format!("{}/token", realm.url());
+    let dst = TestRegistry::start_with(RegistryOptions {
+        tls: Tls::Https,
+        auth: Auth::Token { issuer: &issuer },
+        token_realm: Some(&realm_url),
+        ..RegistryOptions::default()
+    });
+    let creds = format!(
+        "    tls: enabled\n    user: bob\n    pass: s3cret-bob\n{}",
+        pem_line("regcert", dst.tls().unwrap().ca_pem())
+    );
+    let o = once(&config(&src, &dst, &creds, "app"));
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        realm.received().is_empty(),
+        "the plain-HTTP realm was asked: {:?}",
+        realm.received()
+    );
+    assert!(o.all().contains("not https"), "{}", o.all());
+    assert!(!o.all().contains("s3cret-bob"));
 }
