@@ -41,6 +41,15 @@ fn entry(src: &str, dst: &str, login: bool, extra: &str) -> ConfigFile {
     )
 }
 
+/// An answer of 200 with this JSON, in place of the registry's.
+fn json_answer(value: serde_json::Value) -> Action {
+    Action::Respond {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: value.to_string().into_bytes(),
+    }
+}
+
 fn assert_no_credentials(host: &HostileServer) {
     for r in host.received() {
         assert_eq!(
@@ -244,20 +253,14 @@ fn hostile_tags_from_a_listing_write_nothing_outside_the_entry() {
     proxy.add_rule(Rule::new(
         "GET",
         "/v2/app/tags/list",
-        Action::Respond {
-            status: 200,
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: serde_json::json!({"name": "app", "tags": [
-                "1",
-                "../../../victim/manifests/pwn",
-                "..%2f..%2fvictim",
-                "a?b",
-                "x#y",
-                ".hidden",
-            ]})
-            .to_string()
-            .into_bytes(),
-        },
+        json_answer(serde_json::json!({"name": "app", "tags": [
+            "1",
+            "../../../victim/manifests/pwn",
+            "..%2f..%2fvictim",
+            "a?b",
+            "x#y",
+            ".hidden",
+        ]})),
     ));
     // Whatever the source answers for a hostile name, it would be an image.
     proxy.add_rule(Rule::regex(
@@ -301,13 +304,9 @@ fn a_hostile_catalog_name_reaches_no_repository() {
     proxy.add_rule(Rule::new(
         "GET",
         "/v2/_catalog",
-        Action::Respond {
-            status: 200,
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: serde_json::json!({"repositories": ["ok/app", "ok/../../victim", "ok/%2e%2e/victim"]})
-                .to_string()
-                .into_bytes(),
-        },
+        json_answer(
+            serde_json::json!({"repositories": ["ok/app", "ok/../../victim", "ok/%2e%2e/victim"]}),
+        ),
     ));
     let c = registry_config(
         &[(proxy.host(), None), (dst.host(), None)],
