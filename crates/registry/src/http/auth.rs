@@ -190,9 +190,8 @@ impl Auth {
             .ok_or_else(|| self.err("bearer challenge without realm"))?;
         let realm = url::Url::parse(raw)
             .map_err(|e| self.err(format!("bearer challenge realm is not a URL: {e}")))?;
-        let https = realm.scheme() == "https";
-        let http_allowed = realm.scheme() == "http" && self.base.scheme() == "http";
-        if !(https || http_allowed) || !realm.username().is_empty() {
+        if !super::send::may_follow(&self.base, &self.base, &realm) || !realm.username().is_empty()
+        {
             return Err(self.err(format!(
                 "the registry names the token realm {}, which is not https like the registry; \
                  no credentials are sent there",

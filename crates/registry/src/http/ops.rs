@@ -557,22 +557,9 @@ impl RegistryClient {
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
-            StatusCode::ACCEPTED => {
-                let session = location(i, &url, resp.headers())?;
-                match min_chunk(i, &url, resp.headers()) {
-                    Ok(min_chunk) => Ok(Mount::Upload(UploadSession {
-                        url: session,
-                        min_chunk,
-                    })),
-                    Err(e) => {
-                        let scopes = vec![repo_scope(repo, true)];
-                        let _ = i
-                            .send(self.plain_request(Method::DELETE, session, scopes))
-                            .await;
-                        Err(e)
-                    }
-                }
-            }
+            StatusCode::ACCEPTED => Ok(Mount::Upload(
+                self.opened_session(repo, &url, resp.headers()).await?,
+            )),
             _ => Err(status_error(&Method::POST, &url, resp).await),
         }
     }
@@ -584,6 +571,26 @@ impl RegistryClient {
             .inner
             .send(self.plain_request(Method::DELETE, session.url, scopes))
             .await;
+    }
+
+    /// The upload session a 202 opened (`Location`, `OCI-Chunk-Min-Length`). A session
+    /// whose minimum chunk is above the limit is cancelled at once and refused.
+    async fn opened_session(&self, repo: &str, url: &Url, h: &HeaderMap) -> Result<UploadSession> {
+        let session = location(&self.inner, url, h)?;
+        match min_chunk(&self.inner, url, h) {
+            Ok(min_chunk) => Ok(UploadSession {
+                url: session,
+                min_chunk,
+            }),
+            Err(e) => {
+                let session = UploadSession {
+                    url: session,
+                    min_chunk: None,
+                };
+                self.cancel_upload(repo, session).await;
+                Err(e)
+            }
+        }
     }
 
     /// Uploads a blob. `session` reuses an upload a refused mount opened. On failure the
@@ -608,16 +615,8 @@ impl RegistryClient {
                 if resp.status() != StatusCode::ACCEPTED {
                     return Err(status_error(&Method::POST, &url, resp).await);
                 }
-                let session = location(i, &url, resp.headers())?;
-                match min_chunk(i, &url, resp.headers()) {
-                    Ok(min) => (session, min),
-                    Err(e) => {
-                        let _ = i
-                            .send(self.plain_request(Method::DELETE, session, scopes))
-                            .await;
-                        return Err(e);
-                    }
-                }
+                let s = self.opened_session(repo, &url, resp.headers()).await?;
+                (s.url, s.min_chunk)
             }
         };
         let mode = match (mode, blob.size) {
@@ -638,9 +637,11 @@ impl RegistryClient {
         };
         if result.is_err() {
             // Best effort: the registry would expire the session anyway.
-            let _ = i
-                .send(self.plain_request(Method::DELETE, session, scopes))
-                .await;
+            let session = UploadSession {
+                url: session,
+                min_chunk,
+            };
+            self.cancel_upload(repo, session).await;
         }
         result
     }

@@ -171,9 +171,7 @@ impl Inner {
     /// Checks a URL the registry named (`Location`, a redirect) before it is requested:
     /// never from HTTPS down to plain HTTP, and only http(s).
     pub(crate) fn check_named_url(&self, from: &Url, to: &Url) -> Result<()> {
-        let downgrade =
-            to.scheme() == "http" && (from.scheme() == "https" || self.base.scheme() == "https");
-        if downgrade || !matches!(to.scheme(), "http" | "https") {
+        if !may_follow(&self.base, from, to) {
             return Err(Error::Protocol {
                 what: redact(from),
                 reason: format!(
@@ -484,6 +482,17 @@ pub(crate) fn build_repo_url(
         url.query_pairs_mut().append_pair("ns", ns);
     }
     Ok(url)
+}
+
+/// Whether a URL a registry named (`Location`, a redirect, a token realm) may be requested
+/// from `from` by a client of the registry at `base`: http(s) only, and never from HTTPS
+/// down to plain HTTP (plain HTTP only while both the registry and `from` are).
+pub(crate) fn may_follow(base: &Url, from: &Url, to: &Url) -> bool {
+    match to.scheme() {
+        "https" => true,
+        "http" => from.scheme() == "http" && base.scheme() == "http",
+        _ => false,
+    }
 }
 
 /// Most redirects one request follows.
