@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use regferry_registry::http::RegistryClient;
+use regferry_registry::http::{RegistryClient, RequestStats};
 
 use crate::report::{EntryReport, State};
 
@@ -215,44 +215,17 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP regferry_registry_retries Requests sent again after a failure."
-        );
-        let _ = writeln!(out, "# TYPE regferry_registry_retries counter");
-        for c in clients {
-            let _ = writeln!(
-                out,
-                "regferry_registry_retries_total{{registry=\"{}\"}} {}",
-                escape(c.registry()),
-                c.stats().retries()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP regferry_registry_rate_limited 429 answers received."
-        );
-        let _ = writeln!(out, "# TYPE regferry_registry_rate_limited counter");
-        for c in clients {
-            let _ = writeln!(
-                out,
-                "regferry_registry_rate_limited_total{{registry=\"{}\"}} {}",
-                escape(c.registry()),
-                c.stats().rate_limited()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP regferry_registry_invalid_names Names in a registry's answers (tags, repositories) that broke the distribution grammar and were skipped."
-        );
-        let _ = writeln!(out, "# TYPE regferry_registry_invalid_names counter");
-        for c in clients {
-            let _ = writeln!(
-                out,
-                "regferry_registry_invalid_names_total{{registry=\"{}\"}} {}",
-                escape(c.registry()),
-                c.stats().invalid_names()
-            );
+        for (name, help, value) in REGISTRY_COUNTERS {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for c in clients {
+                let _ = writeln!(
+                    out,
+                    "{name}_total{{registry=\"{}\"}} {}",
+                    escape(c.registry()),
+                    value(c.stats())
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -272,6 +245,28 @@ impl Metrics {
         out
     }
 }
+
+/// A per-registry counter read from the clients' [`RequestStats`] at scrape time: name, help,
+/// and how to read it.
+type StatsCounter = (&'static str, &'static str, fn(&RequestStats) -> u64);
+
+const REGISTRY_COUNTERS: [StatsCounter; 3] = [
+    (
+        "regferry_registry_retries",
+        "Requests sent again after a failure.",
+        RequestStats::retries,
+    ),
+    (
+        "regferry_registry_rate_limited",
+        "429 answers received.",
+        RequestStats::rate_limited,
+    ),
+    (
+        "regferry_registry_invalid_names",
+        "Names in a registry's answers (tags, repositories) that broke the distribution grammar and were skipped.",
+        RequestStats::invalid_names,
+    ),
+];
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
