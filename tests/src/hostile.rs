@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 
-use crate::server::{Handler, ServerThread, respond};
+use crate::server::{Handler, ServerThread, path_and_query, respond};
 
 /// One request the server received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +109,7 @@ impl HostileServer {
                 let script = script.clone();
                 Box::pin(async move {
                     let method = req.method().as_str().to_owned();
-                    let path = req
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.as_str().to_owned())
-                        .unwrap_or_else(|| "/".to_owned());
+                    let path = path_and_query(&req);
                     let headers = req
                         .headers()
                         .iter()

@@ -27,7 +27,7 @@ use hyper_util::rt::TokioExecutor;
 use regex::Regex;
 
 use crate::registry::TestRegistry;
-use crate::server::{Body, BoxError, Conn, Handler, ServerThread, respond};
+use crate::server::{Body, BoxError, Conn, Handler, ServerThread, path_and_query, respond};
 
 /// What a rule does to a matching request.
 #[derive(Debug, Clone)]
@@ -353,11 +353,7 @@ struct Ctx {
 impl Ctx {
     async fn handle(self, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
         let method = req.method().as_str().to_owned();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned());
+        let path = path_and_query(&req);
         let action = self.shared.take_action(&method, &path);
         let fault = action.as_ref().map(Action::kind);
         let mut add_headers = Vec::new();

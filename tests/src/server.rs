@@ -28,6 +28,14 @@ pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Response<Body>> + Se
 /// A request handler; gets the connection it arrived on so a fault can end that connection.
 pub(crate) type Handler = Arc<dyn Fn(Request<Incoming>, Arc<Conn>) -> HandlerFuture + Send + Sync>;
 
+/// A request's path and query (`/v2/app/tags/list?n=10`), `/` when it has none.
+pub(crate) fn path_and_query<B>(req: &hyper::Request<B>) -> String {
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
 /// A body with these bytes.
 pub(crate) fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())

@@ -27,18 +27,32 @@ fn with_login() -> TestRegistry {
     })
 }
 
-/// One `repository` entry from `src/app` to `dst/mirror/app`; `login` for the source host.
-fn entry(src: &str, dst: &str, login: bool, extra: &str) -> ConfigFile {
+/// Which side of an entry logs in (as `alice`).
+#[derive(Clone, Copy, PartialEq)]
+enum Login {
+    Neither,
+    Source,
+    Target,
+}
+
+/// One `repository` entry from `src/app` to `dst/mirror/app`, with `defaults` lines after
+/// `parallel: 2` and `extra` lines in the entry.
+fn entry_with(src: &str, dst: &str, login: Login, defaults: &str, extra: &str) -> ConfigFile {
+    let side = |s: Login| (login == s).then_some((USER, PASS));
     registry_config(
         &[
-            (src.to_owned(), login.then_some((USER, PASS))),
-            (dst.to_owned(), None),
+            (src.to_owned(), side(Login::Source)),
+            (dst.to_owned(), side(Login::Target)),
         ],
-        "  parallel: 2\n",
+        &format!("  parallel: 2\n{defaults}"),
         &format!(
             "  - source: {src}/app\n    target: {dst}/mirror/app\n    type: repository\n{extra}"
         ),
     )
+}
+
+fn entry(src: &str, dst: &str, login: Login, extra: &str) -> ConfigFile {
+    entry_with(src, dst, login, "", extra)
 }
 
 /// An answer of 200 with this JSON, in place of the registry's.
@@ -106,7 +120,10 @@ fn a_link_page_on_another_host_is_refused_and_gets_no_credentials() {
             ),
         )]),
     ));
-    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), true, ""));
+    let o = regferry(
+        &["once"],
+        &entry(&proxy.host(), &dst.host(), Login::Source, ""),
+    );
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(
         o.all().contains(&elsewhere.host()) && o.all().contains(&proxy.host()),
@@ -141,15 +158,7 @@ fn an_upload_location_on_another_host_gets_no_credentials_and_no_query_is_printe
             body: Vec::new(),
         },
     ));
-    let c = registry_config(
-        &[(src.host(), None), (proxy.host(), Some((USER, PASS)))],
-        "",
-        &format!(
-            "  - source: {}/app\n    target: {}/mirror/app\n    type: repository\n",
-            src.host(),
-            proxy.host()
-        ),
-    );
+    let c = entry(&src.host(), &proxy.host(), Login::Target, "");
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(
@@ -188,21 +197,25 @@ fn a_blob_redirect_to_storage_gets_no_credentials_and_its_challenge_changes_noth
         }
     });
     let proxy = FaultProxy::start(&src);
-    for (blob, path) in [(&img.layers[0], "good"), (&img.layers[1], "bad")] {
-        proxy.add_rule(Rule::new(
-            "GET",
-            &format!("/blobs/{}", blob.digest()),
-            Action::Respond {
-                status: 307,
-                headers: vec![(
-                    "Location".into(),
-                    format!("{}/{path}?X-Signature=presigned-secret", storage.url()),
-                )],
-                body: Vec::new(),
-            },
-        ));
-    }
-    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), true, ""));
+    // Each layer's GET redirects to `<host>/good` (first layer) or `<host>/bad` (second).
+    let redirect_layers = |host: &HostileServer, query: &str| {
+        for (blob, path) in [(&img.layers[0], "good"), (&img.layers[1], "bad")] {
+            proxy.add_rule(Rule::new(
+                "GET",
+                &format!("/blobs/{}", blob.digest()),
+                Action::Respond {
+                    status: 307,
+                    headers: vec![("Location".into(), format!("{}/{path}?{query}", host.url()))],
+                    body: Vec::new(),
+                },
+            ));
+        }
+    };
+    redirect_layers(&storage, "X-Signature=presigned-secret");
+    let o = regferry(
+        &["once"],
+        &entry(&proxy.host(), &dst.host(), Login::Source, ""),
+    );
     assert_eq!(o.code, 1, "the second layer cannot be read: {}", o.all());
     let paths: Vec<String> = storage.received().iter().map(|r| r.path.clone()).collect();
     assert!(
@@ -227,18 +240,11 @@ fn a_blob_redirect_to_storage_gets_no_credentials_and_its_challenge_changes_noth
         }
     });
     proxy.clear_rules();
-    for (blob, path) in [(&img.layers[0], "good"), (&img.layers[1], "bad")] {
-        proxy.add_rule(Rule::new(
-            "GET",
-            &format!("/blobs/{}", blob.digest()),
-            Action::Respond {
-                status: 307,
-                headers: vec![("Location".into(), format!("{}/{path}?sig=x", good.url()))],
-                body: Vec::new(),
-            },
-        ));
-    }
-    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), true, ""));
+    redirect_layers(&good, "sig=x");
+    let o = regferry(
+        &["once"],
+        &entry(&proxy.host(), &dst.host(), Login::Source, ""),
+    );
     assert_eq!(o.code, 0, "{}", o.all());
     assert_no_credentials(&good);
     assert_eq!(skopeo_digest(&dst, "mirror/app:1"), img.digest());
@@ -275,7 +281,10 @@ fn hostile_tags_from_a_listing_write_nothing_outside_the_entry() {
             body: Vec::new(),
         },
     ));
-    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), false, ""));
+    let o = regferry(
+        &["once"],
+        &entry(&proxy.host(), &dst.host(), Login::Neither, ""),
+    );
     assert_eq!(o.code, 0, "the valid tag is copied: {}", o.all());
     assert!(
         o.all().contains("not a valid tag"),
@@ -352,7 +361,10 @@ fn an_oversized_manifest_is_refused_before_it_is_read_whole() {
             body: huge,
         },
     ));
-    let o = regferry(&["once"], &entry(&proxy.host(), &dst.host(), false, ""));
+    let o = regferry(
+        &["once"],
+        &entry(&proxy.host(), &dst.host(), Login::Neither, ""),
+    );
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(
         o.all().contains(&format!("larger than {} bytes", 4 << 20)),
@@ -372,7 +384,10 @@ fn a_chunk_size_demand_above_the_limit_fails_the_upload_instead_of_buffering() {
         "/blobs/uploads/",
         Action::AddHeaders(vec![("OCI-Chunk-Min-Length".into(), "10737418240".into())]),
     ));
-    let o = regferry(&["once"], &entry(&src.host(), &proxy.host(), false, ""));
+    let o = regferry(
+        &["once"],
+        &entry(&src.host(), &proxy.host(), Login::Neither, ""),
+    );
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(
         o.all().contains("OCI-Chunk-Min-Length") && o.all().contains("blobLimit"),
@@ -387,14 +402,12 @@ fn a_chunk_size_demand_above_the_limit_fails_the_upload_instead_of_buffering() {
         "/blobs/uploads/",
         Action::AddHeaders(vec![("OCI-Chunk-Min-Length".into(), "2000000".into())]),
     ));
-    let c = registry_config(
-        &[(src.host(), None), (proxy.host(), None)],
+    let c = entry_with(
+        &src.host(),
+        &proxy.host(),
+        Login::Neither,
         "  blobLimit: 4000000\n",
-        &format!(
-            "  - source: {}/app\n    target: {}/mirror/app\n    type: repository\n",
-            src.host(),
-            proxy.host()
-        ),
+        "",
     );
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}", o.all());
@@ -424,7 +437,10 @@ fn an_endless_tag_list_ends_with_an_error_within_bounded_memory() {
             serde_json::json!({"name": "app", "tags": tags}).to_string(),
         )
     });
-    let o = regferry(&["check"], &entry(&endless.host(), &dst.host(), false, ""));
+    let o = regferry(
+        &["check"],
+        &entry(&endless.host(), &dst.host(), Login::Neither, ""),
+    );
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(o.all().contains("more than 100000 names"), "{}", o.all());
     let pages = endless.received().len();
@@ -466,7 +482,7 @@ fn a_refused_or_failing_target_head_is_an_error_not_a_copy() {
             &entry(
                 &src.host(),
                 &proxy.host(),
-                false,
+                Login::Neither,
                 "    backup: 'old-{{.Tag}}'\n",
             ),
         );
@@ -508,7 +524,12 @@ fn a_tag_moves_only_after_its_referrers_are_copied() {
         &format!("/manifests/{}", sbom.digest()),
         Action::respond(500, &[]),
     ));
-    let c = entry(&src.host(), &proxy.host(), false, "    referrers: true\n");
+    let c = entry(
+        &src.host(),
+        &proxy.host(),
+        Login::Neither,
+        "    referrers: true\n",
+    );
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 1, "{}", o.all());
     assert_eq!(

@@ -142,6 +142,23 @@ fn yaml(src: &TestRegistry, dst: &TestRegistry, entries: &str) -> String {
     )
 }
 
+/// One entry `hub` from `docker.io/team/app` to `dst/app`, run only by triggers, with
+/// `extra` lines appended. The source is named like a Docker Hub repository through a creds
+/// alias: `docker.io` is served by `src`, so a Docker Hub webhook payload matches it.
+fn hub_yaml(src: &TestRegistry, dst: &TestRegistry, extra: &str) -> String {
+    let entries = format!(
+        "  - name: hub\n    source: docker.io/team/app\n    target: {}/app\n    type: repository\n    schedule: '0 0 1 1 *'\n{extra}",
+        dst.host()
+    );
+    yaml(src, dst, &entries).replace(
+        "creds:\n",
+        &format!(
+            "creds:\n  - {{registry: docker.io, hostname: '{}', tls: disabled}}\n",
+            src.host()
+        ),
+    )
+}
+
 #[test]
 fn server_syncs_on_its_interval_and_serves_health_and_metrics() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
@@ -196,20 +213,10 @@ fn server_syncs_on_its_interval_and_serves_health_and_metrics() {
 fn webhooks_and_manual_triggers_start_a_sync_and_bad_tokens_run_nothing() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let img = image::image(210, 1, 100);
-    // The entry's source is named like a Docker Hub repository through a creds alias:
-    // `docker.io` is served by the test registry, so a Docker Hub payload matches it.
-    let entries = format!(
-        "  - name: hub\n    source: docker.io/team/app\n    target: {}/app\n    type: repository\n    schedule: '0 0 1 1 *'\n    tags:\n      allow: ['1\\..*']\n",
-        dst.host()
+    let s = Server::start(
+        &hub_yaml(&src, &dst, "    tags:\n      allow: ['1\\..*']\n"),
+        &[],
     );
-    let text = yaml(&src, &dst, &entries).replace(
-        "creds:\n",
-        &format!(
-            "creds:\n  - {{registry: docker.io, hostname: '{}', tls: disabled}}\n",
-            src.host()
-        ),
-    );
-    let s = Server::start(&text, &[]);
     RawClient::for_registry(&src).push("team/app", Some("1.0"), &img);
     RawClient::for_registry(&src).push("team/app", Some("2.0"), &img);
     let writes_before = dst.writes();
@@ -285,18 +292,7 @@ fn a_webhook_with_hostile_names_writes_nothing() {
     RawClient::for_registry(&src).push("team/app", Some("1"), &img);
     RawClient::for_registry(&dst).push("victim", Some("v1"), &img);
     // No tag filters: before names were checked, any tag string reached the URL.
-    let entries = format!(
-        "  - name: hub\n    source: docker.io/team/app\n    target: {}/app\n    type: repository\n    schedule: '0 0 1 1 *'\n",
-        dst.host()
-    );
-    let text = yaml(&src, &dst, &entries).replace(
-        "creds:\n",
-        &format!(
-            "creds:\n  - {{registry: docker.io, hostname: '{}', tls: disabled}}\n",
-            src.host()
-        ),
-    );
-    let s = Server::start(&text, &[]);
+    let s = Server::start(&hub_yaml(&src, &dst, ""), &[]);
     let writes_before = dst.writes();
     for payload in [
         r#"{"repository":{"repo_name":"team/app"},"push_data":{"tag":"../../../victim/manifests/v1"}}"#,
