@@ -547,3 +547,75 @@ fn a_tag_moves_only_after_its_referrers_are_copied() {
         sbom.digest()
     );
 }
+
+/// Pushes `levels` indexes to `src/app` above `img`, each listing the one below six times
+/// (a diamond: few manifests, 6^levels paths through them), and tags the top `tag`.
+fn push_nested(src: &TestRegistry, img: &image::Image, levels: usize, tag: &str) {
+    let client = RawClient::for_registry(src);
+    client.push("app", None, img);
+    let mut below = img.descriptor();
+    for level in 0..levels {
+        let index = image::Manifest {
+            media_type: image::OCI_INDEX.to_owned(),
+            bytes: serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": image::OCI_INDEX,
+                "manifests": vec![below.clone(); 6],
+            }))
+            .unwrap(),
+        };
+        let reference = if level + 1 == levels {
+            tag.to_owned()
+        } else {
+            index.digest()
+        };
+        client.push_manifest("app", &reference, &index);
+        below = index.descriptor();
+    }
+}
+
+/// A source's index graph is walked once per distinct manifest, and only so deep: nested
+/// indexes that list the same child many times cost one read each, and nesting past 8
+/// levels is an error before anything is written, not a walk of 6^depth paths.
+#[test]
+fn nested_indexes_are_walked_once_per_manifest_and_only_so_deep() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(920, 1, 100);
+    push_nested(&src, &img, 5, "wide");
+    let proxy = FaultProxy::start(&src);
+    let o = regferry(
+        &["once"],
+        &entry(
+            &proxy.host(),
+            &dst.host(),
+            Login::Neither,
+            "    tags:\n      allow: [wide]\n",
+        ),
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(
+        skopeo_digest(&dst, "mirror/app:wide"),
+        skopeo_digest(&src, "app:wide")
+    );
+    let reads = proxy.count("GET", "/manifests/");
+    assert!(
+        reads <= 10,
+        "{reads} manifest reads for 6 distinct manifests"
+    );
+
+    // Another image: the target has the first one's levels, which need no walk.
+    let deep = TestRegistry::start();
+    push_nested(&deep, &image::image(921, 1, 100), 12, "deep");
+    let writes_before = dst.writes();
+    let o = regferry(
+        &["once"],
+        &entry(&deep.host(), &dst.host(), Login::Neither, ""),
+    );
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains("nested more than 8"), "{}", o.all());
+    assert_eq!(
+        dst.writes(),
+        writes_before,
+        "nothing is written for a refused image"
+    );
+}

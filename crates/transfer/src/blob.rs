@@ -10,7 +10,6 @@ use regferry_registry::blob::verify;
 use regferry_registry::http::{Mount, UploadMode};
 use regferry_registry::repo::Repo;
 use regferry_registry::{Blob, Digest, Error, Result};
-use tokio::sync::OnceCell;
 
 use crate::stats::Stats;
 use crate::{BlobOutcome, Transfer};
@@ -33,27 +32,11 @@ impl Transfer {
         size: Option<u64>,
         likely_absent: bool,
     ) -> Result<BlobOutcome> {
-        let key = (dst.key(), digest.clone());
-        let cell = {
-            let mut map = self.inflight.lock().await;
-            map.entry(key.clone())
-                .or_insert_with(|| Arc::new(OnceCell::new()))
-                .clone()
-        };
-        let result = cell
-            .get_or_init(|| async {
+        self.blobs_inflight
+            .run((dst.key(), digest.clone()), || {
                 self.copy_blob_once(src, dst, digest, size, likely_absent)
-                    .await
-                    .map_err(Arc::new)
             })
             .await
-            .clone();
-        // The map only joins copies that overlap; later ones ask the target again, so a
-        // long-running server neither grows the map nor trusts a blob a registry's garbage
-        // collection may have removed since.
-        self.inflight.lock().await.remove(&key);
-        // Every waiter gets the error with its kind (retryable, not found, cancelled).
-        result.map_err(Error::Shared)
     }
 
     async fn copy_blob_once(

@@ -1,6 +1,7 @@
 //! A manifest and everything it references, children first.
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -32,6 +33,51 @@ pub struct CopyOptions {
 /// How many children of one manifest move at once.
 const CHILD_CONCURRENCY: usize = 6;
 
+/// Deepest index nesting walked (an index of indexes is depth 2); registries never need
+/// more than 2 or 3, a hostile source could nest without end.
+pub(crate) const MAX_INDEX_DEPTH: usize = 8;
+
+/// Most child manifests read for one image (all levels of its indexes together); the
+/// largest real indexes list a few dozen.
+pub(crate) const MAX_MANIFESTS_PER_IMAGE: usize = 1_000;
+
+/// Where a walk of one image's manifest graph is: how deep, and how many manifests it has
+/// read so far (shared by every branch). A source is not trusted to keep the graph small.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Walk<'a> {
+    depth: usize,
+    read: &'a AtomicUsize,
+}
+
+impl<'a> Walk<'a> {
+    /// The walk of a new image, counting into `read`.
+    pub(crate) fn start(read: &'a AtomicUsize) -> Walk<'a> {
+        Walk { depth: 0, read }
+    }
+
+    /// One level down, for a child manifest of `parent`; an error past either bound.
+    fn child(self, parent: &str) -> Result<Walk<'a>> {
+        let too_much = |reason: String| Error::Protocol {
+            what: parent.to_owned(),
+            reason,
+        };
+        if self.depth + 1 > MAX_INDEX_DEPTH {
+            return Err(too_much(format!(
+                "indexes nested more than {MAX_INDEX_DEPTH} deep"
+            )));
+        }
+        if self.read.fetch_add(1, Ordering::Relaxed) >= MAX_MANIFESTS_PER_IMAGE {
+            return Err(too_much(format!(
+                "more than {MAX_MANIFESTS_PER_IMAGE} manifests in one image"
+            )));
+        }
+        Ok(Walk {
+            depth: self.depth + 1,
+            read: self.read,
+        })
+    }
+}
+
 impl Transfer {
     /// Copies `m` (read from `src`) and everything it references to `dst`, then stores it
     /// under `tag` (or by digest when `tag` is `None`). Returns the manifest pushed, which
@@ -44,7 +90,10 @@ impl Transfer {
         tag: Option<&str>,
         opts: &CopyOptions,
     ) -> Result<Manifest> {
-        let pushed = self.copy_children(src, dst, m, opts, true).await?;
+        let read = AtomicUsize::new(0);
+        let pushed = self
+            .copy_children(src, dst, m, opts, true, Walk::start(&read))
+            .await?;
         dst.put_manifest(tag, &pushed).await?;
         Stats::add(&self.stats.manifests_pushed, 1);
         self.record_manifest(dst, &pushed.digest).await;
@@ -58,6 +107,7 @@ impl Transfer {
         m: &'a Manifest,
         opts: &'a CopyOptions,
         top: bool,
+        walk: Walk<'a>,
     ) -> Pin<Box<dyn Future<Output = Result<Manifest>> + Send + 'a>> {
         Box::pin(async move {
             let reference = format!("{src}@{}", m.digest);
@@ -73,7 +123,7 @@ impl Transfer {
                     };
                     let mut jobs = Vec::with_capacity(keep.len());
                     for d in &keep {
-                        jobs.push(self.copy_child(src, dst, d, opts));
+                        jobs.push(self.copy_child(src, dst, d, opts, walk, &reference));
                     }
                     run_bounded(jobs).await?;
                     if keep.len() == manifests.len() {
@@ -119,18 +169,38 @@ impl Transfer {
     }
 
     /// One entry of an index: a manifest (recursively, then pushed by digest) or a blob.
+    /// A child manifest already being copied to `dst` (listed twice, or by two images at
+    /// once) is waited for, not copied again.
     async fn copy_child(
         &self,
         src: &Repo,
         dst: &Repo,
         d: &Descriptor,
         opts: &CopyOptions,
+        walk: Walk<'_>,
+        parent: &str,
     ) -> Result<()> {
         if !media_type::is_manifest(&d.media_type) {
             self.copy_blob(src, dst, &d.digest, Some(d.size), opts.new_target)
                 .await?;
             return Ok(());
         }
+        self.manifests_inflight
+            .run((dst.key(), d.digest.clone()), || {
+                self.copy_child_manifest(src, dst, d, opts, walk, parent)
+            })
+            .await
+    }
+
+    async fn copy_child_manifest(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        d: &Descriptor,
+        opts: &CopyOptions,
+        walk: Walk<'_>,
+        parent: &str,
+    ) -> Result<()> {
         let digest = d.digest.to_string();
         // In a new repository a child is asked about only when this run already pushed it
         // (an index shared by several tags, or children shared by several indexes).
@@ -138,6 +208,7 @@ impl Transfer {
         if !opts.force_recursive && ask && dst.head_manifest(&digest).await?.is_some() {
             return Ok(());
         }
+        let walk = walk.child(parent)?;
         let child = src.get_manifest(&digest).await?;
         if child.digest != d.digest {
             return Err(Error::DigestMismatch {
@@ -145,7 +216,9 @@ impl Transfer {
                 actual: child.digest,
             });
         }
-        let child = self.copy_children(src, dst, &child, opts, false).await?;
+        let child = self
+            .copy_children(src, dst, &child, opts, false, walk)
+            .await?;
         dst.put_manifest(None, &child).await?;
         Stats::add(&self.stats.manifests_pushed, 1);
         self.record_manifest(dst, &child.digest).await;
@@ -203,4 +276,33 @@ fn filtered_index(m: &Manifest, keep: &[&Descriptor], reference: &str) -> Result
     });
     let bytes = serde_json::to_vec(&doc).map_err(|e| invalid(e.to_string()))?;
     Ok(Manifest::new(Bytes::from(bytes), Some(&m.media_type)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_ends_past_its_depth_or_its_manifest_count() {
+        let read = AtomicUsize::new(0);
+        let mut walk = Walk::start(&read);
+        for _ in 0..MAX_INDEX_DEPTH {
+            walk = walk.child("parent").unwrap();
+        }
+        let e = walk.child("parent").unwrap_err();
+        assert!(e.to_string().contains("nested more than 8 deep"), "{e}");
+
+        // Siblings share one count: a wide image ends there however shallow it is.
+        let read = AtomicUsize::new(0);
+        let top = Walk::start(&read);
+        for _ in 0..MAX_MANIFESTS_PER_IMAGE {
+            top.child("parent").unwrap();
+        }
+        let e = top.child("parent").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("more than 1000 manifests in one image"),
+            "{e}"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 
 mod blob;
 mod image;
+mod joined;
 mod platform;
 mod referrers;
 mod slots;
@@ -16,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use regferry_registry::Digest;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 
 pub use image::{CopyOptions, filter_index};
 pub use platform::{matches_platform, select_platform};
@@ -35,16 +36,15 @@ pub enum BlobOutcome {
     Copied(u64),
 }
 
-type Inflight = Mutex<
-    HashMap<(String, Digest), Arc<OnceCell<Result<BlobOutcome, Arc<regferry_registry::Error>>>>>,
->;
-
 /// The copy engine, shared by all copies of a run so that a blob needed by many images
 /// is transferred once per target repository.
 #[derive(Debug)]
 pub struct Transfer {
     blob_slots: Arc<Slots>,
-    inflight: Inflight,
+    /// Blob copies under way, joined by later callers.
+    blobs_inflight: joined::Joined<BlobOutcome>,
+    /// Child manifest copies under way, joined by later callers.
+    manifests_inflight: joined::Joined<()>,
     /// Target repositories each blob is known to be in, for mounting.
     landed: Mutex<HashMap<Digest, Vec<blob::Landing>>>,
     /// Registries that answered a mount from a repository itself with an error.
@@ -60,7 +60,8 @@ impl Transfer {
     pub fn new(concurrent_blobs: usize) -> Transfer {
         Transfer {
             blob_slots: Slots::new(concurrent_blobs.max(1)),
-            inflight: Mutex::new(HashMap::new()),
+            blobs_inflight: joined::Joined::default(),
+            manifests_inflight: joined::Joined::default(),
             landed: Mutex::new(HashMap::new()),
             refuses_self_mount: Mutex::new(HashSet::new()),
             pushed: Mutex::new(HashSet::new()),

@@ -104,7 +104,11 @@ impl Transfer {
                                 actual: m.digest,
                             });
                         }
-                        let m = self.copy_children(src, target, &m, &opts, false).await?;
+                        let read = std::sync::atomic::AtomicUsize::new(0);
+                        let walk = crate::image::Walk::start(&read);
+                        let m = self
+                            .copy_children(src, target, &m, &opts, false, walk)
+                            .await?;
                         let result = target.put_manifest(None, &m).await?;
                         Stats::add(&self.stats.manifests_pushed, 1);
                         Stats::add(&self.stats.referrers_copied, 1);
