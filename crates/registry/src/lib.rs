@@ -15,6 +15,7 @@ mod digest;
 mod error;
 pub mod http;
 pub mod manifest;
+mod memory;
 pub mod ocidir;
 mod platform;
 mod reference;
@@ -27,6 +28,7 @@ pub use blob::{Blob, ByteStream};
 pub use digest::{Digest, DigestError};
 pub use error::{Error, Result};
 pub use manifest::{Content, Descriptor, Manifest};
+pub use memory::Memory;
 pub use platform::{Platform, PlatformError};
 pub use reference::{
     DOCKER_HUB, Reference, ReferenceError, api_hostname, is_valid_registry, is_valid_repository,

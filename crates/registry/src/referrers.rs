@@ -2,13 +2,10 @@
 //! API where the registry has it, else through the referrers tag schema, a tag
 //! `sha256-<hex>` holding an OCI index of the referrers (distribution-spec "Referrers Tag
 //! Schema"). Writing keeps that index up to date on registries without the API.
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use tokio::time::Instant;
 
 use crate::digest::Digest;
 use crate::error::Result;
@@ -17,48 +14,29 @@ use crate::manifest::{Content, Descriptor, Manifest, media_type};
 use crate::repo::Repo;
 use crate::tags::TagList;
 
-/// Whether a registry has the referrers API, remembered per registry (it is a property
-/// of the registry's software, not of a repository), so that registries without it cost one
-/// extra request per process, not one per repository or image. A long-running server asks
-/// again after [`API_MEMORY`], so an upgraded registry is noticed.
-static API_SUPPORT: LazyLock<std::sync::Mutex<HashMap<String, (bool, Instant)>>> =
-    LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
-
-/// How long the answer about a registry's referrers API is trusted.
-const API_MEMORY: Duration = Duration::from_secs(3600);
-
-/// Locks for fallback tags (so that concurrent copies in this process never lose each
-/// other's entries while they read, merge and write an index) and for API probes. A fixed
-/// set, picked by hash: a daemon publishes to ever new tags, and a map of one lock per tag
-/// would grow for as long as it runs. Two keys sharing a lock only wait for each other.
-static KEYED_LOCKS: LazyLock<Vec<Arc<Mutex<()>>>> =
-    LazyLock::new(|| (0..256).map(|_| Arc::new(Mutex::new(()))).collect());
-
-fn api_key(repo: &Repo) -> Option<&str> {
+/// What is known of whether `repo`'s host has the referrers API: remembered per host (it
+/// is a property of the registry's software, not of a repository), so that registries
+/// without it cost one extra request per process, not one per repository or image; a
+/// long-running server asks again after an hour, so an upgraded registry is noticed. An OCI
+/// layout never has the API.
+fn api_known(repo: &Repo) -> Option<bool> {
     match repo {
-        Repo::Registry { client, .. } => Some(client.registry()),
+        Repo::Registry { .. } => repo.memory().api_known(&repo.host_key()),
         Repo::Layout(_) => None,
     }
 }
 
-/// What is known of `repo`'s registry: an OCI layout never has the API.
-fn api_known(repo: &Repo) -> Option<bool> {
-    let key = api_key(repo)?;
-    let (supported, at) = API_SUPPORT.lock().ok()?.get(key).copied()?;
-    (at.elapsed() < API_MEMORY).then_some(supported)
-}
-
 fn remember_api(repo: &Repo, supported: bool) {
-    if let (Some(key), Ok(mut m)) = (api_key(repo), API_SUPPORT.lock()) {
-        m.insert(key.to_owned(), (supported, Instant::now()));
+    if let Repo::Registry { .. } = repo {
+        repo.memory().remember_api(&repo.host_key(), supported);
     }
 }
 
-fn keyed_lock(key: &str) -> Arc<Mutex<()>> {
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    KEYED_LOCKS[(h % KEYED_LOCKS.len() as u64) as usize].clone()
+/// The lock for `key` among `repo`'s locks: for fallback tags (so that concurrent copies in
+/// this process never lose each other's entries while they read, merge and write an index)
+/// and for API probes.
+fn keyed_lock(repo: &Repo, key: &str) -> std::sync::Arc<Mutex<()>> {
+    repo.memory().lock(key)
 }
 
 /// The descriptor that lists `m` as a referrer: its artifact type (or its config's media
@@ -166,14 +144,11 @@ impl Repo {
     /// one of them asks and the others wait for its answer. The guard, held while asking;
     /// `None` when the answer is known (or for a layout, which never has the API).
     async fn wait_for_api_answer(&self) -> Option<OwnedMutexGuard<()>> {
-        let Repo::Registry { client, .. } = self else {
-            return None;
-        };
-        if api_known(self).is_some() {
+        if !matches!(self, Repo::Registry { .. }) || api_known(self).is_some() {
             return None;
         }
         Some(
-            keyed_lock(&format!("probe {}", client.registry()))
+            keyed_lock(self, &format!("probe {}", self.host_key()))
                 .lock_owned()
                 .await,
         )
@@ -241,7 +216,7 @@ impl Repo {
             return Ok(false);
         }
         let tag = subject.referrers_tag();
-        let lock = keyed_lock(&format!("{self}:{tag}"));
+        let lock = keyed_lock(self, &self.tag_key(&tag));
         let _held = lock.lock().await;
         let existing = match self.get_manifest(&tag).await {
             Ok(m) if m.is_index() => Some(m),
@@ -340,4 +315,31 @@ fn empty_index() -> serde_json::Value {
         "mediaType": media_type::OCI_INDEX,
         "manifests": []
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HostOptions, RegistryClient};
+
+    fn repo_at(registry: &str, hostname: &str) -> Repo {
+        let mut o = HostOptions::new(registry);
+        o.hostname = hostname.to_owned();
+        Repo::Registry {
+            client: RegistryClient::new(o).unwrap(),
+            name: "app".into(),
+            reads: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn what_one_host_answered_is_not_taken_for_another_of_the_same_name() {
+        // A reload that points `mirror.example` at another host, or two tests that both
+        // call their registry `mirror.example`: the answer belongs to the host asked.
+        let a = repo_at("mirror.example", "a.example:5000");
+        let b = repo_at("mirror.example", "b.example:5000");
+        remember_api(&a, false);
+        assert_eq!(api_known(&a), Some(false));
+        assert_eq!(api_known(&b), None, "b was never asked");
+    }
 }

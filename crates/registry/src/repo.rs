@@ -8,6 +8,7 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::http::{ManifestHead, Mount, PushedManifest, RegistryClient, UploadMode, UploadSession};
 use crate::manifest::Manifest;
+use crate::memory::Memory;
 use crate::ocidir::OciLayout;
 
 /// A repository on a registry, or an OCI layout.
@@ -40,6 +41,35 @@ impl Repo {
     /// A key that is equal for the same repository, for de-duplicating work.
     pub fn key(&self) -> String {
         self.to_string()
+    }
+
+    /// The memory of the clients and layouts this repository was made with.
+    pub(crate) fn memory(&self) -> &Memory {
+        match self {
+            Repo::Registry { client, .. } => client.memory(),
+            Repo::Layout(l) => l.memory(),
+        }
+    }
+
+    /// The repository's resolved host, as its memory is keyed: `scheme://host[:port]`, or
+    /// `ocidir://` and the directory.
+    pub(crate) fn host_key(&self) -> String {
+        match self {
+            Repo::Registry { client, .. } => client.origin().to_owned(),
+            Repo::Layout(l) => format!("ocidir://{}", l.root().display()),
+        }
+    }
+
+    /// A tag of this repository, as its memory is keyed: the resolved host, the path the
+    /// client sends (path prefix included) and the tag.
+    pub(crate) fn tag_key(&self, tag: &str) -> String {
+        match self {
+            Repo::Registry { client, name, .. } => {
+                let prefix = &client.options().path_prefix;
+                format!("{}/{prefix}/{name}:{tag}", client.origin())
+            }
+            Repo::Layout(_) => format!("{}:{tag}", self.host_key()),
+        }
     }
 
     /// The digest, type and size of a manifest (by tag or digest); `None` when absent.

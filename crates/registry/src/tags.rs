@@ -1,47 +1,15 @@
 //! A repository's tags as one listing saw them, so that a run can skip requests about tags
 //! a repository lacks. Tags this process writes after the listing are remembered, so the
 //! listing never hides them (other processes' writes are not seen, as with any listing).
-use std::collections::{HashMap, HashSet};
-use std::sync::{LazyLock, Mutex};
+use std::collections::HashSet;
 
 use tokio::time::Instant;
 
 use crate::repo::Repo;
 
-/// Tag writes remembered, at most; beyond that the log starts again and listings made
-/// before that moment are no longer trusted about absent tags.
-const WRITES_KEPT: usize = 50_000;
-
-struct WriteLog {
-    at: HashMap<String, Instant>,
-    /// When the log last started again, if it did.
-    cleared: Option<Instant>,
-}
-
-static WRITES: LazyLock<Mutex<WriteLog>> = LazyLock::new(|| {
-    Mutex::new(WriteLog {
-        at: HashMap::new(),
-        cleared: None,
-    })
-});
-
-fn write_key(repo: &Repo, tag: &str) -> String {
-    format!("{}:{tag}", repo.key())
-}
-
 /// Notes that this process wrote `tag` in `repo` (every tag write goes through here).
 pub(crate) fn note_write(repo: &Repo, tag: &str) {
-    let Ok(mut log) = WRITES.lock() else { return };
-    if log.at.len() >= WRITES_KEPT {
-        log.at.clear();
-        log.cleared = Some(Instant::now());
-    }
-    log.at.insert(write_key(repo, tag), Instant::now());
-}
-
-fn written_since(repo: &Repo, tag: &str, t: Instant) -> bool {
-    let Ok(log) = WRITES.lock() else { return true };
-    log.cleared.is_some_and(|c| c > t) || log.at.get(&write_key(repo, tag)).is_some_and(|w| *w >= t)
+    repo.memory().note_write(repo.tag_key(tag));
 }
 
 /// The tags of one repository, and when they were listed.
@@ -84,7 +52,10 @@ impl TagList {
     /// Whether `repo` (the repository listed) is known to lack `tag`: the listing did not
     /// have it, and this process has not written it since.
     pub fn lacks(&self, repo: &Repo, tag: &str) -> bool {
-        !self.tags.contains(tag) && !written_since(repo, tag, self.listed_at)
+        !self.tags.contains(tag)
+            && !repo
+                .memory()
+                .written_since(&repo.tag_key(tag), self.listed_at)
     }
 }
 
@@ -102,5 +73,23 @@ mod tests {
         assert!(list.lacks(&repo, "b"), "not listed, not written");
         note_write(&repo, "b");
         assert!(!list.lacks(&repo, "b"), "written after the listing");
+    }
+
+    #[tokio::test]
+    async fn a_write_to_one_host_says_nothing_of_another_of_the_same_name() {
+        let repo_at = |hostname: &str| {
+            let mut o = crate::http::HostOptions::new("mirror.example");
+            o.hostname = hostname.to_owned();
+            Repo::Registry {
+                client: crate::http::RegistryClient::new(o).unwrap(),
+                name: "app".into(),
+                reads: Vec::new(),
+            }
+        };
+        let (a, b) = (repo_at("a.example:5000"), repo_at("b.example:5000"));
+        let list = TagList::new(Vec::new());
+        note_write(&a, "t");
+        assert!(!list.lacks(&a, "t"), "written to a");
+        assert!(list.lacks(&b, "t"), "b was not written");
     }
 }

@@ -1,5 +1,7 @@
 //! One registry client per registry name and one layout handle per directory, built from
-//! the configuration on first use and shared by every entry of a run.
+//! the configuration on first use and shared by every entry of a run. They share one
+//! [`Memory`] (tags written, referrers-API answers, index locks), which an engine hands on
+//! to the engine that succeeds it after a reload.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,7 @@ use regferry_registry::credentials::{Credential, DockerConfig, config_key};
 use regferry_registry::http::{HostOptions, LoginSource, RegistryClient};
 use regferry_registry::ocidir::OciLayout;
 use regferry_registry::repo::Repo;
-use regferry_registry::{Error, Result};
+use regferry_registry::{Error, Memory, Result};
 
 /// Registry clients and layouts for one configuration.
 #[derive(Debug)]
@@ -18,11 +20,17 @@ pub struct Clients {
     docker: Option<Arc<DockerConfig>>,
     registries: Mutex<HashMap<String, RegistryClient>>,
     layouts: Mutex<HashMap<PathBuf, OciLayout>>,
+    memory: Memory,
 }
 
 impl Clients {
     /// Clients for `config`; reads the Docker config file unless `skipDockerConfig`.
     pub fn new(config: Arc<Config>) -> Clients {
+        Clients::sharing(config, Memory::new())
+    }
+
+    /// [`Clients::new`], sharing `memory` with the clients made before (a reload).
+    pub fn sharing(config: Arc<Config>, memory: Memory) -> Clients {
         let docker = if config.globals.skip_docker_config {
             None
         } else {
@@ -40,7 +48,13 @@ impl Clients {
             docker,
             registries: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
+            memory,
         }
+    }
+
+    /// What these clients have learned, to hand on to those made after a reload.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
     }
 
     /// The client for a registry name.
@@ -58,7 +72,7 @@ impl Clients {
         let host = self.host(registry);
         let mut opts = self.options(&host);
         opts.mirror_of = mirror_of.map(str::to_owned);
-        let client = RegistryClient::new(opts)?;
+        let client = RegistryClient::sharing(opts, self.memory.clone())?;
         map.insert(key, client.clone());
         Ok(client)
     }
@@ -109,7 +123,7 @@ impl Clients {
             Err(p) => p.into_inner(),
         };
         map.entry(path.to_owned())
-            .or_insert_with(|| OciLayout::new(path))
+            .or_insert_with(|| OciLayout::sharing(path, self.memory.clone()))
             .clone()
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::credentials::Credential;
 use crate::error::{Error, Result};
+use crate::memory::Memory;
 use crate::secret::Secret;
 
 pub use ops::{ManifestHead, Mount, PushedManifest, RateLimitHeaders, UploadMode, UploadSession};
@@ -214,8 +215,13 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    /// Builds a client; fails on unusable TLS material.
+    /// Builds a client with a memory of its own; fails on unusable TLS material.
     pub fn new(opts: HostOptions) -> Result<RegistryClient> {
+        RegistryClient::sharing(opts, Memory::new())
+    }
+
+    /// Builds a client that shares `memory` with the other clients and layouts made with it.
+    pub fn sharing(opts: HostOptions, memory: Memory) -> Result<RegistryClient> {
         // Two HTTP clients: one for the registry's own origin, which presents the client
         // certificate, and one for any other host the registry names (object storage behind
         // a blob redirect, an upload `Location`, a token realm), which presents nothing.
@@ -236,7 +242,7 @@ impl RegistryClient {
                 reason: format!("hostname {:?} is not a host[:port]", opts.hostname),
             })?;
         Ok(RegistryClient {
-            inner: Arc::new(send::Inner::new(opts, own, foreign, base)),
+            inner: Arc::new(send::Inner::new(opts, own, foreign, base, memory)),
         })
     }
 
@@ -248,6 +254,16 @@ impl RegistryClient {
     /// The options this client was built with.
     pub fn options(&self) -> &HostOptions {
         &self.inner.opts
+    }
+
+    /// The memory this client shares.
+    pub(crate) fn memory(&self) -> &Memory {
+        &self.inner.memory
+    }
+
+    /// The resolved host, `scheme://host[:port]`: what the client's memory is keyed by.
+    pub(crate) fn origin(&self) -> &str {
+        self.inner.base.as_str().trim_end_matches('/')
     }
 
     /// Counters of the requests sent so far.

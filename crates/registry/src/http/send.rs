@@ -17,6 +17,7 @@ use super::auth::Auth;
 use crate::blob::ByteStream;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::memory::Memory;
 
 /// Counters of the requests one client sent, for metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -115,6 +116,7 @@ pub(crate) struct Inner {
     pub(crate) base: Url,
     pub(crate) auth: Auth,
     pub(crate) stats: RequestStats,
+    pub(crate) memory: Memory,
     permits: Semaphore,
     next_slot: Mutex<Instant>,
     paused_until: Mutex<Option<Instant>>,
@@ -126,6 +128,7 @@ impl Inner {
         http: reqwest::Client,
         foreign: reqwest::Client,
         base: Url,
+        memory: Memory,
     ) -> Inner {
         Inner {
             auth: Auth::new(
@@ -139,6 +142,7 @@ impl Inner {
             next_slot: Mutex::new(Instant::now()),
             paused_until: Mutex::new(None),
             stats: RequestStats::default(),
+            memory,
             base,
             http,
             foreign,

@@ -30,6 +30,7 @@ use crate::blob::{Blob, Hasher, verify};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+use crate::memory::Memory;
 
 use self::index::{Entry, INDEX, TempPath};
 
@@ -54,6 +55,7 @@ pub struct OciLayout {
     /// Queues this process's `index.json` updates fairly, so they do not pile up in the
     /// blocking pool waiting for the file lock.
     index_update: Arc<Mutex<()>>,
+    memory: Memory,
 }
 
 /// What a HEAD tells.
@@ -78,12 +80,24 @@ struct Target {
 }
 
 impl OciLayout {
-    /// A layout at `root`. No I/O: the directory is created by the first write.
+    /// A layout at `root`, with a memory of its own. No I/O: the directory is created by
+    /// the first write.
     pub fn new(root: impl Into<PathBuf>) -> OciLayout {
+        OciLayout::sharing(root, Memory::new())
+    }
+
+    /// A layout at `root` that shares `memory` with the clients and layouts made with it.
+    pub fn sharing(root: impl Into<PathBuf>, memory: Memory) -> OciLayout {
         OciLayout {
             root: root.into(),
             index_update: Arc::new(Mutex::new(())),
+            memory,
         }
+    }
+
+    /// The memory this layout shares.
+    pub(crate) fn memory(&self) -> &Memory {
+        &self.memory
     }
 
     /// The layout's directory.

@@ -91,9 +91,13 @@ struct Decision {
 impl Engine {
     /// An engine for `config`.
     pub fn new(config: Arc<Config>) -> Engine {
+        Engine::with_clients(Clients::new(config.clone()), config)
+    }
+
+    fn with_clients(clients: Clients, config: Arc<Config>) -> Engine {
         let slots = config.globals.copy_slots();
         Engine {
-            clients: Clients::new(config.clone()),
+            clients,
             // Blobs in flight: enough to fill the network, bounded so memory stays flat.
             transfer: Arc::new(Transfer::new(blob_slots(slots))),
             copy_slots: Slots::new(slots),
@@ -117,16 +121,20 @@ impl Engine {
     /// An engine for a reloaded configuration, taking over from `previous`, whose runs
     /// may still be finishing: both draw on one set of copy slots and one copy engine (its
     /// blob slots and de-duplication), resized to the new `parallel`, so together they never
-    /// do more at once than the new configuration allows. Needs a Tokio runtime (a shrink
-    /// waits for slots to come back).
+    /// do more at once than the new configuration allows; and one memory of tags written,
+    /// referrers-API answers and index locks, so that the two never lose each other's
+    /// entries in a referrers index. Needs a Tokio runtime (a shrink waits for slots to
+    /// come back).
     pub fn succeeding(config: Arc<Config>, shard: Option<(u32, u32)>, previous: &Engine) -> Engine {
         let slots = config.globals.copy_slots();
         previous.copy_slots.resize(slots);
         previous.transfer.resize(blob_slots(slots));
+        let clients = Clients::sharing(config.clone(), previous.clients.memory().clone());
         Engine {
             copy_slots: previous.copy_slots.clone(),
             transfer: previous.transfer.clone(),
-            ..Engine::with_shard(config, shard)
+            shard,
+            ..Engine::with_clients(clients, config)
         }
     }
 
