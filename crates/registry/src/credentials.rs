@@ -80,23 +80,34 @@ pub enum CredentialError {
         /// The timeout.
         timeout: Duration,
     },
-    /// The helper exited with an error other than "not found".
-    #[error("credential helper docker-credential-{helper} failed ({status}): {message}")]
+    /// The helper exited with an error other than "not found". What it printed is not
+    /// kept: a helper may print its secret before it fails.
+    #[error(
+        "credential helper docker-credential-{helper} failed ({status}); its output is not shown \
+         because it may hold a secret: run `echo <registry> | docker-credential-{helper} get` \
+         to see it"
+    )]
     HelperFailed {
         /// The helper's name.
         helper: String,
         /// The exit status.
         status: String,
-        /// The first line it wrote to stdout or stderr.
-        message: String,
     },
-    /// The helper's answer was not the expected JSON.
-    #[error("credential helper docker-credential-{helper} returned invalid JSON: {source}")]
+    /// The helper's answer was not the protocol's JSON. Only where and what kind of error is
+    /// kept: a JSON parser's message quotes the values it read.
+    #[error(
+        "credential helper docker-credential-{helper} answered with something other than \
+         {{\"Username\": …, \"Secret\": …}} ({what} at line {line}, column {column})"
+    )]
     HelperOutput {
         /// The helper's name.
         helper: String,
-        /// The JSON error.
-        source: serde_json::Error,
+        /// What kind of error: not JSON, a field of the wrong type, an early end.
+        what: &'static str,
+        /// Where in the answer.
+        line: usize,
+        /// Where in the line.
+        column: usize,
     },
 }
 
@@ -296,7 +307,8 @@ fn run_helper_program(
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // Not read: a helper's messages may quote its secret, and none of it reaches a log.
+        .stderr(Stdio::null())
         .spawn()
         .map_err(spawn_err)?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -304,18 +316,10 @@ fn run_helper_program(
         let _ = stdin.write_all(server.as_bytes());
     }
     let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
     let out_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(s) = stdout.as_mut() {
             let _ = s.take(1 << 20).read_to_end(&mut buf);
-        }
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.take(1 << 16).read_to_end(&mut buf);
         }
         buf
     });
@@ -339,32 +343,30 @@ fn run_helper_program(
         }
     };
     let out = out_reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
     let out_text = String::from_utf8_lossy(&out);
     if !status.success() {
         // The helper protocol reports "credentials not found in native keychain" on stdout.
         if out_text.contains("credentials not found") {
             return Ok(None);
         }
-        let err_text = String::from_utf8_lossy(&err);
-        let message = out_text
-            .lines()
-            .chain(err_text.lines())
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_owned();
         return Err(CredentialError::HelperFailed {
             helper: helper.to_owned(),
             status: status.to_string(),
-            message,
         });
     }
-    let answer: HelperAnswer =
-        serde_json::from_slice(&out).map_err(|source| CredentialError::HelperOutput {
+    let answer: HelperAnswer = serde_json::from_slice(&out).map_err(|e| {
+        use serde_json::error::Category;
+        CredentialError::HelperOutput {
             helper: helper.to_owned(),
-            source,
-        })?;
+            what: match e.classify() {
+                Category::Syntax => "not JSON",
+                Category::Data => "a field of the wrong type",
+                Category::Eof | Category::Io => "the answer ends early",
+            },
+            line: e.line(),
+            column: e.column(),
+        }
+    })?;
     if answer.username == "<token>" {
         return Ok(Some(Credential::IdentityToken(Secret::new(answer.secret))));
     }
@@ -508,7 +510,10 @@ mod tests {
         );
         assert_eq!(run("none", DEFAULT_HELPER_TIMEOUT).unwrap(), None);
         let err = run("boom", DEFAULT_HELPER_TIMEOUT).unwrap_err();
-        assert!(err.to_string().contains("keychain locked"), "{err}");
+        assert!(
+            matches!(&err, CredentialError::HelperFailed { status, .. } if status.contains('3')),
+            "{err}"
+        );
         let err = run("hang", Duration::from_millis(200)).unwrap_err();
         assert!(
             matches!(err, CredentialError::HelperTimeout { .. }),
@@ -518,5 +523,41 @@ mod tests {
             run_helper("regferry-test-missing", "x", DEFAULT_HELPER_TIMEOUT),
             Err(CredentialError::HelperSpawn { .. })
         ));
+    }
+
+    #[test]
+    fn a_helper_s_output_never_appears_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // Failing after printing its answer; an answer of the wrong shape; an answer that is
+        // not JSON; a failure that echoes what it read.
+        install_helper(
+            dir.path(),
+            "half",
+            r#"printf '{"Username":"u","Secret":"hunter2-out"}'; echo 'hunter2-err' >&2; exit 1"#,
+        );
+        install_helper(
+            dir.path(),
+            "shape",
+            r#"printf '{"Username":"u","Secret":["hunter2-shape"]}'"#,
+        );
+        install_helper(
+            dir.path(),
+            "number",
+            r#"printf '{"Username":"u","Secret":31415926}'"#,
+        );
+        install_helper(dir.path(), "text", "echo 'password=hunter2-text'");
+        let abs = |name: &str| format!("{}/docker-credential-{name}", dir.path().display());
+        for (name, secret) in [
+            ("half", "hunter2"),
+            ("shape", "hunter2"),
+            ("number", "31415926"),
+            ("text", "hunter2"),
+        ] {
+            let err = run_helper_program(&abs(name), name, "ghcr.io", DEFAULT_HELPER_TIMEOUT)
+                .unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(secret), "{name}: {shown}");
+            assert!(shown.contains(name), "the helper is named: {shown}");
+        }
     }
 }
