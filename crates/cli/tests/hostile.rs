@@ -451,6 +451,23 @@ fn an_endless_tag_list_ends_with_an_error_within_bounded_memory() {
         "peak RSS {} KiB",
         o.peak_rss_kib
     );
+    // The bounds are the operator's: a listing of all pages together above `listingSize`.
+    let o = regferry(
+        &["check"],
+        &entry_with(
+            &endless.host(),
+            &dst.host(),
+            Login::Neither,
+            "  limits:\n    listingSize: 1MiB\n",
+            "",
+        ),
+    );
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.all().contains("listing is larger than 1048576 bytes"),
+        "{}",
+        o.all()
+    );
 }
 
 /// The target's HEAD answers 403 or 503: that is an error for the tag, not "missing". The
@@ -618,4 +635,82 @@ fn nested_indexes_are_walked_once_per_manifest_and_only_so_deep() {
         writes_before,
         "nothing is written for a refused image"
     );
+}
+
+/// An image with more referrers, all subjects and levels together, than
+/// `defaults.limits.referrersPerImage` allows: the run fails naming the bound and the tag
+/// is not written; with the bound raised, the same image and all its referrers copy.
+#[test]
+fn the_referrers_of_one_image_are_bounded_across_levels() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(920, 1, 100);
+    let sbom = image::sbom(&img.descriptor(), 1);
+    let vex = image::sbom(&img.descriptor(), 2);
+    // A referrer of a referrer (the SBOM's signature): the second level counts too.
+    let sig = image::sbom(&sbom.descriptor(), 3);
+    let s = RawClient::for_registry(&src);
+    s.push("app", Some("1"), &img);
+    for r in [&sbom, &vex, &sig] {
+        s.push("app", None, r);
+    }
+    s.push_manifest(
+        "app",
+        &image::referrers_tag(&img.digest()),
+        &image::referrers_index(&[&sbom, &vex]),
+    );
+    s.push_manifest(
+        "app",
+        &image::referrers_tag(&sbom.digest()),
+        &image::referrers_index(&[&sig]),
+    );
+    let run = |bound: usize| {
+        regferry(
+            &["once"],
+            &entry_with(
+                &src.host(),
+                &dst.host(),
+                Login::Neither,
+                &format!("  limits:\n    referrersPerImage: {bound}\n"),
+                "    referrers: true\n",
+            ),
+        )
+    };
+    let o = run(2);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.all()
+            .contains("more than 2 referrers in one image (limits.referrersPerImage)"),
+        "{}",
+        o.all()
+    );
+    assert!(
+        !skopeo_list_tags(&dst, "mirror/app").contains(&"1".to_owned()),
+        "the tag waits for the image's referrers"
+    );
+    let o = run(3);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(skopeo_digest(&dst, "mirror/app:1"), img.digest());
+    assert_eq!(
+        skopeo_digest(&dst, &format!("mirror/app@{}", sig.digest())),
+        sig.digest()
+    );
+}
+
+/// A source that accepts connections and never answers is given up after the
+/// `responseTimeout` its `creds` entry sets, not the default two minutes per try.
+#[test]
+fn a_silent_source_is_given_up_after_its_configured_response_timeout() {
+    let dst = TestRegistry::start();
+    let silent = HostileServer::start(|_, _| Reply::Silence(std::time::Duration::from_secs(20)));
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {src}\n    tls: disabled\n    \
+         limits:\n      responseTimeout: 1s\n  - registry: {dst}\n    tls: disabled\nsync:\n  \
+         - source: {src}/app:1\n    target: {dst}/mirror/app:1\n    type: image\n",
+        src = silent.host(),
+        dst = dst.host(),
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains("no response within 1s"), "{}", o.all());
+    assert_no_manifest_written(&dst);
 }

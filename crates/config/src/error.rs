@@ -187,6 +187,20 @@ pub enum ErrorKind {
         /// The allowed range.
         expected: &'static str,
     },
+    /// A value that does not parse as what the field takes.
+    #[error("{value:?} is not {expected}")]
+    Invalid {
+        /// The value given.
+        value: String,
+        /// What the field takes.
+        expected: &'static str,
+    },
+    /// A key in a place where it has no meaning.
+    #[error("{reason}")]
+    Misplaced {
+        /// Where it belongs.
+        reason: &'static str,
+    },
     /// One field needs another.
     #[error("needs {other} as well")]
     Incomplete {

@@ -34,8 +34,9 @@ pub use error::{ConfigError, EntryRef, ErrorKind, Position, Section, Warning, Wa
 pub use filter::{Pattern, ReferrerFilter, RepoFilter, TagFilter, TagSet};
 pub use model::{
     BackupTemplate, Config, DEFAULT_BLOB_CHUNK, DEFAULT_CRED_EXPIRE, DEFAULT_MEDIA_TYPES,
-    DEFAULT_PARALLEL, DEFAULT_REQ_CONCURRENT, Endpoint, Globals, Host, MIN_RATELIMIT_RETRY,
-    RateLimit, RefFields, SyncEntry, SyncKind, TlsMode, Trigger, default_entry_name,
+    DEFAULT_PARALLEL, DEFAULT_REQ_CONCURRENT, Endpoint, Globals, Host, LimitSettings, Limits,
+    MIN_RATELIMIT_RETRY, RateLimit, RefFields, SyncEntry, SyncKind, TlsMode, Trigger,
+    default_entry_name,
 };
 pub use resolve::Loaded;
 pub use view::to_yaml;

@@ -65,6 +65,81 @@ pub struct Globals {
     pub cache: Option<(u64, Duration)>,
     /// Largest chunk a registry may demand (`blobLimit`), when set.
     pub blob_limit: Option<u64>,
+    /// `limits` under `defaults`: bounds for every registry, and on one image's graph.
+    pub limits: LimitSettings,
+}
+
+/// `limits` (a regferry extension; regsync ignores the key): bounds on what registries may
+/// send and how long they may take, under `defaults` for every registry and in a `creds`
+/// entry for one (which wins, key by key). A key not set keeps its default; the graph keys
+/// (`indexDepth`, `manifestsPerImage`, `referrersPerImage`) are set under `defaults` only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// `connectTimeout`: to open a connection (TCP and TLS).
+    pub connect_timeout: Option<Duration>,
+    /// `responseTimeout`: from a request to its response headers.
+    pub response_timeout: Option<Duration>,
+    /// `idleTimeout`: the longest silence inside a response body.
+    pub idle_timeout: Option<Duration>,
+    /// `requestTimeout`: a whole answer read in full, headers included.
+    pub request_timeout: Option<Duration>,
+    /// `tokenSize`: the largest token answer, in bytes.
+    pub token_size: Option<u64>,
+    /// `manifestSize`: the largest manifest, in bytes.
+    pub manifest_size: Option<u64>,
+    /// `pageSize`: the largest page of a listing, in bytes.
+    pub page_size: Option<u64>,
+    /// `listingSize`: the largest listing, all its pages together, in bytes.
+    pub listing_size: Option<u64>,
+    /// `pages`: the most pages in one listing.
+    pub pages: Option<u64>,
+    /// `names`: the most names in one listing.
+    pub names: Option<u64>,
+    /// `indexDepth`: the deepest index nesting.
+    pub index_depth: Option<u64>,
+    /// `manifestsPerImage`: the most child manifests read for one image.
+    pub manifests_per_image: Option<u64>,
+    /// `referrersPerImage`: the most referrers read for one image, all subjects and levels
+    /// together.
+    pub referrers_per_image: Option<u64>,
+}
+
+impl LimitSettings {
+    /// These settings over `base`: each key set here wins.
+    pub fn over(self, base: LimitSettings) -> LimitSettings {
+        LimitSettings {
+            connect_timeout: self.connect_timeout.or(base.connect_timeout),
+            response_timeout: self.response_timeout.or(base.response_timeout),
+            idle_timeout: self.idle_timeout.or(base.idle_timeout),
+            request_timeout: self.request_timeout.or(base.request_timeout),
+            token_size: self.token_size.or(base.token_size),
+            manifest_size: self.manifest_size.or(base.manifest_size),
+            page_size: self.page_size.or(base.page_size),
+            listing_size: self.listing_size.or(base.listing_size),
+            pages: self.pages.or(base.pages),
+            names: self.names.or(base.names),
+            index_depth: self.index_depth.or(base.index_depth),
+            manifests_per_image: self.manifests_per_image.or(base.manifests_per_image),
+            referrers_per_image: self.referrers_per_image.or(base.referrers_per_image),
+        }
+    }
+
+    /// The registry client's bounds: its defaults, with the keys set here.
+    pub fn client_limits(&self, mut l: Limits) -> Limits {
+        let size =
+            |v: Option<u64>, d: usize| v.map_or(d, |v| usize::try_from(v).unwrap_or(usize::MAX));
+        l.connect_timeout = self.connect_timeout.unwrap_or(l.connect_timeout);
+        l.response_timeout = self.response_timeout.unwrap_or(l.response_timeout);
+        l.idle_timeout = self.idle_timeout.unwrap_or(l.idle_timeout);
+        l.request_deadline = self.request_timeout.unwrap_or(l.request_deadline);
+        l.token_bytes = size(self.token_size, l.token_bytes);
+        l.manifest_bytes = size(self.manifest_size, l.manifest_bytes);
+        l.page_bytes = size(self.page_size, l.page_bytes);
+        l.listing_bytes = size(self.listing_size, l.listing_bytes);
+        l.pages = size(self.pages, l.pages);
+        l.names = size(self.names, l.names);
+        l
+    }
 }
 
 impl Globals {
@@ -74,7 +149,7 @@ impl Globals {
     }
 }
 
-pub use regferry_registry::http::TlsMode;
+pub use regferry_registry::http::{Limits, TlsMode};
 
 /// One `creds` entry: how to reach and log in to a registry.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +196,8 @@ pub struct Host {
     pub blob_max: Option<u64>,
     /// `apiOpts`, as given (`disableHead` is honoured).
     pub api_opts: BTreeMap<String, String>,
+    /// `limits` for this registry (over those under `defaults`).
+    pub limits: LimitSettings,
 }
 
 impl Host {
@@ -148,6 +225,7 @@ impl Host {
             blob_chunk: DEFAULT_BLOB_CHUNK,
             blob_max: None,
             api_opts: BTreeMap::new(),
+            limits: LimitSettings::default(),
         }
     }
 

@@ -50,6 +50,28 @@ pub(crate) struct RawHost {
     pub(crate) api: Option<IgnoredAny>,
     /// Deprecated in regsync in favour of `tls`.
     pub(crate) scheme: Option<S<String>>,
+    /// regferry extension: bounds for this registry.
+    pub(crate) limits: Option<S<RawLimits>>,
+}
+
+/// `limits`: durations in Go syntax, sizes in bytes (a number, or with a unit such as
+/// `8MiB`), counts as numbers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawLimits {
+    pub(crate) connect_timeout: Option<S<Scalar>>,
+    pub(crate) response_timeout: Option<S<Scalar>>,
+    pub(crate) idle_timeout: Option<S<Scalar>>,
+    pub(crate) request_timeout: Option<S<Scalar>>,
+    pub(crate) token_size: Option<S<Scalar>>,
+    pub(crate) manifest_size: Option<S<Scalar>>,
+    pub(crate) page_size: Option<S<Scalar>>,
+    pub(crate) listing_size: Option<S<Scalar>>,
+    pub(crate) pages: Option<S<Scalar>>,
+    pub(crate) names: Option<S<Scalar>>,
+    pub(crate) index_depth: Option<S<Scalar>>,
+    pub(crate) manifests_per_image: Option<S<Scalar>>,
+    pub(crate) referrers_per_image: Option<S<Scalar>>,
 }
 
 /// Declares a struct holding the keys that `defaults` and each `sync` entry share (and that
@@ -137,6 +159,8 @@ with_inheritable! {
         cache_count: Option<S<i64>>,
         cache_time: Option<S<Scalar>>,
         blob_limit: Option<S<i64>>,
+        /// regferry extension: bounds for every registry and on one image's graph.
+        limits: Option<S<RawLimits>>,
     }
 }
 

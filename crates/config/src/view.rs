@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::duration::format_go_duration;
 use crate::filter::{Pattern, TagSet};
-use crate::model::{Config, Endpoint, Host, SyncEntry, SyncKind, Trigger};
+use crate::model::{Config, Endpoint, Host, LimitSettings, SyncEntry, SyncKind, Trigger};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,6 +54,60 @@ struct HostView {
     blob_max: i64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     api_opts: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<LimitsView>,
+}
+
+/// The `limits` keys set; the others keep their documented defaults.
+#[derive(Serialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct LimitsView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listing_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    names: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_depth: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifests_per_image: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referrers_per_image: Option<u64>,
+}
+
+fn limits_view(l: &LimitSettings) -> Option<LimitsView> {
+    let d = |v: Option<std::time::Duration>| v.map(format_go_duration);
+    let view = LimitsView {
+        connect_timeout: d(l.connect_timeout),
+        response_timeout: d(l.response_timeout),
+        idle_timeout: d(l.idle_timeout),
+        request_timeout: d(l.request_timeout),
+        token_size: l.token_size,
+        manifest_size: l.manifest_size,
+        page_size: l.page_size,
+        listing_size: l.listing_size,
+        pages: l.pages,
+        names: l.names,
+        index_depth: l.index_depth,
+        manifests_per_image: l.manifests_per_image,
+        referrers_per_image: l.referrers_per_image,
+    };
+    (view != LimitsView::default()).then_some(view)
 }
 
 #[derive(Serialize)]
@@ -69,6 +123,8 @@ struct DefaultsView {
     cache_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     blob_limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<LimitsView>,
 }
 
 #[derive(Serialize, Default)]
@@ -178,6 +234,7 @@ fn host_view(h: &Host) -> HostView {
             .blob_max
             .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)),
         api_opts: h.api_opts.clone(),
+        limits: limits_view(&h.limits),
     }
 }
 
@@ -244,6 +301,7 @@ pub fn to_yaml(config: &Config) -> String {
             cache_count: g.cache.map(|c| c.0),
             cache_time: g.cache.map(|c| format_go_duration(c.1)),
             blob_limit: g.blob_limit,
+            limits: limits_view(&g.limits),
         },
         sync: config.sync.iter().map(sync_view).collect(),
     };

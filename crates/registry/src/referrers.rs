@@ -195,7 +195,7 @@ impl Repo {
     pub async fn publish_referrers(
         &self,
         subject: &Digest,
-        pushed: &[(Manifest, PushedManifest)],
+        pushed: &[(Descriptor, PushedManifest)],
         source_index: Option<&Manifest>,
         target_seen: Option<&Manifest>,
     ) -> Result<bool> {
@@ -233,7 +233,7 @@ impl Repo {
             if kept.iter().all(|d| listed.contains(d))
                 && pushed
                     .iter()
-                    .all(|(m, _)| listed.contains(&m.digest.to_string()))
+                    .all(|(d, _)| listed.contains(&d.digest.to_string()))
             {
                 self.put_manifest(Some(&tag), src).await?;
                 return Ok(true);
@@ -259,8 +259,7 @@ impl Repo {
             });
         };
         let mut changed = false;
-        for (m, _) in pushed {
-            let entry = referrer_descriptor(m);
+        for (entry, _) in pushed {
             let digest = entry.digest.to_string();
             if list
                 .iter()

@@ -159,6 +159,10 @@ impl Clients {
         o.blob_max = h.blob_max;
         o.disable_head = h.disable_head();
         o.repo_auth = h.repo_auth;
+        o.limits = h
+            .limits
+            .over(self.config.globals.limits)
+            .client_limits(o.limits);
         if let Some(limit) = self.config.globals.blob_limit {
             o.limits.chunk_bytes = limit;
         }

@@ -28,31 +28,55 @@ pub struct CopyOptions {
     /// that answers "here" or opens the upload), and child manifests are pushed without
     /// asking first. Everything stays correct when it is wrong, only slower.
     pub new_target: bool,
+    /// Bounds on the image's graph.
+    pub limits: GraphLimits,
 }
 
 /// How many children of one manifest move at once.
 const CHILD_CONCURRENCY: usize = 6;
 
-/// Deepest index nesting walked (an index of indexes is depth 2); registries never need
-/// more than 2 or 3, a hostile source could nest without end.
-pub(crate) const MAX_INDEX_DEPTH: usize = 8;
+/// Bounds on one image's graph, which a source is not trusted to keep small. The defaults
+/// are far above what real images need; `defaults.limits` raises or lowers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphLimits {
+    /// Deepest index nesting walked (an index of indexes is 2); registries never need
+    /// more than 2 or 3, a hostile source could nest without end.
+    pub index_depth: usize,
+    /// Most child manifests read for one image, all levels of its indexes together; the
+    /// largest real indexes list a few dozen.
+    pub manifests: usize,
+    /// Most referrers read for one image: every subject (the index and each platform) and
+    /// every level (signatures of SBOMs) together.
+    pub referrers: usize,
+}
 
-/// Most child manifests read for one image (all levels of its indexes together); the
-/// largest real indexes list a few dozen.
-pub(crate) const MAX_MANIFESTS_PER_IMAGE: usize = 1_000;
+impl Default for GraphLimits {
+    fn default() -> Self {
+        GraphLimits {
+            index_depth: 8,
+            manifests: 1_000,
+            referrers: 10_000,
+        }
+    }
+}
 
 /// Where a walk of one image's manifest graph is: how deep, and how many manifests it has
-/// read so far (shared by every branch). A source is not trusted to keep the graph small.
+/// read so far (shared by every branch).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Walk<'a> {
     depth: usize,
     read: &'a AtomicUsize,
+    limits: GraphLimits,
 }
 
 impl<'a> Walk<'a> {
     /// The walk of a new image, counting into `read`.
-    pub(crate) fn start(read: &'a AtomicUsize) -> Walk<'a> {
-        Walk { depth: 0, read }
+    pub(crate) fn start(read: &'a AtomicUsize, limits: GraphLimits) -> Walk<'a> {
+        Walk {
+            depth: 0,
+            read,
+            limits,
+        }
     }
 
     /// One level down, for a child manifest of `parent`; an error past either bound.
@@ -61,19 +85,22 @@ impl<'a> Walk<'a> {
             what: parent.to_owned(),
             reason,
         };
-        if self.depth + 1 > MAX_INDEX_DEPTH {
+        let l = self.limits;
+        if self.depth + 1 > l.index_depth {
             return Err(too_much(format!(
-                "indexes nested more than {MAX_INDEX_DEPTH} deep"
+                "indexes nested more than {} deep (limits.indexDepth)",
+                l.index_depth
             )));
         }
-        if self.read.fetch_add(1, Ordering::Relaxed) >= MAX_MANIFESTS_PER_IMAGE {
+        if self.read.fetch_add(1, Ordering::Relaxed) >= l.manifests {
             return Err(too_much(format!(
-                "more than {MAX_MANIFESTS_PER_IMAGE} manifests in one image"
+                "more than {} manifests in one image (limits.manifestsPerImage)",
+                l.manifests
             )));
         }
         Ok(Walk {
             depth: self.depth + 1,
-            read: self.read,
+            ..self
         })
     }
 }
@@ -92,7 +119,7 @@ impl Transfer {
     ) -> Result<Manifest> {
         let read = AtomicUsize::new(0);
         let pushed = self
-            .copy_children(src, dst, m, opts, true, Walk::start(&read))
+            .copy_children(src, dst, m, opts, true, Walk::start(&read, opts.limits))
             .await?;
         dst.put_manifest(tag, &pushed).await?;
         Stats::add(&self.stats.manifests_pushed, 1);
@@ -284,9 +311,10 @@ mod tests {
 
     #[test]
     fn a_walk_ends_past_its_depth_or_its_manifest_count() {
+        let limits = GraphLimits::default();
         let read = AtomicUsize::new(0);
-        let mut walk = Walk::start(&read);
-        for _ in 0..MAX_INDEX_DEPTH {
+        let mut walk = Walk::start(&read, limits);
+        for _ in 0..limits.index_depth {
             walk = walk.child("parent").unwrap();
         }
         let e = walk.child("parent").unwrap_err();
@@ -294,8 +322,8 @@ mod tests {
 
         // Siblings share one count: a wide image ends there however shallow it is.
         let read = AtomicUsize::new(0);
-        let top = Walk::start(&read);
-        for _ in 0..MAX_MANIFESTS_PER_IMAGE {
+        let top = Walk::start(&read, limits);
+        for _ in 0..limits.manifests {
             top.child("parent").unwrap();
         }
         let e = top.child("parent").unwrap_err();

@@ -4,13 +4,14 @@
 //! registries without the referrers API, the subject's fallback index is updated.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use regferry_registry::referrers::Listing;
+use regferry_registry::referrers::{Listing, referrer_descriptor};
 use regferry_registry::repo::Repo;
 use regferry_registry::{Descriptor, Digest, Error, Result, TagList};
 
 use crate::Transfer;
-use crate::image::CopyOptions;
+use crate::image::{CopyOptions, GraphLimits};
 use crate::stats::Stats;
 
 /// A referrer found (and copied, unless it was a dry run).
@@ -29,28 +30,81 @@ pub struct ReferrerCopy {
 /// Which referrers to copy.
 pub type ReferrerFilterFn<'a> = &'a (dyn Fn(&Descriptor) -> bool + Send + Sync);
 
+/// How the referrers of one image are walked: shared by all its subjects (the index and
+/// each platform manifest), so the image's bounds hold for all of them together.
+pub struct ReferrerWalk<'a> {
+    filter: ReferrerFilterFn<'a>,
+    known_tags: &'a HashMap<String, Arc<TagList>>,
+    dry_run: bool,
+    limits: GraphLimits,
+    /// Referrers read so far.
+    read: AtomicUsize,
+}
+
+impl std::fmt::Debug for ReferrerWalk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReferrerWalk")
+            .field("dry_run", &self.dry_run)
+            .field("limits", &self.limits)
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> ReferrerWalk<'a> {
+    /// The walk of one image's referrers: those `filter` selects. `known_tags` holds
+    /// repositories' tag listings (by [`Repo::key`]) this run made; a repository without
+    /// the referrers API whose listing lacks a subject's `sha256-<hex>` tag is known to
+    /// have no referrers for it, and is not asked. With `dry_run` nothing is written.
+    pub fn new(
+        filter: ReferrerFilterFn<'a>,
+        known_tags: &'a HashMap<String, Arc<TagList>>,
+        dry_run: bool,
+        limits: GraphLimits,
+    ) -> ReferrerWalk<'a> {
+        ReferrerWalk {
+            filter,
+            known_tags,
+            dry_run,
+            limits,
+            read: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts one more referrer read; an error past the image's bound.
+    fn count(&self, subject: &Digest) -> Result<()> {
+        if self.read.fetch_add(1, Ordering::Relaxed) >= self.limits.referrers {
+            return Err(Error::Protocol {
+                what: format!("referrers of {subject}"),
+                reason: format!(
+                    "more than {} referrers in one image (limits.referrersPerImage)",
+                    self.limits.referrers
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Transfer {
-    /// Copies the referrers of `subject` that `filter` selects, and their referrers in turn,
-    /// from `sources` (merged) to `target`. Referrers the target already lists are skipped.
-    /// With `dry_run` nothing is written; the result lists what would be copied.
-    /// `known_tags` holds repositories' tag listings (by [`Repo::key`]) this run made; a
-    /// repository without the referrers API whose listing lacks a subject's `sha256-<hex>`
-    /// tag is known to have no referrers for it, and is not asked.
+    /// Copies the referrers of `subject` that the walk selects, and their referrers in
+    /// turn, from `sources` (merged) to `target`. Referrers the target already lists are
+    /// skipped. In a dry run nothing is written; the result lists what would be copied.
     pub async fn copy_referrers(
         &self,
         sources: &[Repo],
         target: &Repo,
         subject: &Digest,
-        filter: ReferrerFilterFn<'_>,
-        known_tags: &HashMap<String, Arc<TagList>>,
-        dry_run: bool,
+        walk: &ReferrerWalk<'_>,
     ) -> Result<Vec<ReferrerCopy>> {
+        let (filter, known_tags, dry_run) = (walk.filter, walk.known_tags, walk.dry_run);
         let mut out = Vec::new();
         let mut visited: HashSet<Digest> = HashSet::from([subject.clone()]);
         let mut queue = vec![subject.clone()];
         let hint = |r: &Repo| known_tags.get(&r.key()).map(|t| &**t);
         let opts = CopyOptions {
             new_target: hint(target).is_some_and(|t| t.is_empty()),
+            limits: walk.limits,
             ..CopyOptions::default()
         };
         while let Some(s) = queue.pop() {
@@ -86,6 +140,7 @@ impl Transfer {
                         // A loop (or the same referrer in two sources): already handled.
                         continue;
                     }
+                    walk.count(&s)?;
                     queue.push(d.digest.clone());
                     if present.contains(&d.digest) {
                         continue;
@@ -104,16 +159,18 @@ impl Transfer {
                                 actual: m.digest,
                             });
                         }
-                        let read = std::sync::atomic::AtomicUsize::new(0);
-                        let walk = crate::image::Walk::start(&read);
+                        let read = AtomicUsize::new(0);
+                        let children = crate::image::Walk::start(&read, walk.limits);
                         let m = self
-                            .copy_children(src, target, &m, &opts, false, walk)
+                            .copy_children(src, target, &m, &opts, false, children)
                             .await?;
                         let result = target.put_manifest(None, &m).await?;
                         Stats::add(&self.stats.manifests_pushed, 1);
                         Stats::add(&self.stats.referrers_copied, 1);
                         tracing::info!(subject = %s, referrer = %d.digest, artifact_type = ?d.artifact_type, target = %target, "Copied referrer");
-                        pushed.push((m, result));
+                        // Only the descriptor is kept until the index is published: the
+                        // manifests themselves may be many and large.
+                        pushed.push((referrer_descriptor(&m), result));
                     }
                     out.push(record);
                 }

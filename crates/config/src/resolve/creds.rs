@@ -225,6 +225,9 @@ pub(super) fn resolve_creds(
         if let Some(opts) = &h.api_opts {
             host.api_opts = opts.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         }
+        if let Some(l) = &h.limits {
+            host.limits = resolve_limits(ctx, &scope, l, LimitsAt::Host)?;
+        }
         if let Some(i) = hosts.iter().position(|x| x.registry == host.registry) {
             ctx.warn(
                 &scope,

@@ -19,10 +19,12 @@ use crate::template::{self, Template, Value};
 
 mod creds;
 mod entry;
+mod limits;
 mod sync_data;
 
 use creds::resolve_creds;
 use entry::resolve_entry;
+use limits::{LimitsAt, resolve_limits};
 use sync_data::SyncData;
 
 /// A loaded configuration and the warnings found on the way.
@@ -322,6 +324,10 @@ fn resolve_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigErro
             .filter(|s| !s.is_empty()),
         cache: (cache_count > 0 && !cache_time.is_zero()).then_some((cache_count, cache_time)),
         blob_limit: non_negative("blobLimit", &d.blob_limit)?.filter(|b| *b > 0),
+        limits: match &d.limits {
+            Some(l) => resolve_limits(ctx, &scope, l, LimitsAt::Defaults)?,
+            None => LimitSettings::default(),
+        },
     })
 }
 

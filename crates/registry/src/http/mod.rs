@@ -110,6 +110,8 @@ pub struct Limits {
     pub manifest_bytes: usize,
     /// Largest page of a tag list, catalog or referrers listing.
     pub page_bytes: usize,
+    /// Largest listing, all its pages together: what one listing may hold in memory.
+    pub listing_bytes: usize,
     /// Most pages one listing may have.
     pub pages: usize,
     /// Most names one listing may hold (tags of a repository, repositories of a catalog,
@@ -130,6 +132,7 @@ impl Default for Limits {
             token_bytes: 1 << 20,
             manifest_bytes: 4 << 20,
             page_bytes: 16 << 20,
+            listing_bytes: 64 << 20,
             pages: 10_000,
             names: 100_000,
             chunk_bytes: 64 << 20,

@@ -418,8 +418,12 @@ impl RegistryClient {
         let i = &self.inner;
         let limits = i.opts.limits;
         let mut out = Vec::new();
-        let mut seen_items: HashSet<String> = HashSet::new();
+        // Names already listed, by a hash keyed at random (so a registry cannot choose
+        // names that collide): the names themselves are held once, in `out`.
+        let keys = std::hash::RandomState::new();
+        let mut seen_items: HashSet<u64> = HashSet::new();
         let mut seen_urls: HashSet<String> = HashSet::new();
+        let mut listed = 0usize;
         let mut url = first;
         loop {
             if seen_urls.len() >= limits.pages {
@@ -441,13 +445,20 @@ impl RegistryClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
             let body = read_limited(resp, limits.page_bytes).await?;
+            listed += body.len();
+            if listed > limits.listing_bytes {
+                return Err(Error::Protocol {
+                    what: redact(&url),
+                    reason: format!("listing is larger than {} bytes", limits.listing_bytes),
+                });
+            }
             let items = parse(&body).map_err(|e| Error::Protocol {
                 what: redact(&url),
                 reason: format!("invalid listing: {e}"),
             })?;
             let mut added = 0;
             for t in items {
-                if seen_items.insert(t.clone()) {
+                if seen_items.insert(std::hash::BuildHasher::hash_one(&keys, &t)) {
                     if out.len() >= limits.names {
                         return Err(Error::Protocol {
                             what: redact(&url),

@@ -27,6 +27,7 @@ impl RegistryClient {
         let mut seen = std::collections::HashSet::new();
         let what = format!("{}/{repo} referrers of {subject}", i.opts.registry);
         let limits = i.opts.limits;
+        let mut listed = 0usize;
         loop {
             if !seen.insert(url.to_string()) {
                 break;
@@ -78,6 +79,13 @@ impl RegistryClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
             let body = super::ops::read_limited(resp, limits.page_bytes).await?;
+            listed += body.len();
+            if listed > limits.listing_bytes {
+                return Err(Error::Protocol {
+                    what,
+                    reason: format!("listing is larger than {} bytes", limits.listing_bytes),
+                });
+            }
             let page = Manifest::new(body, Some(media_type::OCI_INDEX));
             match page.content(&what)? {
                 Content::Index { manifests, .. } => {

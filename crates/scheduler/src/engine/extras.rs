@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regferry_config::{ReferrerFilter, SyncEntry};
 use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Digest, Error, Manifest, Result, TagList};
-use regferry_transfer::CopyOptions;
+use regferry_transfer::{CopyOptions, ReferrerWalk};
 
 use super::cache::RunCache;
 use super::{Decision, Engine, Item};
@@ -140,6 +140,7 @@ impl Engine {
                     known.insert(repo.key(), tags);
                 }
             }
+            let walk = ReferrerWalk::new(&filter, &known, dry_run, self.graph_limits());
             for s in &subjects {
                 let _slot = if dry_run {
                     None
@@ -148,7 +149,7 @@ impl Engine {
                 };
                 for r in self
                     .transfer
-                    .copy_referrers(&sources, &target, s, &filter, &known, dry_run)
+                    .copy_referrers(&sources, &target, s, &walk)
                     .await?
                 {
                     referrers.push(ReferrerReport {

@@ -10,7 +10,7 @@ use regferry_config::{BackupTemplate, Config, Endpoint, RefFields, SyncEntry, Sy
 use regferry_registry::http::ManifestHead;
 use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Digest, Error, Manifest, Reference, Result};
-use regferry_transfer::{CopyOptions, Slots, Transfer, select_platform};
+use regferry_transfer::{CopyOptions, GraphLimits, Slots, Transfer, select_platform};
 use tokio::time::Instant;
 
 use crate::clients::Clients;
@@ -149,6 +149,19 @@ impl Engine {
     /// Stops starting new images; those in flight go on. For a graceful shutdown.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Bounds on one image's graph: the defaults, with `defaults.limits` over them.
+    pub(crate) fn graph_limits(&self) -> GraphLimits {
+        let l = &self.config.globals.limits;
+        let d = GraphLimits::default();
+        let count =
+            |v: Option<u64>, d: usize| v.map_or(d, |v| usize::try_from(v).unwrap_or(usize::MAX));
+        GraphLimits {
+            index_depth: count(l.index_depth, d.index_depth),
+            manifests: count(l.manifests_per_image, d.manifests),
+            referrers: count(l.referrers_per_image, d.referrers),
+        }
     }
 
     /// The registry clients, for their request counters.
@@ -685,6 +698,7 @@ impl Engine {
             // `platforms` was applied while deciding; the manifest is already the filtered index.
             platforms: Vec::new(),
             new_target: cache.listed(&item.dst).await.is_some_and(|t| t.is_empty()),
+            limits: self.graph_limits(),
         };
         let pushed = self
             .transfer
