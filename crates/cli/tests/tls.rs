@@ -273,3 +273,49 @@ fn credentials_never_go_to_a_plain_http_token_realm_under_an_https_registry() {
     assert!(o.all().contains("not https"), "{}", o.all());
     assert!(!o.all().contains("s3cret-bob"));
 }
+
+/// The client certificate is for the registry's own origin. Another HTTPS host the registry
+/// names (here its token realm; object storage behind a redirect is the same) is asked with
+/// no certificate: a second registry that requests one logs that none came, where a
+/// presented certificate from another CA would be logged as refused.
+#[test]
+fn the_client_certificate_is_never_presented_to_another_host() {
+    let (src, _) = source();
+    let issuer = TokenIssuer::start_with(TokenOptions {
+        users: vec![TokenUser::new("bob", "s3cret-bob")],
+        ..TokenOptions::default()
+    });
+    let other = start(Tls::Mutual);
+    let realm = format!("https://{}/token", other.host());
+    let dst = TestRegistry::start_with(RegistryOptions {
+        tls: Tls::Mutual,
+        auth: Auth::Token { issuer: &issuer },
+        token_realm: Some(&realm),
+        ..RegistryOptions::default()
+    });
+    let tls = dst.tls().unwrap();
+    let client = tls.client().unwrap();
+    // Both servers' CAs are trusted, so the only thing the other host can refuse is what
+    // regferry presents as a client.
+    let cas = format!("{}\n{}", tls.ca_pem(), other.tls().unwrap().ca_pem());
+    let creds = format!(
+        "    tls: enabled\n    user: bob\n    pass: s3cret-bob\n{}{}{}",
+        pem_line("regcert", &cas),
+        pem_line("clientCert", &client.cert_pem),
+        pem_line("clientKey", &client.key_pem)
+    );
+    let o = once(&config(&src, &dst, &creds, "app"));
+    assert_eq!(o.code, 1, "the other host is no token server: {}", o.all());
+    let log = other.registry_log();
+    assert!(
+        log.contains("client didn't provide a certificate"),
+        "the other host saw a client certificate:\n{log}"
+    );
+    assert!(!log.contains("unknown certificate authority"), "{log}");
+    // The registry itself got the certificate: it answered with its challenge.
+    assert!(
+        !regferry_requests(&dst).is_empty(),
+        "{:?}",
+        dst.access_log()
+    );
+}
