@@ -97,12 +97,35 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Whether `m` is a media type as RFC 6838 (which the OCI specs require) writes one:
+/// `type/subtype`, each 1–127 letters, digits and `!#$&-^_.+`, starting with a letter or
+/// digit. A registry's media types end up in headers, logs and `index.json`; nothing else
+/// is let through.
+pub(crate) fn is_valid_media_type(m: &str) -> bool {
+    let name = |n: &str| {
+        (1..=127).contains(&n.len())
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+    };
+    m.split_once('/')
+        .is_some_and(|(t, sub)| name(t) && name(sub))
+}
+
 impl Descriptor {
     fn from_oci(d: &OciDescriptor, reference: &str) -> Result<Descriptor> {
-        let digest = Digest::parse(d.digest().as_ref()).map_err(|e| Error::InvalidManifest {
+        let invalid = |reason: String| Error::InvalidManifest {
             reference: reference.to_owned(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let digest = Digest::parse(d.digest().as_ref()).map_err(|e| invalid(e.to_string()))?;
+        let media_type = d.media_type().to_string();
+        let artifact_type = d.artifact_type().as_ref().map(ToString::to_string);
+        for t in std::iter::once(&media_type).chain(artifact_type.as_ref()) {
+            if !t.is_empty() && !is_valid_media_type(t) {
+                return Err(invalid(format!("{t:?} is not a media type (RFC 6838)")));
+            }
+        }
         let platform = d.platform().as_ref().map(|p| Platform {
             os: p.os().to_string(),
             architecture: p.architecture().to_string(),
@@ -110,12 +133,12 @@ impl Descriptor {
             os_version: p.os_version().clone().unwrap_or_default(),
         });
         Ok(Descriptor {
-            media_type: d.media_type().to_string(),
+            media_type,
             digest,
             size: d.size(),
             urls: d.urls().clone().unwrap_or_default(),
             platform,
-            artifact_type: d.artifact_type().as_ref().map(ToString::to_string),
+            artifact_type,
             annotations: d
                 .annotations()
                 .as_ref()
@@ -160,7 +183,7 @@ impl Manifest {
         let digest = sha256(&bytes);
         let media_type = media_type
             .map(|m| m.split(';').next().unwrap_or(m).trim().to_owned())
-            .filter(|m| !m.is_empty() && m != "application/json" && m != "text/plain")
+            .filter(|m| is_valid_media_type(m) && m != "application/json" && m != "text/plain")
             .unwrap_or_else(|| sniff_media_type(&bytes));
         Manifest {
             bytes,
@@ -206,6 +229,12 @@ impl Manifest {
             mt if media_type::is_index(mt) => {
                 let idx: ImageIndex =
                     serde_json::from_slice(&self.bytes).map_err(|e| invalid(e.to_string()))?;
+                if let Some(t) = idx.artifact_type().as_ref().map(ToString::to_string)
+                    && !t.is_empty()
+                    && !is_valid_media_type(&t)
+                {
+                    return Err(invalid(format!("{t:?} is not a media type (RFC 6838)")));
+                }
                 let manifests = idx
                     .manifests()
                     .iter()
@@ -221,6 +250,12 @@ impl Manifest {
             _ => {
                 let m: ImageManifest =
                     serde_json::from_slice(&self.bytes).map_err(|e| invalid(e.to_string()))?;
+                if let Some(t) = m.artifact_type().as_ref().map(ToString::to_string)
+                    && !t.is_empty()
+                    && !is_valid_media_type(&t)
+                {
+                    return Err(invalid(format!("{t:?} is not a media type (RFC 6838)")));
+                }
                 let config = Box::new(Descriptor::from_oci(m.config(), reference)?);
                 let layers = m
                     .layers()
@@ -287,6 +322,41 @@ mod tests {
         format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{CFG}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{L1}","size":0,"urls":["https://example.com/l"]}}]{extra}}}"#
         )
+    }
+
+    #[test]
+    fn a_media_type_from_a_registry_must_be_one() {
+        // A layer type that would break a header, a log line or a path.
+        for bad in [
+            "a/b\r\nX-Injected: 1",
+            "text/\u{1b}[31mred",
+            "../../x",
+            "nosubtype",
+            "/x",
+        ] {
+            let json = image_json("").replace(
+                "\"application/vnd.oci.image.layer.v1.tar+gzip\"",
+                &serde_json::to_string(bad).unwrap(),
+            );
+            let m = Manifest::new(Bytes::from(json), None);
+            let e = m.content("r").unwrap_err();
+            assert!(e.to_string().contains("not a media type"), "{bad}: {e}");
+        }
+        // An artifact type is checked as well.
+        let json = image_json(r#","artifactType":"x/y\r\nz""#);
+        assert!(json.contains(r"\r\n"), "escaped in the JSON");
+        assert!(Manifest::new(Bytes::from(json), None).content("r").is_err());
+        // A Content-Type that is not a media type is not trusted; the document says.
+        let m = Manifest::new(Bytes::from(image_json("")), Some("text/\u{1b}[31m; x"));
+        assert_eq!(m.media_type, media_type::OCI_MANIFEST);
+        for good in [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "application/vnd.in-toto+json",
+            "application/spdx+json",
+        ] {
+            assert!(is_valid_media_type(good), "{good}");
+        }
     }
 
     #[test]
