@@ -31,6 +31,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::memory::Memory;
+use crate::reference::Reference;
 
 use self::index::{Entry, INDEX, TempPath};
 
@@ -220,20 +221,34 @@ impl OciLayout {
         .await
     }
 
-    /// Tags in `index.json` (`ref.name` annotations, as written), sorted, deduplicated.
+    /// Tags in `index.json` (`ref.name` annotations), sorted, deduplicated.
     ///
     /// Some tools write full names (`docker.io/library/busybox:latest`); they are listed
-    /// as they are, and [`OciLayout::head_manifest`] finds them by that name.
+    /// by their tag (`latest`), which [`OciLayout::head_manifest`] finds, as regclient
+    /// does. A `ref.name` that yields no valid tag (a path, `..`) is left out with a
+    /// warning: tags go into registry URLs and names.
     pub async fn list_tags(&self) -> Result<Vec<String>> {
         let root = self.root.clone();
         let Some(index) = blocking(&self.root, move || index::read_index(&root)).await? else {
             return Ok(Vec::new());
         };
-        let mut tags: Vec<String> = index
-            .manifests
-            .iter()
-            .filter_map(|e| e.ref_name().map(str::to_owned))
-            .collect();
+        let mut tags = Vec::new();
+        let mut bad = Vec::new();
+        for name in index.manifests.iter().filter_map(|e| e.ref_name()) {
+            match listed_tag(name) {
+                Some(t) => tags.push(t.to_owned()),
+                None => bad.push(name),
+            }
+        }
+        if let Some(first) = bad.first() {
+            let example: String = first.chars().take(100).collect();
+            tracing::warn!(
+                layout = %self.root.display(),
+                count = bad.len(),
+                example = ?example,
+                "Skipping ref names in index.json that are not a valid tag"
+            );
+        }
         tags.sort_unstable();
         tags.dedup();
         Ok(tags)
@@ -424,6 +439,17 @@ impl OciLayout {
 fn descriptor_media_type(media_type: Option<&str>) -> Option<String> {
     let m = media_type?.split(';').next()?.trim();
     (!m.is_empty() && m != "application/json" && m != "text/plain").then(|| m.to_owned())
+}
+
+/// The tag a `ref.name` is listed as: itself when it is a tag, the tag of a full name
+/// (`docker.io/library/busybox:latest`), else none.
+fn listed_tag(name: &str) -> Option<&str> {
+    if crate::reference::is_valid_tag(name) {
+        return Some(name);
+    }
+    let reference = Reference::parse(name).ok()?;
+    let (_, tag) = name.rsplit_once(':')?;
+    (reference.tag() == Some(tag) && crate::reference::is_valid_tag(tag)).then_some(tag)
 }
 
 /// A descriptor's size; some writers put 0 for "unknown".
