@@ -314,6 +314,43 @@ fn yaml_floats_in_tag_patterns_keep_their_text() {
     assert_eq!(l.config.sync[0].tags.select(["3.10", "3.1"]), vec!["3.10"]);
 }
 
+#[test]
+fn limits_under_defaults_and_creds_are_resolved_and_shown() {
+    let yaml = "creds:\n- registry: slow.example.com\n  limits: {responseTimeout: 10m, names: 500000}\n\
+                defaults:\n  limits:\n    connectTimeout: 5s\n    names: 200000\n    \
+                manifestSize: 8MiB\n    referrersPerImage: 50\n\
+                sync:\n- {source: a/b, target: slow.example.com/b, type: image}\n";
+    let l = load_str(yaml, "l.yaml", &FakeHost::new()).unwrap();
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let g = l.config.globals.limits;
+    assert_eq!(g.connect_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(g.manifest_size, Some(8 << 20));
+    assert_eq!(g.referrers_per_image, Some(50));
+    let host = l.config.host("slow.example.com").unwrap();
+    // Key by key: the host's own keys win, the others come from defaults, the rest default.
+    let client = host
+        .limits
+        .over(g)
+        .client_limits(regferry_config::Limits::default());
+    assert_eq!(client.response_timeout, Duration::from_secs(600));
+    assert_eq!(client.names, 500_000);
+    assert_eq!(client.connect_timeout, Duration::from_secs(5));
+    assert_eq!(client.manifest_bytes, 8 << 20);
+    assert_eq!(
+        client.page_bytes,
+        regferry_config::Limits::default().page_bytes
+    );
+    let shown = regferry_config::to_yaml(&l.config);
+    for want in [
+        "responseTimeout: 10m",
+        "names: 500000",
+        "connectTimeout: 5s",
+        "manifestSize: 8388608",
+    ] {
+        assert!(shown.contains(want), "{want} in:\n{shown}");
+    }
+}
+
 mod no_panic {
     use super::*;
     use proptest::prelude::*;
@@ -346,6 +383,10 @@ mod no_panic {
         "<<",
         "x-a",
         "parallel",
+        "limits",
+        "pageSize",
+        "idleTimeout",
+        "referrersPerImage",
     ];
     const VALUES: &[&str] = &[
         "image",
