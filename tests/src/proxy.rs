@@ -51,6 +51,9 @@ pub enum Action {
     CorruptAt(u64),
     /// Wait this long, then forward.
     Delay(Duration),
+    /// Forward, sending the response body one byte per this interval: a source that is
+    /// never silent long enough for an idle timeout and takes forever to finish.
+    Trickle(Duration),
     /// Forward, and add these headers to the upstream's response (Docker Hub's
     /// `RateLimit-Remaining`, for instance).
     AddHeaders(Vec<(String, String)>),
@@ -93,6 +96,7 @@ impl Action {
             Action::TruncateAfter(_) => FaultKind::Truncate,
             Action::CorruptAt(_) => FaultKind::Corrupt,
             Action::Delay(_) => FaultKind::Delay,
+            Action::Trickle(_) => FaultKind::Trickle,
             Action::AddHeaders(_) => FaultKind::Headers,
         }
     }
@@ -111,6 +115,8 @@ pub enum FaultKind {
     Corrupt,
     /// [`Action::Delay`].
     Delay,
+    /// [`Action::Trickle`].
+    Trickle,
     /// [`Action::AddHeaders`].
     Headers,
 }
@@ -383,6 +389,7 @@ impl Ctx {
                 rst: false,
             }),
             Some(Action::CorruptAt(n)) => Some(BodyFault::Corrupt { at: n }),
+            Some(Action::Trickle(every)) => Some(BodyFault::Trickle { every }),
             Some(Action::AddHeaders(h)) => {
                 add_headers = h;
                 None
@@ -460,6 +467,7 @@ impl Ctx {
 enum BodyFault {
     Cut { after: u64, rst: bool },
     Corrupt { at: u64 },
+    Trickle { every: Duration },
 }
 
 struct BodyState {
@@ -468,6 +476,8 @@ struct BodyState {
     sent: u64,
     cut: bool,
     conn: Arc<Conn>,
+    /// Upstream bytes not yet sent (for [`BodyFault::Trickle`]).
+    held: Bytes,
 }
 
 /// The upstream body with `fault` applied, streamed frame by frame.
@@ -478,6 +488,7 @@ fn faulty_body(body: Incoming, fault: BodyFault, conn: Arc<Conn>) -> Body {
         sent: 0,
         cut: false,
         conn,
+        held: Bytes::new(),
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         if st.cut {
@@ -489,6 +500,13 @@ fn faulty_body(body: Incoming, fault: BodyFault, conn: Arc<Conn>) -> Body {
             st.conn.end(rst);
             std::future::pending::<()>().await;
             return None;
+        }
+        if let BodyFault::Trickle { every } = st.fault
+            && !st.held.is_empty()
+        {
+            tokio::time::sleep(every).await;
+            let byte = st.held.split_to(1);
+            return Some((Ok(Frame::data(byte)), st));
         }
         let frame = match st.body.frame().await? {
             Ok(frame) => frame,
@@ -514,6 +532,10 @@ fn faulty_body(body: Incoming, fault: BodyFault, conn: Arc<Conn>) -> Body {
                     copy[(at - start) as usize] ^= 0xFF;
                     data = copy.freeze();
                 }
+            }
+            BodyFault::Trickle { .. } => {
+                st.held = data;
+                data = Bytes::new();
             }
         }
         Some((Ok(Frame::data(data)), st))

@@ -714,3 +714,31 @@ fn a_silent_source_is_given_up_after_its_configured_response_timeout() {
     assert!(o.all().contains("no response within 1s"), "{}", o.all());
     assert_no_manifest_written(&dst);
 }
+
+/// A source that sends a blob a byte at a time is never silent long enough for the idle
+/// timeout, and would hold the copy for as long as it likes: below `minSpeed` over an
+/// `idleTimeout` window the download is given up (after its resumes), and nothing is tagged.
+#[test]
+fn a_trickling_source_is_given_up_below_the_minimum_speed() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(930, 1, 3000);
+    RawClient::for_registry(&src).push("app", Some("1"), &img);
+    let proxy = FaultProxy::start(&src);
+    proxy.add_rule(Rule::new(
+        "GET",
+        "/blobs/",
+        Action::Trickle(std::time::Duration::from_millis(100)),
+    ));
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {src}\n    tls: disabled\n    \
+         limits:\n      idleTimeout: 1s\n      minSpeed: 1KiB\n  - registry: {dst}\n    \
+         tls: disabled\nsync:\n  - source: {src}/app:1\n    target: {dst}/mirror/app:1\n    \
+         type: image\n",
+        src = proxy.host(),
+        dst = dst.host(),
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains("limits.minSpeed"), "{}", o.all());
+    assert_no_manifest_written(&dst);
+}

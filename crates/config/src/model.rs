@@ -83,6 +83,9 @@ pub struct LimitSettings {
     pub idle_timeout: Option<Duration>,
     /// `requestTimeout`: a whole answer read in full, headers included.
     pub request_timeout: Option<Duration>,
+    /// `minSpeed`: the slowest a blob download may be, in bytes per second, over an
+    /// `idleTimeout` window.
+    pub min_speed: Option<u64>,
     /// `tokenSize`: the largest token answer, in bytes.
     pub token_size: Option<u64>,
     /// `manifestSize`: the largest manifest, in bytes.
@@ -112,6 +115,7 @@ impl LimitSettings {
             response_timeout: self.response_timeout.or(base.response_timeout),
             idle_timeout: self.idle_timeout.or(base.idle_timeout),
             request_timeout: self.request_timeout.or(base.request_timeout),
+            min_speed: self.min_speed.or(base.min_speed),
             token_size: self.token_size.or(base.token_size),
             manifest_size: self.manifest_size.or(base.manifest_size),
             page_size: self.page_size.or(base.page_size),
@@ -132,6 +136,7 @@ impl LimitSettings {
         l.response_timeout = self.response_timeout.unwrap_or(l.response_timeout);
         l.idle_timeout = self.idle_timeout.unwrap_or(l.idle_timeout);
         l.request_deadline = self.request_timeout.unwrap_or(l.request_deadline);
+        l.min_speed = self.min_speed.unwrap_or(l.min_speed);
         l.token_bytes = size(self.token_size, l.token_bytes);
         l.manifest_bytes = size(self.manifest_size, l.manifest_bytes);
         l.page_bytes = size(self.page_size, l.page_bytes);

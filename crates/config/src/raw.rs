@@ -63,6 +63,7 @@ pub(crate) struct RawLimits {
     pub(crate) response_timeout: Option<S<Scalar>>,
     pub(crate) idle_timeout: Option<S<Scalar>>,
     pub(crate) request_timeout: Option<S<Scalar>>,
+    pub(crate) min_speed: Option<S<Scalar>>,
     pub(crate) token_size: Option<S<Scalar>>,
     pub(crate) manifest_size: Option<S<Scalar>>,
     pub(crate) page_size: Option<S<Scalar>>,

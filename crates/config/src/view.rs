@@ -71,6 +71,8 @@ struct LimitsView {
     #[serde(skip_serializing_if = "Option::is_none")]
     request_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    min_speed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     token_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     manifest_size: Option<u64>,
@@ -97,6 +99,7 @@ fn limits_view(l: &LimitSettings) -> Option<LimitsView> {
         response_timeout: d(l.response_timeout),
         idle_timeout: d(l.idle_timeout),
         request_timeout: d(l.request_timeout),
+        min_speed: l.min_speed,
         token_size: l.token_size,
         manifest_size: l.manifest_size,
         page_size: l.page_size,

@@ -92,6 +92,7 @@ pub(super) fn resolve_limits(
         response_timeout: duration("responseTimeout", &l.response_timeout)?,
         idle_timeout: duration("idleTimeout", &l.idle_timeout)?,
         request_timeout: duration("requestTimeout", &l.request_timeout)?,
+        min_speed: size("minSpeed", &l.min_speed)?,
         token_size: size("tokenSize", &l.token_size)?,
         manifest_size: size("manifestSize", &l.manifest_size)?,
         page_size: size("pageSize", &l.page_size)?,

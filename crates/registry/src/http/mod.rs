@@ -99,8 +99,13 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Time from sending a request (without a streamed body) to its response headers.
     pub response_timeout: Duration,
-    /// Longest silence inside a response body.
+    /// Longest silence inside a response body; also the window over which a blob download
+    /// must keep up [`Limits::min_speed`].
     pub idle_timeout: Duration,
+    /// Slowest a blob download may be, in bytes per second of waiting for the registry
+    /// (time spent waiting for the target does not count), averaged over
+    /// [`Limits::idle_timeout`]: a source that trickles is given up like a silent one.
+    pub min_speed: u64,
     /// A whole request whose answer is read in full (manifest, listing, token, error):
     /// headers and body together.
     pub request_deadline: Duration,
@@ -128,6 +133,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(30),
             response_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(120),
+            min_speed: 1 << 10,
             request_deadline: Duration::from_secs(300),
             token_bytes: 1 << 20,
             manifest_bytes: 4 << 20,

@@ -1,6 +1,7 @@
 //! The distribution API calls a sync needs, over [`super::send`].
 //! Spec: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -545,6 +546,7 @@ impl RegistryClient {
             len,
             body: Some(Box::pin(resp.bytes_stream())),
             resumes: 0,
+            pace: Pace::default(),
         };
         Ok(Blob {
             size: len,
@@ -796,15 +798,56 @@ struct Resume {
     len: Option<u64>,
     body: Option<BodyStream>,
     resumes: u32,
+    pace: Pace,
+}
+
+/// How fast the registry has been sending: bytes, and time spent waiting for them, since
+/// the window began. Only the waiting counts, so a slow target (which slows the reading)
+/// never makes the source look slow.
+#[derive(Debug, Default)]
+struct Pace {
+    bytes: u64,
+    waited: Duration,
+}
+
+impl Pace {
+    /// Counts `bytes` that took `waited`; at the end of a window of `limits.idle_timeout`,
+    /// the reason to give up when they came slower than `limits.min_speed`.
+    fn add(&mut self, bytes: u64, waited: Duration, limits: &super::Limits) -> Option<String> {
+        self.bytes += bytes;
+        self.waited += waited;
+        if self.waited < limits.idle_timeout {
+            return None;
+        }
+        let window = std::mem::take(self);
+        let floor = limits.min_speed as f64 * window.waited.as_secs_f64();
+        ((window.bytes as f64) < floor).then(|| {
+            format!(
+                "{} bytes in {:.0?} of waiting, slower than {} bytes/s (limits.minSpeed)",
+                window.bytes, window.waited, limits.min_speed
+            )
+        })
+    }
 }
 
 impl Resume {
     async fn next(mut self) -> Option<(Result<Bytes>, Resume)> {
         loop {
             let body = self.body.as_mut()?;
-            match body.next().await {
+            let asked = Instant::now();
+            let next = body.next().await;
+            let waited = asked.elapsed();
+            match next {
                 Some(Ok(b)) => {
                     self.offset += b.len() as u64;
+                    let limits = self.client.inner.opts.limits;
+                    if let Some(reason) = self.pace.add(b.len() as u64, waited, &limits) {
+                        // What came is good; the rest is asked for again, then given up.
+                        if let Err(e) = self.reopen(&reason).await {
+                            self.body = None;
+                            return Some((Err(e), self));
+                        }
+                    }
                     return Some((Ok(b), self));
                 }
                 None => {
@@ -858,6 +901,7 @@ impl Resume {
             )));
         }
         self.body = Some(Box::pin(resp.bytes_stream()));
+        self.pace = Pace::default();
         Ok(())
     }
 }
