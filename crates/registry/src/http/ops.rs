@@ -1,7 +1,7 @@
 //! The distribution API calls a sync needs, over [`super::send`].
 //! Spec: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -9,6 +9,7 @@ use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LINK, LOCATION, RANGE,
 };
 use reqwest::{Method, Response, StatusCode};
+use tokio::time::Instant;
 use url::Url;
 
 use super::RegistryClient;
