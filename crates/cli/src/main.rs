@@ -62,7 +62,7 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         "--config FILE is required (use - for standard input)",
     ))?;
     let loaded = regferry_config::load_file(path, &SystemHost)?;
-    for w in &loaded.warnings {
+    for w in loaded.warning_lines() {
         tracing::warn!("{w}");
     }
     Ok(loaded.config)

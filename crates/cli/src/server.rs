@@ -75,7 +75,7 @@ impl Reloader {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        for w in &loaded.warnings {
+        for w in loaded.warning_lines() {
             tracing::warn!("{w}");
         }
         let previous = self.current.borrow().clone();

@@ -241,12 +241,24 @@ pub enum WarningKind {
     FastCopyAlias,
     /// A later `creds` entry for the same registry replaces an earlier one.
     DuplicateCreds,
+    /// A tag or repository pattern that loads, but likely does not mean what it says.
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What it does, and what to write instead.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.at)?;
-        match &self.kind {
+        write!(f, "{}{}", self.at, self.kind)
+    }
+}
+
+impl fmt::Display for WarningKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             WarningKind::UnknownKey { key } => {
                 write!(f, "unknown key `{key}` is ignored (regsync ignores it too; is it a typo?)")
             }
@@ -256,6 +268,7 @@ impl fmt::Display for Warning {
                 "`fastCopy` is read as `fastCheck` (regsync's parser ignores `fastCopy`, regferry honours it)",
             ),
             WarningKind::DuplicateCreds => f.write_str("replaces an earlier creds entry for the same registry"),
+            WarningKind::Pattern { pattern, reason } => write!(f, "pattern {pattern:?}: {reason}"),
         }
     }
 }

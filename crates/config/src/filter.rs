@@ -19,17 +19,27 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Compiles `text` as `^(?:text)$`.
+    /// Compiles `text` as `^(?:text)$`. A leading repetition operator means what it does
+    /// in regsync's `^` + text + `$` (Go applies it to the `^`): `*` and `?` leave the start
+    /// unanchored (`*-alpine` is any tag ending in `-alpine`, `*` alone is every tag), `+`
+    /// changes nothing.
     pub fn new(text: &str) -> Result<Pattern, regex::Error> {
+        let (start, rest) = go_start(text);
         // Compiled alone first, so that `a)|(b` cannot close the group and escape the anchors.
-        regex::RegexBuilder::new(text).size_limit(1 << 20).build()?;
-        let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+        regex::RegexBuilder::new(rest).size_limit(1 << 20).build()?;
+        let regex = regex::RegexBuilder::new(&format!("^{start}(?:{rest})$"))
             .size_limit(1 << 20)
             .build()?;
         Ok(Pattern {
             text: text.to_owned(),
             regex,
         })
+    }
+
+    /// Whether the pattern starts with `*` or `?`, which regsync's regex reads as "any
+    /// start" where a glob was likely meant.
+    pub(crate) fn unanchored_start(&self) -> bool {
+        !go_start(&self.text).0.is_empty()
     }
 
     /// The pattern as written.
@@ -41,6 +51,21 @@ impl Pattern {
     pub fn is_match(&self, s: &str) -> bool {
         self.regex.is_match(s)
     }
+}
+
+/// Splits a leading repetition operator off `text`, as Go reads it after regsync's `^`: the
+/// regex to put after our `^` (`.*` when the start is optional), and the rest.
+fn go_start(text: &str) -> (&'static str, &str) {
+    fn lazy(r: &str) -> &str {
+        r.strip_prefix('?').unwrap_or(r)
+    }
+    if let Some(rest) = text.strip_prefix('*').or_else(|| text.strip_prefix('?')) {
+        return (".*", lazy(rest));
+    }
+    if let Some(rest) = text.strip_prefix('+') {
+        return ("", lazy(rest));
+    }
+    ("", text)
 }
 
 impl fmt::Debug for Pattern {

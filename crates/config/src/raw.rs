@@ -217,38 +217,55 @@ pub(crate) struct RawReferrerFilter {
 }
 
 /// A scalar read as text whatever its YAML type, as Go reads a YAML scalar into a string:
-/// `allow: [1.10]` is the tag "1.10", not the float 1.1.
+/// `allow: [1.10]` is the tag "1.10", not the float 1.1. The second field says the value
+/// was a YAML null (a blank `- ` item, `~`), read as "" as regsync reads it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Scalar(pub(crate) String);
+pub(crate) struct Scalar(pub(crate) String, pub(crate) bool);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Scalar;
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = String;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string, number or boolean")
+                f.write_str("a single value (text, a number or true/false)")
             }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_owned()))
+            fn visit_str<E>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_owned())
             }
-            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_bool<E>(self, v: bool) -> Result<String, E> {
+                Ok(v.to_string())
             }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_i64<E>(self, v: i64) -> Result<String, E> {
+                Ok(v.to_string())
             }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_u64<E>(self, v: u64) -> Result<String, E> {
+                Ok(v.to_string())
             }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_f64<E>(self, v: f64) -> Result<String, E> {
+                Ok(v.to_string())
             }
-            fn visit_unit<E>(self) -> Result<Scalar, E> {
-                Ok(Scalar(String::new()))
+            fn visit_unit<E>(self) -> Result<String, E> {
+                Ok(String::new())
             }
         }
-        d.deserialize_str(V)
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a single value (text, a number or true/false)")
+            }
+            fn visit_none<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new(), true))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new(), true))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+                Ok(Scalar(d.deserialize_str(Text)?, false))
+            }
+        }
+        d.deserialize_option(V)
     }
 }
 

@@ -351,6 +351,59 @@ fn limits_under_defaults_and_creds_are_resolved_and_shown() {
     }
 }
 
+/// What regsync's loader accepts in tag patterns, regferry accepts with the same meaning,
+/// and says where the meaning is likely not what was meant (real files: rancher/charts).
+#[test]
+fn patterns_regsync_accepts_load_with_a_warning_where_they_surprise() {
+    let yaml = "sync:\n- source: a/b\n  target: c/d\n  type: repository\n  tags:\n    allow:\n      - \n      - v0.1.1\n      - 1.0\n      - '2.0'\n    deny: [\"*\"]\n\
+                - source: a/e\n  target: c/e\n  type: repository\n  tags:\n    allow: ['*-alpine']\n";
+    let l = load_str(yaml, "p.yaml", &FakeHost::new()).unwrap();
+    let all: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    let all = all.join("\n");
+    // The blank item: regsync's "" (matches nothing), with line, entry and field.
+    assert!(
+        all.contains("p.yaml:7:")
+            && all.contains("sync[0] (source \"a/b\"): field `tags.allow[0]`"),
+        "{all}"
+    );
+    assert!(all.contains("blank"), "{all}");
+    // An unquoted 1.0: kept as written, with regsync's reading named.
+    assert!(
+        all.contains("field `tags.allow[2]`") && all.contains("\"1\""),
+        "{all}"
+    );
+    assert!(
+        !all.contains("tags.allow[3]"),
+        "a quoted '2.0' is text to both: {all}"
+    );
+    // `*` as Go compiles `^*$`: every tag; a likely glob, so said.
+    assert!(
+        all.contains("field `tags.deny[0]`") && all.contains("every tag"),
+        "{all}"
+    );
+    let tags = ["v0.1.1", "1.0", "2.0", "latest"];
+    assert_eq!(
+        l.config.sync[0].tags.select(tags),
+        Vec::<&str>::new(),
+        "deny * denies all"
+    );
+    // A leading `*` is an unanchored start in Go: `*-alpine` is any tag ending in -alpine.
+    assert_eq!(
+        l.config.sync[1]
+            .tags
+            .select(["3.20-alpine", "alpine", "x-alpine-1"]),
+        vec!["3.20-alpine"]
+    );
+    assert!(
+        all.contains("sync[1] (source \"a/e\"): field `tags.allow[0]`"),
+        "{all}"
+    );
+    // No Rust type name reaches a user.
+    for rust in ["Option<", "i64", "u32", "scalar", "sequence start"] {
+        assert!(!all.contains(rust), "{rust}: {all}");
+    }
+}
+
 mod no_panic {
     use super::*;
     use proptest::prelude::*;

@@ -423,7 +423,7 @@ pub(super) fn resolve_entry(
 }
 
 fn tag_set(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     scope: &Scope,
     field: &str,
     t: &RawTagFilter,

@@ -20,6 +20,7 @@ use crate::template::{self, Template, Value};
 mod creds;
 mod entry;
 mod limits;
+mod patterns;
 mod sync_data;
 
 use creds::resolve_creds;
@@ -36,8 +37,43 @@ pub struct Loaded {
     pub warnings: Vec<Warning>,
 }
 
+/// The same warning, at other places, shown in full at most this often.
+const SAME_WARNING_SHOWN: usize = 3;
+
+impl Loaded {
+    /// The warnings as lines to log: each one in full, except that a warning repeated at
+    /// many places (a generated file with `deny: ["*"]` in 181 entries) is shown
+    /// [`SAME_WARNING_SHOWN`] times, then counted in one line.
+    pub fn warning_lines(&self) -> Vec<String> {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut lines = Vec::new();
+        for w in &self.warnings {
+            let n = seen.entry(w.kind.to_string()).or_default();
+            *n += 1;
+            if *n <= SAME_WARNING_SHOWN {
+                lines.push(w.to_string());
+            }
+        }
+        for w in &self.warnings {
+            let kind = w.kind.to_string();
+            if let Some(n) = seen.remove(&kind)
+                && n > SAME_WARNING_SHOWN
+            {
+                lines.push(format!(
+                    "{}: {} more times: {kind}",
+                    self.config.file,
+                    n - SAME_WARNING_SHOWN
+                ));
+            }
+        }
+        lines
+    }
+}
+
 struct Ctx<'a> {
     file: &'a str,
+    /// The file's text, to tell how a value was written (quoted or not).
+    text: &'a str,
     host: &'a dyn template::Host,
     warnings: Vec<Warning>,
 }
@@ -142,30 +178,6 @@ impl Ctx<'_> {
             )
         })
     }
-
-    fn patterns(
-        &self,
-        scope: &Scope,
-        field: &str,
-        list: &[Spanned<Scalar>],
-    ) -> Result<Vec<Pattern>, ConfigError> {
-        list.iter()
-            .enumerate()
-            .map(|(i, p)| {
-                Pattern::new(&p.value.0).or_else(|e| {
-                    self.err(
-                        scope,
-                        &format!("{field}[{i}]"),
-                        Some(p.defined),
-                        ErrorKind::Regex {
-                            pattern: p.value.0.clone(),
-                            source: Box::new(e),
-                        },
-                    )
-                })
-            })
-            .collect()
-    }
 }
 
 pub(crate) fn resolve(
@@ -176,6 +188,7 @@ pub(crate) fn resolve(
 ) -> Result<Loaded, ConfigError> {
     let mut ctx = Ctx {
         file,
+        text,
         host,
         warnings: Vec::new(),
     };
