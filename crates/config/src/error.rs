@@ -241,6 +241,13 @@ pub enum WarningKind {
     FastCopyAlias,
     /// A later `creds` entry for the same registry replaces an earlier one.
     DuplicateCreds,
+    /// A `creds` registry written with a path after its host.
+    RegistryPath {
+        /// The host the creds are for.
+        host: String,
+        /// The path, which scopes nothing.
+        path: String,
+    },
     /// A tag or repository pattern that loads, but likely does not mean what it says.
     Pattern {
         /// The pattern as written.
@@ -269,6 +276,12 @@ impl fmt::Display for WarningKind {
             ),
             WarningKind::DuplicateCreds => f.write_str("replaces an earlier creds entry for the same registry"),
             WarningKind::Pattern { pattern, reason } => write!(f, "pattern {pattern:?}: {reason}"),
+            WarningKind::RegistryPath { host, path } => write!(
+                f,
+                "the path `/{path}` after the host scopes nothing: these creds are for every \
+                 repository on {host}, as in regsync; only a credential helper is asked for the \
+                 whole name (credHost)"
+            ),
         }
     }
 }

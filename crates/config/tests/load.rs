@@ -404,6 +404,30 @@ fn patterns_regsync_accepts_load_with_a_warning_where_they_surprise() {
     }
 }
 
+/// regclient keys creds by host: a path after it (`…amazonaws.com.cn/cloak`) scopes
+/// nothing, and only reaches a credential helper (as `credHost`).
+#[test]
+fn a_path_after_the_creds_registry_is_the_helpers_name_not_a_scope() {
+    let yaml = "creds:\n- registry: 1234.dkr.ecr.cn-north-1.amazonaws.com.cn/cloak\n  user: AWS\n  pass: pw\n\
+                sync:\n- {source: alpine, target: 1234.dkr.ecr.cn-north-1.amazonaws.com.cn/cloak/alpine, type: image}\n";
+    let l = load_str(yaml, "c.yaml", &FakeHost::new()).unwrap();
+    let host = l
+        .config
+        .host("1234.dkr.ecr.cn-north-1.amazonaws.com.cn")
+        .expect("the creds are the host's");
+    assert_eq!(host.user, "AWS");
+    assert_eq!(
+        host.cred_host.as_deref(),
+        Some("1234.dkr.ecr.cn-north-1.amazonaws.com.cn/cloak")
+    );
+    let all: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    let all = all.join("\n");
+    assert!(
+        all.contains("c.yaml:2:13: creds[0]") && all.contains("every repository"),
+        "{all}"
+    );
+}
+
 mod no_panic {
     use super::*;
     use proptest::prelude::*;

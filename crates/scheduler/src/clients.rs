@@ -185,9 +185,12 @@ impl Clients {
                 expire: h.cred_expire,
             }
         } else if let Some(docker) = &self.docker {
+            // The Docker config is keyed by host: a `credHost` with a path (from a creds
+            // `registry` written with one) is for credential helpers only.
+            let server = h.cred_host.clone().filter(|c| !c.contains('/'));
             LoginSource::DockerConfig {
                 config: docker.clone(),
-                server: h.cred_host.clone().unwrap_or_else(|| h.registry.clone()),
+                server: server.unwrap_or_else(|| h.registry.clone()),
             }
         } else {
             LoginSource::Anonymous

@@ -18,7 +18,16 @@ pub(super) fn resolve_creds(
         let Some(reg) = &h.registry else {
             return ctx.err(&scope, "registry", Some(entry_loc), ErrorKind::Missing);
         };
-        let registry = ctx.expand(&scope, "registry", reg, &nil)?;
+        let written = ctx.expand(&scope, "registry", reg, &nil)?;
+        // A path after the host (`….amazonaws.com.cn/cloak`): regclient keys the creds by
+        // the host alone, for every repository on it, and hands the whole name to a
+        // credential helper. So does regferry, and says so.
+        let (registry, path) = match written.split_once('/') {
+            Some((host, path)) if !path.is_empty() && is_valid_registry(host) => {
+                (host.to_owned(), Some(path.to_owned()))
+            }
+            _ => (written.clone(), None),
+        };
         let registry = match registry.as_str() {
             "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_owned(),
             r => r.to_owned(),
@@ -41,6 +50,18 @@ pub(super) fn resolve_creds(
             e.label = Some(registry.clone());
         }
         let mut host = Host::with_defaults(&registry);
+        if let Some(path) = &path {
+            host.cred_host = Some(written.clone());
+            ctx.warn(
+                &scope,
+                "registry",
+                Some(reg.defined),
+                WarningKind::RegistryPath {
+                    host: registry.clone(),
+                    path: path.clone(),
+                },
+            );
+        }
         if let Some(hn) = &h.hostname {
             if !is_valid_registry(&hn.value) {
                 return ctx.err(
@@ -72,11 +93,9 @@ pub(super) fn resolve_creds(
         if let Some(e) = &h.cred_expire {
             host.cred_expire = ctx.duration(&scope, "credExpire", e)?;
         }
-        host.cred_host = h
-            .cred_host
-            .as_ref()
-            .map(|s| s.value.clone())
-            .filter(|s| !s.is_empty());
+        if let Some(c) = h.cred_host.as_ref().filter(|s| !s.value.is_empty()) {
+            host.cred_host = Some(c.value.clone());
+        }
         if let Some(s) = &h.scheme {
             ctx.warn(
                 &scope,
