@@ -73,7 +73,7 @@ fn yaml_error(
     let loc = e.location().unwrap_or(Location::UNKNOWN);
     let options = serde_saphyr::render_options! { snippets: SnippetMode::Off };
     let rendered = e.render_with_options(options);
-    let message = strip_location(&rendered);
+    let message = in_yaml_terms(&strip_location(&rendered), value_at(text, loc));
     let (entry, field) = match path.as_deref() {
         Some(p) => split_entry(text, p),
         None => (None, None),
@@ -88,6 +88,64 @@ fn yaml_error(
         },
         ErrorKind::Yaml { message },
     )
+}
+
+/// The deserializer's message, said in YAML's terms: no Rust type names. `found` is the
+/// value as written at the error's position, when there is one on that line.
+fn in_yaml_terms(message: &str, found: Option<&str>) -> String {
+    let found = found.map(|f| format!(", found `{f}`")).unwrap_or_default();
+    let m = message.trim();
+    let said = if m.contains("Option<") || m.contains("null into") {
+        "a value is required here, found nothing (a blank value is a YAML null)".to_owned()
+    } else if let Some(t) = m.strip_prefix("invalid ").filter(|t| is_rust_integer(t)) {
+        if t.starts_with('u') {
+            format!("expected a whole number, 0 or more{found}")
+        } else {
+            format!("expected a whole number{found}")
+        }
+    } else if m == "invalid floating point" || m == "invalid f64" || m == "invalid f32" {
+        format!("expected a number{found}")
+    } else if m == "invalid boolean" {
+        format!("expected true or false{found}")
+    } else if m.contains("sequence start") {
+        "expected a list (`- item` lines, or [a, b])".to_owned()
+    } else if m.contains("mapping start") {
+        "expected a mapping (`key: value` lines, or {key: value})".to_owned()
+    } else if m.contains("string scalar") || m.contains("expected scalar") {
+        "expected a single value, not a list or a mapping".to_owned()
+    } else {
+        return m.to_owned();
+    };
+    said
+}
+
+fn is_rust_integer(t: &str) -> bool {
+    matches!(
+        t,
+        "i8" | "i16"
+            | "i32"
+            | "i64"
+            | "i128"
+            | "isize"
+            | "u8"
+            | "u16"
+            | "u32"
+            | "u64"
+            | "u128"
+            | "usize"
+    )
+}
+
+/// The plain value written at `loc`: the rest of its line, without a comment, when short.
+fn value_at(text: &str, loc: Location) -> Option<&str> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(loc.line()).ok()?.checked_sub(1)?)?;
+    let col = usize::try_from(loc.column()).ok()?.checked_sub(1)?;
+    let rest = line.get(col..)?;
+    let value = rest.split(" #").next()?.trim();
+    (!value.is_empty() && value.chars().count() <= 60 && !value.starts_with(['[', '{']))
+        .then_some(value)
 }
 
 /// saphyr renders "error: line 3 column 15: invalid u32"; the position is printed by us.
@@ -199,6 +257,57 @@ mod tests {
         let err = parse("sync:\n  - source: [a\n", "c.yaml").unwrap_err();
         assert_eq!(err.at.line, Some(2));
         assert!(matches!(*err.kind, ErrorKind::Yaml { .. }));
+    }
+
+    #[test]
+    fn type_errors_are_told_in_yaml_terms() {
+        for (text, want) in [
+            (
+                "defaults:\n  parallel: abc\n",
+                "expected a whole number, found `abc`",
+            ),
+            (
+                "defaults:\n  parallel: 1.5\n",
+                "expected a whole number, found `1.5`",
+            ),
+            (
+                "creds:\n- registry: x.io\n  priority: -1\n",
+                "a whole number, 0 or more",
+            ),
+            (
+                "creds:\n- registry: x.io\n  reqPerSec: fast\n",
+                "expected a number",
+            ),
+            (
+                "sync:\n- source: a\n  referrers: maybe # no\n",
+                "expected true or false, found `maybe`",
+            ),
+            (
+                "sync:\n- source: a\n  tags:\n    allow: latest\n",
+                "expected a list",
+            ),
+            ("sync:\n- source: a\n  tags: [x]\n", "expected a mapping"),
+            ("sync:\n- source: [a]\n", "expected a single value"),
+            ("sync: hello\n", "expected a list"),
+            (
+                "creds:\n- registry: x.io\n  mirrors: y.io\n",
+                "expected a list",
+            ),
+        ] {
+            let err = parse(text, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            for rust in [
+                "i64",
+                "u32",
+                "f64",
+                "Option<",
+                "scalar",
+                "sequence",
+                "floating point",
+            ] {
+                assert!(!err.contains(rust), "{text:?}: {err}");
+            }
+        }
     }
 
     #[test]
