@@ -95,7 +95,7 @@ fn yaml_error(
 fn in_yaml_terms(message: &str, found: Option<&str>) -> String {
     let found = found.map(|f| format!(", found `{f}`")).unwrap_or_default();
     let m = message.trim();
-    let said = if m.contains("Option<") || m.contains("null into") {
+    if m.contains("Option<") || m.contains("null into") {
         "a value is required here, found nothing (a blank value is a YAML null)".to_owned()
     } else if let Some(t) = m.strip_prefix("invalid ").filter(|t| is_rust_integer(t)) {
         if t.starts_with('u') {
@@ -114,9 +114,8 @@ fn in_yaml_terms(message: &str, found: Option<&str>) -> String {
     } else if m.contains("string scalar") || m.contains("expected scalar") {
         "expected a single value, not a list or a mapping".to_owned()
     } else {
-        return m.to_owned();
-    };
-    said
+        m.to_owned()
+    }
 }
 
 fn is_rust_integer(t: &str) -> bool {
