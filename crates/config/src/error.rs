@@ -17,6 +17,16 @@ pub enum Section {
     Creds,
 }
 
+impl Section {
+    /// The list's key in the file.
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Sync => "sync",
+            Section::Creds => "creds",
+        }
+    }
+}
+
 /// An entry of `sync` or `creds`, with what identifies it to a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryRef {
@@ -266,6 +276,9 @@ impl fmt::Display for Warning {
 impl fmt::Display for WarningKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            WarningKind::UnknownKey { key } if key.rsplit('.').next().is_some_and(|k| k.starts_with("x-")) => {
+                write!(f, "key `{key}` is ignored, as by regsync (an x- key is silent only at the top of the file)")
+            }
             WarningKind::UnknownKey { key } => {
                 write!(f, "unknown key `{key}` is ignored (regsync ignores it too; is it a typo?)")
             }

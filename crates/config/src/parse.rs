@@ -1,6 +1,6 @@
 //! YAML text → raw structs, with merge keys applied, unknown keys collected, and errors
 //! that carry the line, column and field path.
-use serde_saphyr::{DuplicateKeyPolicy, Location, SnippetMode};
+use serde_saphyr::{DuplicateKeyPolicy, Location, SnippetMode, Spanned};
 
 use crate::error::{ConfigError, EntryRef, ErrorKind, Position, Section};
 use crate::raw::{RawConfig, Scalar};
@@ -214,6 +214,91 @@ pub(crate) fn entry_label(text: &str, section: Section, index: usize) -> Option<
         Section::Sync => e.source.map(|s| s.0),
         Section::Creds => e.registry.map(|s| s.0),
     }
+}
+
+/// A YAML document as keys with their positions, for pointing at keys that no struct
+/// reads (unknown keys are found by path, without a position).
+enum Node {
+    Map(Vec<(Spanned<Scalar>, Node)>),
+    Seq(Vec<Node>),
+    Leaf,
+}
+
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Node;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Node, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<Spanned<Scalar>>()? {
+                    out.push((k, m.next_value::<Node>()?));
+                }
+                Ok(Node::Map(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut q: A) -> Result<Node, A::Error> {
+                let mut out = Vec::new();
+                while let Some(n) = q.next_element::<Node>()? {
+                    out.push(n);
+                }
+                Ok(Node::Seq(out))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_unit<E>(self) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_none<E>(self) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Where each key named by a dotted path (`sync.3.cleanupTags`, list items by index) is
+/// written; paths not found are left out. Parses the text a second time, so it is only
+/// called when there is something to point at.
+pub(crate) fn key_positions(text: &str, paths: &[String]) -> Vec<Option<Location>> {
+    let options = serde_saphyr::options! { duplicate_keys: DuplicateKeyPolicy::LastWins };
+    let Ok(root) = serde_saphyr::from_str_with_options::<Node>(text, options) else {
+        return vec![None; paths.len()];
+    };
+    paths
+        .iter()
+        .map(|path| {
+            let mut node = &root;
+            let mut at = None;
+            for seg in path.split('.') {
+                match node {
+                    Node::Map(entries) => {
+                        let (k, v) = entries.iter().rev().find(|(k, _)| k.value.0 == seg)?;
+                        at = Some(k.defined);
+                        node = v;
+                    }
+                    Node::Seq(items) => node = items.get(seg.parse::<usize>().ok()?)?,
+                    Node::Leaf => return None,
+                }
+            }
+            at
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -225,13 +225,20 @@ fn warnings_name_unknown_keys_and_entries() {
     let l = load_str(yaml, "w.yaml", &FakeHost::new()).unwrap();
     let text: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
     let all = text.join("\n");
-    assert!(all.contains("w.yaml: unknown key `bogus`"), "{all}");
-    assert!(all.contains("unknown key `defaults.paralel`"), "{all}");
+    // Every warning has its file:line:column.
+    assert!(all.contains("w.yaml:2:1: unknown key `bogus`"), "{all}");
     assert!(
-        all.contains("sync[0] (source \"busybox\"): unknown key `fastChek`"),
+        all.contains("w.yaml:4:3: unknown key `defaults.paralel`"),
         "{all}"
     );
-    assert!(all.contains("field `hooks`"), "{all}");
+    assert!(
+        all.contains("w.yaml:9:3: sync[0] (source \"busybox\"): unknown key `fastChek`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("w.yaml:10:3: sync[0] (source \"busybox\"): field `hooks`"),
+        "{all}"
+    );
     assert!(
         !all.contains("x-anchor"),
         "x-* keys are the extension namespace: {all}"

@@ -135,9 +135,48 @@ impl Ctx<'_> {
         Err(ConfigError::new(self.pos(scope, field, loc), kind))
     }
 
+    /// A warning; one without a position gets the position of its key when loading ends
+    /// (see [`Ctx::place_warnings`]).
     fn warn(&mut self, scope: &Scope, field: &str, loc: Option<Location>, kind: WarningKind) {
         let at = self.pos(scope, field, loc);
         self.warnings.push(Warning { at, kind });
+    }
+
+    /// Gives each warning without a line the position of the key it names, found in one
+    /// more parse of the text (only when there is such a warning).
+    fn place_warnings(&mut self, unknown_keys: &[(usize, String)]) {
+        let mut paths: Vec<(usize, String)> = unknown_keys.to_vec();
+        for (i, w) in self.warnings.iter().enumerate() {
+            if w.at.line.is_some() || paths.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            let mut path = match &w.at.entry {
+                Some(e) => format!("{}.{}", e.section.key(), e.index),
+                None => String::new(),
+            };
+            if let Some(field) = &w.at.field {
+                // `tags.allow[0]` is the path `tags.allow.0`.
+                let field = field.replace('[', ".").replace(']', "");
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&field);
+            }
+            if !path.is_empty() {
+                paths.push((i, path));
+            }
+        }
+        if paths.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = paths.iter().map(|(_, p)| p.clone()).collect();
+        let found = crate::parse::key_positions(self.text, &keys);
+        for ((i, _), loc) in paths.into_iter().zip(found) {
+            if let Some(l) = loc.filter(|l| *l != Location::UNKNOWN) {
+                self.warnings[i].at.line = Some(l.line());
+                self.warnings[i].at.column = Some(l.column());
+            }
+        }
     }
 
     /// Expands a template; `sync` becomes `.Sync` (regsync passes the entry as `.Sync`).
@@ -196,7 +235,7 @@ pub(crate) fn resolve(
         mut raw,
         unknown_keys,
     } = parsed;
-    report_unknown_keys(&mut ctx, text, &unknown_keys);
+    let unknown_keys = report_unknown_keys(&mut ctx, text, &unknown_keys);
 
     if let Some(v) = &raw.version
         && !(0..=1).contains(&v.value)
@@ -247,6 +286,7 @@ pub(crate) fn resolve(
             },
         );
     }
+    ctx.place_warnings(&unknown_keys);
     Ok(Loaded {
         config: Config {
             file: file.to_owned(),
@@ -258,7 +298,10 @@ pub(crate) fn resolve(
     })
 }
 
-fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) {
+/// Warns about each key no struct reads; returns each warning's index and its key's path,
+/// for [`Ctx::place_warnings`].
+fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
     for path in keys {
         // Top-level x-* keys are the documented extension namespace (anchors live there).
         if !path.contains('.') && path.starts_with("x-") {
@@ -293,13 +336,18 @@ fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) {
         {
             continue;
         }
-        let key = rest.join(".");
+        found.push((segs.join("."), entry, rest.join(".")));
+    }
+    let mut placed = Vec::new();
+    for (path, entry, key) in found {
         let scope = Scope {
             entry,
             prefix: String::new(),
         };
+        placed.push((ctx.warnings.len(), path));
         ctx.warn(&scope, "", None, WarningKind::UnknownKey { key });
     }
+    placed
 }
 
 fn resolve_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> {
