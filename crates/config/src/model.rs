@@ -61,8 +61,6 @@ pub struct Globals {
     pub skip_docker_config: bool,
     /// `User-Agent` header; `None` means regferry's own.
     pub user_agent: Option<String>,
-    /// Manifest cache size and lifetime; enabled only when both are set.
-    pub cache: Option<(u64, Duration)>,
     /// Largest chunk a registry may demand (`blobLimit`), when set.
     pub blob_limit: Option<u64>,
     /// `limits` under `defaults`: bounds for every registry, and on one image's graph.

@@ -121,10 +121,6 @@ struct DefaultsView {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cache_count: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cache_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     blob_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsView>,
@@ -301,8 +297,6 @@ pub fn to_yaml(config: &Config) -> String {
             parallel: g.parallel,
             skip_docker_config: g.skip_docker_config,
             user_agent: g.user_agent.clone(),
-            cache_count: g.cache.map(|c| c.0),
-            cache_time: g.cache.map(|c| format_go_duration(c.1)),
             blob_limit: g.blob_limit,
             limits: limits_view(&g.limits),
         },

@@ -435,6 +435,24 @@ fn a_path_after_the_creds_registry_is_the_helpers_name_not_a_scope() {
     );
 }
 
+/// regsync's manifest cache has nothing to cache in regferry: accepted (a bad value is still
+/// refused), warned about where it is written, and not shown as if in force.
+#[test]
+fn the_manifest_cache_settings_are_warned_about_and_not_shown() {
+    let yaml = "defaults:\n  cacheCount: 500\n  cacheTime: 5m\nsync:\n- {source: a/b, target: c/d, type: image}\n";
+    let l = load_str(yaml, "m.yaml", &FakeHost::new()).unwrap();
+    let all: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    let all = all.join("\n");
+    assert!(
+        all.contains("m.yaml:2:15: field `defaults.cacheCount`") && all.contains("no effect"),
+        "{all}"
+    );
+    let shown = regferry_config::to_yaml(&l.config);
+    assert!(!shown.contains("cache"), "{shown}");
+    let bad = "defaults:\n  cacheCount: 5\n  cacheTime: 5 minutes\nsync: []\n";
+    assert!(load_str(bad, "m.yaml", &FakeHost::new()).is_err());
+}
+
 mod no_panic {
     use super::*;
     use proptest::prelude::*;

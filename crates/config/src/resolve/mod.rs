@@ -249,7 +249,7 @@ pub(crate) fn resolve(
     }
 
     let creds = resolve_creds(&mut ctx, std::mem::take(&mut raw.creds))?;
-    let globals = resolve_globals(&ctx, &raw.defaults)?;
+    let globals = resolve_globals(&mut ctx, &raw.defaults)?;
     let defaults_scope = Scope::top("defaults");
     let defaults = raw.defaults.take_inheritable();
     check_inheritable_notes(&mut ctx, &defaults_scope, &defaults);
@@ -350,7 +350,30 @@ fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) -> Vec<(u
     placed
 }
 
-fn resolve_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> {
+fn resolve_globals(ctx: &mut Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> {
+    let globals = read_globals(ctx, d)?;
+    let scope = Scope::top("defaults");
+    for (field, at) in [
+        ("cacheCount", d.cache_count.as_ref().map(|v| v.defined)),
+        ("cacheTime", d.cache_time.as_ref().map(|v| v.defined)),
+    ] {
+        if let Some(at) = at {
+            ctx.warn(
+                &scope,
+                field,
+                Some(at),
+                WarningKind::Ignored {
+                    reason: "has no effect in regferry: it reads a manifest only to copy it, once \
+                             per run however many tags share it, and compares tags with a HEAD \
+                             each run, which a cache could only answer stale",
+                },
+            );
+        }
+    }
+    Ok(globals)
+}
+
+fn read_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> {
     let scope = Scope::top("defaults");
     let non_negative =
         |field: &str, v: &Option<Spanned<i64>>| -> Result<Option<u64>, ConfigError> {
@@ -370,11 +393,12 @@ fn resolve_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigErro
         };
     let parallel = non_negative("parallel", &d.parallel)?
         .map_or(DEFAULT_PARALLEL, |p| p.min(u64::from(u32::MAX)) as u32);
-    let cache_count = non_negative("cacheCount", &d.cache_count)?.unwrap_or(0);
-    let cache_time = match &d.cache_time {
-        Some(t) => ctx.duration(&scope, "cacheTime", t)?,
-        None => Duration::ZERO,
-    };
+    // regsync's manifest cache: read, so that a bad value is still refused, but it has no
+    // effect in regferry (see WarningKind::Ignored below).
+    non_negative("cacheCount", &d.cache_count)?;
+    if let Some(t) = &d.cache_time {
+        ctx.duration(&scope, "cacheTime", t)?;
+    }
     Ok(Globals {
         parallel,
         skip_docker_config: d.skip_docker_config.unwrap_or(false),
@@ -383,7 +407,6 @@ fn resolve_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigErro
             .as_ref()
             .map(|s| s.value.clone())
             .filter(|s| !s.is_empty()),
-        cache: (cache_count > 0 && !cache_time.is_zero()).then_some((cache_count, cache_time)),
         blob_limit: non_negative("blobLimit", &d.blob_limit)?.filter(|b| *b > 0),
         limits: match &d.limits {
             Some(l) => resolve_limits(ctx, &scope, l, LimitsAt::Defaults)?,
