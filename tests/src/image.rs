@@ -703,6 +703,18 @@ impl OciLayout {
         digest
     }
 
+    /// Writes `content` and lists its manifest in `index.json` without a tag, as ORAS
+    /// stores a referrer in a layout (no `sha256-<hex>` index).
+    ///
+    /// # Panics
+    /// On an I/O error.
+    pub fn add_untagged(&mut self, content: &dyn Content) -> String {
+        let digest = self.add(content, None);
+        self.refs.push(content.manifest().descriptor());
+        self.write_index();
+        digest
+    }
+
     fn write_index(&self) {
         let index = IndexJson {
             schema_version: 2,

@@ -1077,6 +1077,50 @@ fn referrers_survive_an_ocidir_hop() {
     }
 }
 
+/// A layout written by ORAS keeps referrers as untagged entries of `index.json`, with no
+/// `sha256-<hex>` index. `referrerSlow` (regsync's name) finds them by reading every
+/// manifest the layout lists; without it they are not seen.
+#[test]
+fn referrer_slow_finds_referrers_a_layout_lists_without_an_index() {
+    let dst = TestRegistry::start();
+    let dir = regferry_testkit::temp_dir();
+    let mut layout = image::OciLayout::create(&dir.path().join("layout"));
+    let img = image::image(9100, 1, 800);
+    layout.add(&img, Some("1"));
+    let sbom = image::sbom(&img.descriptor(), 1);
+    layout.add_untagged(&sbom);
+    let run_with = |slow: bool| {
+        let c = config(
+            &plain(&[&dst.host()]),
+            "",
+            &format!(
+                concat!(
+                    "  - source: ocidir://{l}:1\n    target: {d}/{repo}:1\n    type: image\n",
+                    "    referrers: true\n    referrerSlow: {slow}\n"
+                ),
+                l = layout.dir().display(),
+                d = dst.host(),
+                repo = if slow { "slow" } else { "fast" },
+                slow = slow,
+            ),
+        );
+        once_ok(&c)
+    };
+    run_with(false);
+    assert!(
+        !has(&dst, "fast", &sbom.digest()),
+        "without referrerSlow the untagged referrer is not seen"
+    );
+    let o = run_with(true);
+    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    let d = sbom.digest();
+    let copied = skopeo_inspect_raw(&dst, &format!("slow@{d}"));
+    assert_eq!(copied, sbom.manifest.bytes, "byte for byte");
+    // Published where a reader without the referrers API looks: the fallback index.
+    let listed = skopeo_inspect_raw(&dst, &format!("slow:{}", referrers_tag(&img.digest())));
+    assert!(String::from_utf8_lossy(&listed).contains(&d));
+}
+
 /// The raw digest `reg` serves for `repo:reference` (a HEAD, as skopeo would read it).
 fn served_digest(reg: &TestRegistry, repo: &str, reference: &str) -> Option<String> {
     let path = format!("/v2/{repo}/manifests/{reference}");

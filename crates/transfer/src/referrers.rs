@@ -37,6 +37,8 @@ pub struct ReferrerWalk<'a> {
     known_tags: &'a HashMap<String, Arc<TagList>>,
     dry_run: bool,
     limits: GraphLimits,
+    /// Also read every manifest a source layout lists (`referrerSlow`).
+    scan_layouts: bool,
     /// Referrers read so far.
     read: AtomicUsize,
 }
@@ -67,8 +69,17 @@ impl<'a> ReferrerWalk<'a> {
             known_tags,
             dry_run,
             limits,
+            scan_layouts: false,
             read: AtomicUsize::new(0),
         }
+    }
+
+    /// Also finds, in source OCI layouts, referrers listed in `index.json` without a
+    /// `sha256-<hex>` index (as ORAS leaves them), by reading every manifest listed there:
+    /// regsync's `referrerSlow`.
+    pub fn scanning_layouts(mut self, scan: bool) -> Self {
+        self.scan_layouts = scan;
+        self
     }
 
     /// Counts one more referrer read; an error past the image's bound.
@@ -121,11 +132,20 @@ impl Transfer {
             // become the same bytes.
             let mut whole_index = None;
             for src in sources {
-                let listing = match src.referrers_listing(&s, hint(src)).await {
+                let mut listing = match src.referrers_listing(&s, hint(src)).await {
                     Ok(l) => l,
                     Err(e) if e.is_not_found() => Listing::default(),
                     Err(e) => return Err(e),
                 };
+                if let (true, Repo::Layout(layout)) = (walk.scan_layouts, src) {
+                    for d in layout.referrers_by_scan(&s).await? {
+                        if !listing.descriptors.iter().any(|l| l.digest == d.digest) {
+                            listing.descriptors.push(d);
+                            // The index no longer lists them all.
+                            listing.fallback_index = None;
+                        }
+                    }
+                }
                 let total = listing.descriptors.len();
                 let selected: Vec<Descriptor> = listing
                     .descriptors

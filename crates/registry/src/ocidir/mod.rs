@@ -29,7 +29,7 @@ use tokio_util::io::ReaderStream;
 use crate::blob::{Blob, Hasher, verify};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{Content, Descriptor, Manifest};
 use crate::memory::Memory;
 use crate::reference::Reference;
 
@@ -252,6 +252,38 @@ impl OciLayout {
         tags.sort_unstable();
         tags.dedup();
         Ok(tags)
+    }
+
+    /// The referrers of `subject` found by reading every manifest `index.json` lists and
+    /// keeping those whose `subject` it is: how ORAS leaves referrers in a layout (untagged
+    /// entries, no `sha256-<hex>` index). Slow, so only on request (`referrerSlow`). A
+    /// listed manifest that is missing or unreadable is skipped.
+    pub async fn referrers_by_scan(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let root = self.root.clone();
+        let Some(index) = blocking(&self.root, move || index::read_index(&root)).await? else {
+            return Ok(Vec::new());
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for entry in &index.manifests {
+            let Ok(digest) = Digest::parse(&entry.digest) else {
+                continue;
+            };
+            if digest == *subject || !seen.insert(digest.clone()) {
+                continue;
+            }
+            let Ok(m) = self.get_manifest(&digest.to_string()).await else {
+                continue;
+            };
+            let names = match m.content(&format!("ocidir://{}@{digest}", self.root.display())) {
+                Ok(Content::Image { subject: s, .. } | Content::Index { subject: s, .. }) => s,
+                _ => None,
+            };
+            if names.is_some_and(|s| s.digest == *subject) {
+                out.push(crate::referrers::referrer_descriptor(&m));
+            }
+        }
+        Ok(out)
     }
 
     /// Size of a blob if present.

@@ -140,7 +140,8 @@ impl Engine {
                     known.insert(repo.key(), tags);
                 }
             }
-            let walk = ReferrerWalk::new(&filter, &known, dry_run, self.graph_limits());
+            let walk = ReferrerWalk::new(&filter, &known, dry_run, self.graph_limits())
+                .scanning_layouts(entry.referrer_slow);
             for s in &subjects {
                 let _slot = if dry_run {
                     None
