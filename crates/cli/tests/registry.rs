@@ -797,3 +797,53 @@ fn abort_on_error_stops_the_run_and_without_it_the_rest_goes_on() {
         "the other entry was copied"
     );
 }
+
+/// `repoAuth: true` keeps auth state per repository, as regclient does: each repository
+/// learns its own challenge (one 401 each), for registries whose challenge differs by
+/// repository. Without it, what the first repository learned is used for the next (one 401
+/// in all).
+#[test]
+fn repo_auth_keeps_a_challenge_per_repository() {
+    let issuer = TokenIssuer::start_with(TokenOptions {
+        users: vec![TokenUser::new("bob", "bob-pw")],
+        ..TokenOptions::default()
+    });
+    let src = TestRegistry::start_with(RegistryOptions {
+        auth: Auth::Token { issuer: &issuer },
+        ..RegistryOptions::default()
+    });
+    let client = RawClient::for_registry(&src);
+    for repo in ["one/app", "two/app"] {
+        client.push(repo, Some("1"), &image::image(5100, 1, 200));
+    }
+    let dst = TestRegistry::start();
+    let unauthorized = |repo_auth: bool| {
+        let before = src.access_log().len();
+        let c = ConfigFile::new(&format!(
+            "defaults:\n  skipDockerConfig: true\n  parallel: 0\ncreds:\n  - registry: {s}\n    \
+             tls: disabled\n    user: bob\n    pass: bob-pw\n    repoAuth: {repo_auth}\n  - \
+             registry: {d}\n    tls: disabled\nsync:\n  - source: {s}/one/app:1\n    target: \
+             {d}/{repo_auth}/one:1\n    type: image\n  - source: {s}/two/app:1\n    target: \
+             {d}/{repo_auth}/two:1\n    type: image\n",
+            s = src.host(),
+            d = dst.host(),
+        ));
+        let o = regferry(&["once"], &c);
+        assert_eq!(o.code, 0, "{}", o.all());
+        let mut repos: Vec<String> = src.access_log()[before..]
+            .iter()
+            .filter(|e| e.status == 401 && e.user_agent.starts_with("regferry"))
+            .map(|e| {
+                e.path
+                    .split("/manifests/")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        repos.sort();
+        repos
+    };
+    assert_eq!(unauthorized(false), ["/v2/one/app"]);
+    assert_eq!(unauthorized(true), ["/v2/one/app", "/v2/two/app"]);
+}

@@ -4,6 +4,7 @@
 //! mounts), cache it until shortly before it expires, and ask again when a 401 says it no
 //! longer suffices. Identity (refresh) tokens use the OAuth2 `refresh_token` grant.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -27,14 +28,19 @@ pub(crate) struct Auth {
     limits: super::Limits,
     login: LoginSource,
     static_token: Secret,
-    state: Mutex<State>,
+    /// The login last looked up, and until when it is reused (one for the host, also with
+    /// `repoAuth`: a credential helper is not run per repository).
+    login_cache: Mutex<Option<(Option<Credential>, Instant)>>,
+    /// Keep a challenge and tokens per repository (`repoAuth`), as regclient does, for
+    /// registries whose challenge differs by repository; else one state for the host.
+    repo_auth: bool,
+    states: std::sync::Mutex<HashMap<String, Arc<Mutex<State>>>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     challenge: Option<Challenge>,
     tokens: HashMap<String, (Secret, Instant)>,
-    login: Option<(Option<Credential>, Instant)>,
 }
 
 #[derive(serde::Deserialize)]
@@ -54,6 +60,7 @@ impl Auth {
         static_token: Secret,
         base: url::Url,
         limits: super::Limits,
+        repo_auth: bool,
     ) -> Auth {
         Auth {
             registry: registry.to_owned(),
@@ -61,8 +68,30 @@ impl Auth {
             limits,
             login,
             static_token,
-            state: Mutex::new(State::default()),
+            login_cache: Mutex::new(None),
+            repo_auth,
+            states: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The auth state a request needing `scopes` uses: the host's, or with `repoAuth` that
+    /// of the repository its first scope names (a mount's target).
+    fn state(&self, scopes: &[String]) -> Arc<Mutex<State>> {
+        let key = if self.repo_auth {
+            scopes
+                .first()
+                .and_then(|s| s.strip_prefix("repository:"))
+                .and_then(|s| s.rsplit_once(':'))
+                .map(|(repo, _)| repo.to_owned())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut states = match self.states.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        states.entry(key).or_default().clone()
     }
 
     fn err(&self, reason: impl Into<String>) -> Error {
@@ -83,12 +112,13 @@ impl Auth {
         if !self.static_token.is_empty() {
             return Ok(Some(bearer(&self.static_token)?));
         }
-        let mut st = self.state.lock().await;
+        let state = self.state(scopes);
+        let mut st = state.lock().await;
         let Some(ch) = st.challenge.clone() else {
             return Ok(None);
         };
         match ch.scheme.as_str() {
-            "basic" => match self.login(&mut st).await? {
+            "basic" => match self.login().await? {
                 Some(Credential::Basic { username, password }) => {
                     Ok(Some(basic(&username, &password)?))
                 }
@@ -101,7 +131,7 @@ impl Auth {
                 {
                     return Ok(Some(bearer(tok)?));
                 }
-                let login = self.login(&mut st).await?;
+                let login = self.login().await?;
                 let (tok, exp) = self
                     .fetch_token(own, foreign, &ch, scopes, login.as_ref())
                     .await?;
@@ -122,7 +152,8 @@ impl Auth {
         if !self.static_token.is_empty() {
             return false;
         }
-        let mut st = self.state.lock().await;
+        let state = self.state(scopes);
+        let mut st = state.lock().await;
         let challenges = www_authenticate.map(parse_challenges).unwrap_or_default();
         let chosen = challenges
             .iter()
@@ -143,8 +174,9 @@ impl Auth {
         }
     }
 
-    async fn login(&self, st: &mut State) -> Result<Option<Credential>> {
-        if let Some((cred, until)) = &st.login
+    async fn login(&self) -> Result<Option<Credential>> {
+        let mut cache = self.login_cache.lock().await;
+        if let Some((cred, until)) = &*cache
             && Instant::now() < *until
         {
             return Ok(cred.clone());
@@ -177,7 +209,7 @@ impl Auth {
                 (cred, Duration::from_secs(3600))
             }
         };
-        st.login = Some((cred.clone(), Instant::now() + ttl));
+        *cache = Some((cred.clone(), Instant::now() + ttl));
         Ok(cred)
     }
 

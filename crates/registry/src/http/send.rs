@@ -137,6 +137,7 @@ impl Inner {
                 opts.token.clone(),
                 base.clone(),
                 opts.limits,
+                opts.repo_auth,
             ),
             permits: Semaphore::new(opts.req_concurrent.max(1) as usize),
             next_slot: Mutex::new(Instant::now()),
