@@ -32,6 +32,8 @@ fn main() -> ExitCode {
     logging::init(cli.verbosity, &cli.logopt);
     match run(cli) {
         Ok(code) => code,
+        // Whoever read the output has gone (`| head -1`): the command is done, quietly.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let code = if e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<UsageError>().is_some()
@@ -45,6 +47,14 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Whether `e` is a write to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A file named on the command line that cannot be read (exit 2, like a bad config).
@@ -75,7 +85,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stdout.write_all(version::render(*format).as_bytes())?;
         }
         Command::Completion { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "regferry", &mut stdout);
+            // Generated in memory: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "regferry", &mut script);
+            stdout.write_all(&script)?;
         }
         Command::Config => {
             let config = load(&cli)?;

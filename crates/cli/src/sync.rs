@@ -34,13 +34,17 @@ pub(crate) fn run(
         }
         report
     });
+    // The work is done whether or not anyone reads the report: a closed stdout changes
+    // nothing about the exit code.
     let mut out = std::io::stdout().lock();
-    match format {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &report)?;
-            writeln!(out)?;
-        }
-        OutputFormat::Table => write_table(&mut out, &report, mode)?,
+    let written = match format {
+        OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out)),
+        OutputFormat::Table => write_table(&mut out, &report, mode),
+    };
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "The report could not be written to standard output");
     }
     let code = if report.failures() > 0 {
         1

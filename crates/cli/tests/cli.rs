@@ -248,3 +248,92 @@ fn example_configs_all_load() {
         "config/ should hold the demo and an example regsync config"
     );
 }
+
+/// A demo config copying the repository's demo layout into `dir/layout`.
+fn demo_config(dir: &Path) -> std::path::PathBuf {
+    let root = regferry_testkit::workspace_root();
+    let cfg = dir.join("demo.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults: {{skipDockerConfig: true}}\nsync:\n- source: ocidir://{}\n  target: ocidir://{}\n  type: repository\n",
+            root.join("config/demo-layout").display(),
+            dir.join("layout").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Runs regferry with standard output and/or standard error going to a pipe whose reader
+/// has gone (`| head -1` after head exits; a log shipper that died). Returns the exit code
+/// and what the other stream, when kept, received.
+fn run_into_closed_pipes(args: &[&str], close_stdout: bool, close_stderr: bool) -> (i32, String) {
+    use std::process::Stdio;
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regferry"));
+    cmd.args(args).env_remove("REGFERRY_LOG");
+    cmd.stdout(if close_stdout {
+        closed()
+    } else {
+        Stdio::piped()
+    });
+    cmd.stderr(if close_stderr {
+        closed()
+    } else {
+        Stdio::piped()
+    });
+    let o = cmd.output().unwrap();
+    let kept = if close_stdout { &o.stderr } else { &o.stdout };
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(kept).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_a_printing_command_quietly() {
+    let dir = regferry_testkit::temp_dir();
+    let cfg = demo_config(dir.path());
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        &["version"][..],
+        &["completion", "bash"],
+        &["config", "-c", cfg],
+    ] {
+        let (code, stderr) = run_into_closed_pipes(args, true, false);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?} says nothing about the pipe");
+    }
+}
+
+#[test]
+fn closed_output_never_stops_a_sync() {
+    let dir = regferry_testkit::temp_dir();
+    let cfg = demo_config(dir.path());
+    let cfg = cfg.to_str().unwrap();
+    // Logs (-v) and the table both go nowhere; the work and the exit code are the same.
+    let (code, _) = run_into_closed_pipes(&["check", "-v", "info", "-c", cfg], true, true);
+    assert_eq!(code, 3, "check still reports drift");
+    let (code, _) = run_into_closed_pipes(&["once", "-v", "info", "-c", cfg], true, true);
+    assert_eq!(code, 0);
+    let index = std::fs::read_to_string(dir.path().join("layout/index.json")).unwrap();
+    for tag in ["v1.0", "v1.1", "v1.2"] {
+        assert!(index.contains(tag), "{tag} was copied: {index}");
+    }
+    let (code, stdout) = run_into_closed_pipes(&["check", "-v", "info", "-c", cfg], false, true);
+    assert_eq!(code, 0, "in sync: {stdout}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_off_a_terminal() {
+    let dir = regferry_testkit::temp_dir();
+    let cfg = demo_config(dir.path());
+    let o = run(regferry().args(["check", "-v", "info", "-c"]).arg(&cfg));
+    assert!(o.stderr.contains("INFO"), "{}", o.stderr);
+    assert!(!o.stderr.contains('\u{1b}'), "{}", o.stderr);
+}

@@ -19,6 +19,11 @@ struct Server {
 
 impl Server {
     fn start(yaml: &str, extra: &[&str]) -> Server {
+        Server::start_logging_to(yaml, extra, Stdio::piped())
+    }
+
+    /// [`Server::start`], with the log going to `stderr`.
+    fn start_logging_to(yaml: &str, extra: &[&str], stderr: Stdio) -> Server {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -38,7 +43,7 @@ impl Server {
             .args(extra)
             .env("REGFERRY_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let admin = RawClient::new(&format!("http://127.0.0.1:{port}"));
@@ -614,4 +619,31 @@ fn the_webhook_token_can_come_from_a_file() {
     assert_eq!(post("wrong"), 401);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A log reader that goes away (a restarted journald, a dead log shipper) takes nothing
+/// down: the server goes on syncing and answering, and stops cleanly.
+#[test]
+fn a_closed_log_stream_never_stops_the_server() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let one = image::image(260, 1, 100);
+    let two = image::image(261, 1, 100);
+    RawClient::for_registry(&src).push("app", Some("1"), &one);
+    let entries = format!(
+        "  - name: app\n    source: {}/app\n    target: {}/app\n    type: repository\n    interval: 1s\n",
+        src.host(),
+        dst.host(),
+    );
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let s = Server::start_logging_to(&yaml(&src, &dst, &entries), &[], Stdio::from(writer));
+    assert_eq!(skopeo_digest(&dst, "app:1"), one.digest());
+    RawClient::for_registry(&src).push("app", Some("1"), &two);
+    s.wait_for(
+        |_| skopeo_digest(&dst, "app:1") == two.digest(),
+        "the changed tag to be copied with nobody reading the log",
+    );
+    assert_eq!(s.get("/healthz").0, 200);
+    let (code, _) = s.stop();
+    assert_eq!(code, 0);
 }
