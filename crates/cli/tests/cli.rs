@@ -337,3 +337,42 @@ fn logs_carry_no_colour_codes_off_a_terminal() {
     assert!(o.stderr.contains("INFO"), "{}", o.stderr);
     assert!(!o.stderr.contains('\u{1b}'), "{}", o.stderr);
 }
+
+#[test]
+fn a_missing_layout_source_is_a_failure_naming_its_path() {
+    let dir = regferry_testkit::temp_dir();
+    let cfg = dir.path().join("c.yaml");
+    let gone = dir.path().join("no-such-layout");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults: {{skipDockerConfig: true}}\nsync:\n- source: ocidir://{}\n  target: ocidir://{}\n  type: repository\n",
+            gone.display(),
+            dir.path().join("out").display()
+        ),
+    )
+    .unwrap();
+    for cmd in ["check", "once"] {
+        let o = run(regferry().args([cmd, "-c"]).arg(&cfg));
+        assert_eq!(o.code, 1, "{cmd}: {}{}", o.stdout, o.stderr);
+        let all = format!("{}{}", o.stdout, o.stderr);
+        assert!(all.contains(&gone.display().to_string()), "{cmd}: {all}");
+        assert!(!all.contains("No tags matched"), "{cmd}: {all}");
+    }
+    assert!(!dir.path().join("out").exists(), "nothing written");
+}
+
+#[test]
+fn an_up_to_date_entry_says_nothing_is_missing_not_that_no_tag_matched() {
+    let dir = regferry_testkit::temp_dir();
+    let cfg = demo_config(dir.path());
+    let o = run(regferry().args(["once", "-c"]).arg(&cfg));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = run(regferry()
+        .args(["once", "--missing", "-v", "info", "-c"])
+        .arg(&cfg));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stderr.contains("No tags matched"), "{}", o.stderr);
+    assert!(o.stderr.contains("Nothing missing"), "{}", o.stderr);
+    assert!(!o.stderr.contains("WARN"), "{}", o.stderr);
+}

@@ -101,6 +101,16 @@ impl OciLayout {
         &self.memory
     }
 
+    /// Whether there is a layout here (its `index.json`), as a source needs one.
+    pub async fn exists(&self) -> Result<bool> {
+        let path = self.root.join("index.json");
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
     /// The layout's directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -78,6 +78,14 @@ struct Item {
     dst_tag: String,
 }
 
+/// The images an entry covers in this run, and how many tags its filters selected before
+/// `--missing` left out those the target has.
+#[derive(Default)]
+struct Selected {
+    items: Vec<Item>,
+    matched: usize,
+}
+
 /// What the comparison found for one item.
 struct Decision {
     state: State,
@@ -238,8 +246,8 @@ impl Engine {
             return report;
         }
         let cache = RunCache::new(entry.kind != SyncKind::Image && only.tag.is_none());
-        let items = match self.items(entry, opts.mode, only, &cache).await {
-            Ok(items) => items,
+        let Selected { items, matched } = match self.items(entry, opts.mode, only, &cache).await {
+            Ok(selected) => selected,
             Err(e) => {
                 tracing::error!(entry = entry.index, source = %entry.source, error = %e, "Entry failed before copying (listing the source, or setting up a registry)");
                 report.error = Some(e.to_string());
@@ -249,8 +257,10 @@ impl Engine {
                 return report;
             }
         };
-        if items.is_empty() {
+        if matched == 0 {
             tracing::warn!(entry = entry.index, source = %entry.source, "No tags matched the filters");
+        } else if items.is_empty() {
+            tracing::info!(entry = entry.index, source = %entry.source, tags = matched, "Nothing missing: every selected tag is in the target");
         }
         self.tags_seen.fetch_add(items.len(), Ordering::Relaxed);
         report.tags = stream::iter(
@@ -272,13 +282,13 @@ impl Engine {
         mode: Mode,
         only: &Only,
         cache: &RunCache,
-    ) -> Result<Vec<Item>> {
+    ) -> Result<Selected> {
         match entry.kind {
             SyncKind::Image => {
                 if let Some(tag) = &only.tag
                     && tag_of(&entry.source).as_deref() != Some(tag.as_str())
                 {
-                    return Ok(Vec::new());
+                    return Ok(Selected::default());
                 }
                 let src = self.clients.repo(&entry.source, None)?;
                 let dst = self.clients.repo(&entry.target, None)?;
@@ -286,12 +296,15 @@ impl Engine {
                 let dst_tag = tag_of(&entry.target)
                     .or_else(|| tag_of(&entry.source))
                     .unwrap_or_else(|| "latest".to_owned());
-                Ok(vec![Item {
-                    src,
-                    src_ref,
-                    dst,
-                    dst_tag,
-                }])
+                Ok(Selected {
+                    items: vec![Item {
+                        src,
+                        src_ref,
+                        dst,
+                        dst_tag,
+                    }],
+                    matched: 1,
+                })
             }
             SyncKind::Repository => {
                 let src = self.clients.repo(&entry.source, None)?;
@@ -322,7 +335,7 @@ impl Engine {
                     });
                 }
                 repos.sort();
-                let mut items = Vec::new();
+                let mut all = Selected::default();
                 for repo in repos {
                     let src = self.clients.repo(&entry.source, Some(&repo))?;
                     // With a source prefix, the target gets the path below it.
@@ -332,9 +345,11 @@ impl Engine {
                         repo.strip_prefix(&format!("{prefix}/")).unwrap_or(&repo)
                     };
                     let dst = self.clients.repo(&entry.target, Some(rel))?;
-                    items.extend(self.repo_items(entry, src, dst, mode, only, cache).await?);
+                    let one = self.repo_items(entry, src, dst, mode, only, cache).await?;
+                    all.items.extend(one.items);
+                    all.matched += one.matched;
                 }
-                Ok(items)
+                Ok(all)
             }
         }
     }
@@ -347,7 +362,21 @@ impl Engine {
         mode: Mode,
         only: &Only,
         cache: &RunCache,
-    ) -> Result<Vec<Item>> {
+    ) -> Result<Selected> {
+        if let Repo::Layout(layout) = &src
+            && !layout.exists().await?
+        {
+            // Listing a directory that is not there would find no tags, and report success.
+            return Err(Error::NotFound {
+                what: format!(
+                    "OCI layout {} (no index.json there; a relative path is read from {})",
+                    layout.root().display(),
+                    std::env::current_dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|_| "the working directory".into())
+                ),
+            });
+        }
         // One listing of the target replaces a HEAD for each tag it lacks, and tells a new
         // repository (no tags) from one that has most blobs already. A webhook's single tag
         // costs one HEAD instead.
@@ -379,6 +408,7 @@ impl Engine {
             tags.retain(|t| !Digest::is_referrers_tag(t));
         }
         tags.sort();
+        let matched = tags.len();
         // A target that cannot be listed (some registries allow HEAD but not listing) is
         // asked tag by tag, and counts as empty for --missing.
         match have {
@@ -397,15 +427,18 @@ impl Engine {
             }
             None => {}
         }
-        Ok(tags
-            .into_iter()
-            .map(|t| Item {
-                src: src.clone(),
-                src_ref: t.clone(),
-                dst: dst.clone(),
-                dst_tag: t,
-            })
-            .collect())
+        Ok(Selected {
+            items: tags
+                .into_iter()
+                .map(|t| Item {
+                    src: src.clone(),
+                    src_ref: t.clone(),
+                    dst: dst.clone(),
+                    dst_tag: t,
+                })
+                .collect(),
+            matched,
+        })
     }
 
     async fn process(
