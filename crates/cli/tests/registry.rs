@@ -847,3 +847,29 @@ fn repo_auth_keeps_a_challenge_per_repository() {
     assert_eq!(unauthorized(false), ["/v2/one/app"]);
     assert_eq!(unauthorized(true), ["/v2/one/app", "/v2/two/app"]);
 }
+
+/// A plain-HTTP registry configured without `tls: disabled` is told at once, in words that
+/// say what to change, without retrying a request that cannot succeed.
+#[test]
+fn a_plain_http_registry_without_tls_disabled_is_named_at_once() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    push(&src, "app", "1", &image::image(5200, 1, 100));
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {d}\n    tls: disabled\n\
+         sync:\n  - source: {s}/app:1\n    target: {d}/app:1\n    type: image\n",
+        s = src.host(),
+        d = dst.host(),
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.all().contains(&format!(
+            "answered plain HTTP to an HTTPS request: set `tls: disabled` for {}",
+            src.host()
+        )),
+        "{}",
+        o.all()
+    );
+    assert!(!o.all().contains("Retrying request"), "{}", o.all());
+    assert!(!o.all().contains("InvalidContentType"), "{}", o.all());
+}

@@ -338,9 +338,27 @@ impl Inner {
                             let kind =
                                 e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
                             let reason = describe(e);
-                            // A certificate the client refuses (or that the server refuses)
-                            // will be refused again: fail at once instead of backing off.
-                            (reason.clone(), kind && !is_tls_refusal(&reason))
+                            if is_plain_http_answer(&reason) && req.url.scheme() == "https" {
+                                // It will answer plain HTTP again: say what to change, now.
+                                let host = if self.is_own(&req.url) {
+                                    format!("set `tls: disabled` for {}", self.opts.registry)
+                                } else {
+                                    format!(
+                                        "{} is not served over HTTPS",
+                                        super::ops::origin_text(&req.url)
+                                    )
+                                };
+                                (
+                                    format!(
+                                        "the registry answered plain HTTP to an HTTPS request: {host}"
+                                    ),
+                                    false,
+                                )
+                            } else {
+                                // A certificate the client refuses (or that the server
+                                // refuses) will be refused again: fail at once.
+                                (reason.clone(), kind && !is_tls_refusal(&reason))
+                            }
                         }
                         Failure::Timeout => (
                             format!(
@@ -554,6 +572,12 @@ fn is_tls_refusal(chain: &str) -> bool {
         "certificate verify failed",
     ];
     MARKERS.iter().any(|m| chain.contains(m))
+}
+
+/// Whether a TLS handshake failed because the server answered in plain HTTP (rustls reads
+/// the HTTP response as a TLS record of an unknown content type).
+fn is_plain_http_answer(chain: &str) -> bool {
+    chain.contains("InvalidContentType")
 }
 
 /// An error and its causes on one line.
