@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "regferry", version = crate::version::SHORT, propagate_version = true, term_width = 100)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 sync or runtime failure, 2 invalid command line or configuration.\n\
+    after_help = "Exit codes: 0 success, 1 sync or runtime failure, 2 invalid command line or configuration, 3 check found drift.\n\
 See docs/configuration.md for every configuration key."
 )]
 pub(crate) struct Cli {
@@ -109,11 +109,15 @@ pub(crate) enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        #[command(flatten)]
+        unused: Unused,
     },
     /// Print a shell completion script.
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        unused: Unused,
     },
 }
 
@@ -133,6 +137,18 @@ pub(crate) enum ArtifactCommand {
         #[arg(long)]
         plain_http: bool,
     },
+}
+
+/// The global flags, accepted but hidden where they mean nothing (`version`, `completion`):
+/// a subcommand that has an argument of the same name does not get the global one.
+#[derive(Debug, Args)]
+pub(crate) struct Unused {
+    #[arg(short = 'c', long = "config", hide = true)]
+    config: Option<PathBuf>,
+    #[arg(short = 'v', long = "verbosity", hide = true)]
+    verbosity: Option<Level>,
+    #[arg(long = "logopt", hide = true)]
+    logopt: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -81,10 +81,10 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match &cli.command {
-        Command::Version { format } => {
+        Command::Version { format, .. } => {
             stdout.write_all(version::render(*format).as_bytes())?;
         }
-        Command::Completion { shell } => {
+        Command::Completion { shell, .. } => {
             // Generated in memory: clap_complete panics when its writer fails.
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "regferry", &mut script);

@@ -204,11 +204,9 @@ async fn hangups(reloader: Reloader) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the configuration");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-        match reloader.reload().await {
-            Ok(n) => tracing::info!(entries = n, "Reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "Reload failed; the running configuration stays in force")
-            }
+        // Success is logged once, by the scheduler ("Configuration reloaded").
+        if let Err(e) = reloader.reload().await {
+            tracing::error!(error = %e, "Reload failed; the running configuration stays in force");
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }

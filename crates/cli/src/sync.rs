@@ -63,7 +63,7 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
         .flat_map(|e| {
             let entry_error = e.error.as_ref().map(|err| {
                 [
-                    format!("sync[{}]", e.index),
+                    e.display_name.clone(),
                     "failed".to_owned(),
                     e.label.clone(),
                     String::new(),
@@ -100,8 +100,8 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
                             .map(|r| r.artifact_type.as_deref().unwrap_or("untyped"))
                             .collect();
                         extra.push(format!(
-                            "{} referrers {verb} ({})",
-                            t.referrers.len(),
+                            "{} {verb} ({})",
+                            count(t.referrers.len(), "referrer"),
                             kinds.join(", ")
                         ));
                     }
@@ -118,7 +118,7 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
                         detail.push_str(&extra.join("; "));
                     }
                     [
-                        format!("sync[{}]", e.index),
+                        e.display_name.clone(),
                         state,
                         t.source.clone(),
                         t.target.clone(),
@@ -154,25 +154,34 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
     let s = report.stats;
     writeln!(
         out,
-        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed; {} referrers {}; {} blobs ({}) copied, {} mounted, {} already there; {:.1}s",
+        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed; {} {}; {} ({}) copied, {} mounted, {} already there; {:.1}s",
         report.copied(),
         n(State::Missing),
         n(State::Changed),
         n(State::UpToDate),
         n(State::Skipped),
         report.failures(),
-        report.referrers(),
+        count(report.referrers(), "referrer"),
         if mode == Mode::Check {
             "to copy"
         } else {
             "copied"
         },
-        s.blobs_copied,
+        count(s.blobs_copied as usize, "blob"),
         bytes(s.bytes_copied),
         s.blobs_mounted,
         s.blobs_existing,
         report.duration.as_secs_f64()
     )
+}
+
+/// `1 referrer`, `2 referrers`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn bytes(n: u64) -> String {

@@ -226,6 +226,20 @@ fn help_is_golden_and_completions_are_generated() {
             "{shell}"
         );
     }
+    // Flags that mean nothing to a command are not offered by its help (still accepted).
+    for cmd in ["version", "completion"] {
+        let o = run(regferry().args([cmd, "--help"]));
+        for flag in ["--config", "--verbosity", "--logopt"] {
+            assert!(
+                !o.stdout.contains(flag),
+                "{cmd} --help offers {flag}:\n{}",
+                o.stdout
+            );
+        }
+    }
+    assert_eq!(run(regferry().args(["version", "-c", "x.yaml"])).code, 0);
+    let o = run(regferry().args(["check", "--help"]));
+    assert!(o.stdout.contains("--config"), "{}", o.stdout);
 }
 
 #[test]

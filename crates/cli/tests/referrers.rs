@@ -597,7 +597,7 @@ fn a_repository_sync_leaves_the_referrers_index_to_the_referrers_copy() {
         ),
     );
     let o = once_ok(&c);
-    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert!(o.stdout.contains("1 referrer copied"), "{}", o.stdout);
     assert_eq!(
         sorted(fallback(&t, "app", &img.digest())),
         digests(&[&sbom, &theirs]),
@@ -998,7 +998,7 @@ fn unchanged_images_still_get_new_referrers_unless_fast_check() {
     assert_eq!(missing, vec![s2.digest().as_str()], "{report:#}");
     assert!(!has(&t, "app", &s2.digest()), "check wrote nothing");
     let o = once_ok(&c);
-    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert!(o.stdout.contains("1 referrer copied"), "{}", o.stdout);
     assert_eq!(
         sorted(fallback(&t, "app", &img.digest())),
         digests(&[&s1, &s2])
@@ -1022,7 +1022,7 @@ fn unchanged_images_still_get_new_referrers_unless_fast_check() {
     assert!(!has(&t, "app", &s3.digest()));
     // Without it, the third one comes (so the runs above had something to skip).
     let o = once_ok(&c);
-    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert!(o.stdout.contains("1 referrer copied"), "{}", o.stdout);
     assert!(has(&t, "app", &s3.digest()));
 }
 
@@ -1112,7 +1112,7 @@ fn referrer_slow_finds_referrers_a_layout_lists_without_an_index() {
         "without referrerSlow the untagged referrer is not seen"
     );
     let o = run_with(true);
-    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert!(o.stdout.contains("1 referrer copied"), "{}", o.stdout);
     let d = sbom.digest();
     let copied = skopeo_inspect_raw(&dst, &format!("slow@{d}"));
     assert_eq!(copied, sbom.manifest.bytes, "byte for byte");
@@ -1291,7 +1291,7 @@ fn a_platform_entry_brings_the_platform_manifests_referrers() {
         ),
     );
     let o = once_ok(&c);
-    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert!(o.stdout.contains("1 referrer copied"), "{}", o.stdout);
     assert_eq!(skopeo_digest(&t, "app:arm"), arm.digest());
     assert_eq!(fallback(&t, "app", &arm.digest()), vec![arm_sbom.digest()]);
     assert_same_referrer(&src, "app", &t, "app", &arm_sbom);

@@ -422,7 +422,7 @@ fn a_target_that_hides_its_tag_list_is_compared_tag_by_tag() {
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("2 copied"), "{}", o.stdout);
-    assert!(o.stdout.contains("1 referrers copied"), "{}", o.stdout);
+    assert!(o.stdout.contains("1 referrer copied"), "{}", o.stdout);
     assert_eq!(skopeo_digest(&dst, "app:2"), img.digest());
     let before = dst.access_log().len();
     let o = regferry(&["once"], &c);

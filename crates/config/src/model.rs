@@ -423,6 +423,8 @@ pub struct SyncEntry {
     /// The entry's name: `name` when set, else a stable id derived from source and target,
     /// so that metrics and the admin API keep naming the same entry when others are added.
     pub name: String,
+    /// Whether `name` was written in the file (else it is the derived id).
+    pub named: bool,
     /// What is copied.
     pub kind: SyncKind,
     /// Where from.
@@ -479,6 +481,15 @@ pub fn default_entry_name(source: &str, target: &str) -> String {
 }
 
 impl SyncEntry {
+    /// What a person calls the entry: its `name` when the file gives one, else `sync[i]`.
+    pub fn display_name(&self) -> String {
+        if self.named {
+            self.name.clone()
+        } else {
+            format!("sync[{}]", self.index)
+        }
+    }
+
     /// A short label for logs: `sync[2] docker.io/library/busybox -> ...`.
     pub fn label(&self) -> String {
         format!("sync[{}] {} -> {}", self.index, self.source, self.target)

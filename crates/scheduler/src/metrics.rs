@@ -290,6 +290,8 @@ mod tests {
         let m = Metrics::new("1.2.3");
         let report = EntryReport {
             index: 0,
+            name: "e-1".into(),
+            display_name: "sync[0]".into(),
             label: "a -> b".into(),
             tags: vec![
                 tag(State::Missing, true),

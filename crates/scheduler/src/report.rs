@@ -102,6 +102,11 @@ pub struct ReferrerReport {
 pub struct EntryReport {
     /// Index in `sync`.
     pub index: usize,
+    /// The entry's name (as in metrics and the admin API).
+    pub name: String,
+    /// What a person calls it: its `name` when the file gives one, else `sync[i]`.
+    #[serde(skip)]
+    pub display_name: String,
     /// Source → target.
     pub label: String,
     /// The tags looked at, sorted by target.

@@ -187,7 +187,7 @@ impl Transfer {
                         let result = target.put_manifest(None, &m).await?;
                         Stats::add(&self.stats.manifests_pushed, 1);
                         Stats::add(&self.stats.referrers_copied, 1);
-                        tracing::info!(subject = %s, referrer = %d.digest, artifact_type = ?d.artifact_type, target = %target, "Copied referrer");
+                        tracing::info!(subject = %s, referrer = %d.digest, artifact_type = %d.artifact_type.as_deref().unwrap_or("none"), target = %target, "Copied referrer");
                         // Only the descriptor is kept until the index is published: the
                         // manifests themselves may be many and large.
                         pushed.push((referrer_descriptor(&m), result));

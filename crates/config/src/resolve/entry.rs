@@ -397,6 +397,7 @@ pub(super) fn resolve_entry(
     };
     Ok(SyncEntry {
         index,
+        named: s.name.as_ref().is_some_and(|n| !n.value.trim().is_empty()),
         name,
         kind,
         source: source_ep,

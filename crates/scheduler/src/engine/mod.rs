@@ -237,6 +237,8 @@ impl Engine {
     ) -> EntryReport {
         let mut report = EntryReport {
             index: entry.index,
+            name: entry.name.clone(),
+            display_name: entry.display_name(),
             label: format!("{} -> {}", entry.source, entry.target),
             tags: Vec::new(),
             error: None,
@@ -249,7 +251,7 @@ impl Engine {
         let Selected { items, matched } = match self.items(entry, opts.mode, only, &cache).await {
             Ok(selected) => selected,
             Err(e) => {
-                tracing::error!(entry = entry.index, source = %entry.source, error = %e, "Entry failed before copying (listing the source, or setting up a registry)");
+                tracing::error!(entry = %entry.name, source = %entry.source, error = %e, "Entry failed before copying (listing the source, or setting up a registry)");
                 report.error = Some(e.to_string());
                 if opts.abort_on_error {
                     abort.store(true, Ordering::Relaxed);
@@ -258,9 +260,9 @@ impl Engine {
             }
         };
         if matched == 0 {
-            tracing::warn!(entry = entry.index, source = %entry.source, "No tags matched the filters");
+            tracing::warn!(entry = %entry.name, source = %entry.source, "No tags matched the filters");
         } else if items.is_empty() {
-            tracing::info!(entry = entry.index, source = %entry.source, tags = matched, "Nothing missing: every selected tag is in the target");
+            tracing::info!(entry = %entry.name, source = %entry.source, tags = matched, "Nothing missing: every selected tag is in the target");
         }
         self.tags_seen.fetch_add(items.len(), Ordering::Relaxed);
         report.tags = stream::iter(
@@ -489,7 +491,7 @@ impl Engine {
         let wants_copy = matches!(decision.state, State::Missing | State::Changed);
         let dry_run = opts.mode == Mode::Check;
         if wants_copy && dry_run {
-            tracing::info!(source = %report.source, target = %report.target, state = decision.state.as_str(), "Image sync needed");
+            tracing::info!(source = %report.source, target = %report.target, state = %decision.state.as_str(), "Image sync needed");
         }
         // Referrers and digest tags are refreshed for copied images, and for unchanged ones
         // unless fastCheck says a matching digest is enough.

@@ -443,7 +443,7 @@ async fn shutdown(
     grace: Duration,
     failed: &std::sync::atomic::AtomicU64,
 ) -> Outcome {
-    tracing::info!(grace = ?grace, "Stopping: no new images start; waiting for copies in flight");
+    tracing::info!(grace = %regferry_config::duration::format_go_duration(grace), "Stopping: no new images start; waiting for copies in flight");
     for e in engines {
         e.stop();
     }
