@@ -13,7 +13,9 @@ fn main() {
         "cargo:rustc-env=REGFERRY_GIT_COMMIT={}",
         commit.as_deref().unwrap_or("unknown")
     );
-    // Rebuild when HEAD moves (a checkout or a commit).
+    // Rebuild when HEAD moves (a checkout or a commit) or the index changes (`git add`). The
+    // dirty check below must not rewrite the index itself, or every build would see a
+    // change and the next one would rebuild again.
     for p in ["../../.git/HEAD", "../../.git/index"] {
         if std::path::Path::new(p).exists() {
             println!("cargo:rerun-if-changed={p}");
@@ -32,6 +34,8 @@ fn git_commit() -> Option<String> {
     let mut commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
     let dirty = Command::new("git")
         .args(["status", "--porcelain", "--untracked-files=no"])
+        // Without this, `git status` refreshes the index file's stat cache (rewrites it).
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .output()
         .ok()
         .is_some_and(|o| !o.stdout.is_empty());
