@@ -81,24 +81,78 @@ impl fmt::Display for Position {
     }
 }
 
-/// A configuration that cannot be used, and where the problem is.
-#[derive(Debug, thiserror::Error)]
-#[error("{at}{kind}")]
+/// A configuration that cannot be used, and where the problem is; with the file's other
+/// problems, when loading found several (each entry is checked, whatever the others hold).
+#[derive(Debug)]
 pub struct ConfigError {
     /// Where.
     pub at: Box<Position>,
     /// What.
     pub kind: Box<ErrorKind>,
+    /// The file's further errors, in file order, at most [`MAX_ERRORS`] in all.
+    pub more: Vec<ConfigError>,
+    /// Errors found beyond [`MAX_ERRORS`], not kept.
+    pub omitted: usize,
 }
+
+/// Errors reported from one file, at most.
+pub(crate) const MAX_ERRORS: usize = 20;
 
 impl ConfigError {
     pub(crate) fn new(at: Position, kind: ErrorKind) -> Self {
         ConfigError {
             at: Box::new(at),
             kind: Box::new(kind),
+            more: Vec::new(),
+            omitted: 0,
         }
     }
+
+    /// One error for all of `errors` (in file order, the same error once), or `None`.
+    pub(crate) fn all(errors: Vec<ConfigError>) -> Option<ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<ConfigError> = Vec::new();
+        let mut omitted = 0;
+        for e in errors {
+            if !seen.insert(e.to_string()) {
+                continue;
+            }
+            if kept.len() < MAX_ERRORS {
+                kept.push(e);
+            } else {
+                omitted += 1;
+            }
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        let mut first = kept.remove(0);
+        first.more = kept;
+        first.omitted = omitted;
+        Some(first)
+    }
+
+    /// How many errors were found.
+    pub fn count(&self) -> usize {
+        1 + self.more.len() + self.omitted
+    }
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.at, self.kind)?;
+        for e in &self.more {
+            write!(f, "\n{}{}", e.at, e.kind)?;
+        }
+        if self.omitted > 0 {
+            write!(f, "\n… and {} more errors", self.omitted)?;
+        }
+        Ok(())
+    }
+}
+
+// No `source`: the message already says what the kind's cause says.
+impl std::error::Error for ConfigError {}
 
 /// What is wrong with a configuration.
 #[derive(Debug, thiserror::Error)]

@@ -145,6 +145,18 @@ impl LimitSettings {
     }
 }
 
+impl Default for Globals {
+    fn default() -> Self {
+        Globals {
+            parallel: DEFAULT_PARALLEL,
+            skip_docker_config: false,
+            user_agent: None,
+            blob_limit: None,
+            limits: LimitSettings::default(),
+        }
+    }
+}
+
 impl Globals {
     /// How many image copies may run at once: `parallel`, at least 1.
     pub fn copy_slots(&self) -> usize {

@@ -453,6 +453,33 @@ fn the_manifest_cache_settings_are_warned_about_and_not_shown() {
     assert!(load_str(bad, "m.yaml", &FakeHost::new()).is_err());
 }
 
+/// One run reports every broken entry, each with its place, not only the first.
+#[test]
+fn every_error_of_a_file_is_reported_at_once() {
+    let yaml = "creds:\n- registry: x.io\n  tls: sometimes\n\
+                defaults:\n  parallel: -1\n\
+                sync:\n\
+                - {source: a/b, target: c/d, type: image}\n\
+                - {source: a/b, target: c/d, type: picture}\n\
+                - {source: a/b, target: C/D, type: image}\n\
+                - {source: a/b, target: c/e, type: repository, tags: {allow: ['(']}}\n\
+                - {source: a/b, target: c/f, type: image, interval: 1d}\n";
+    let err = load_str(yaml, "e.yaml", &FakeHost::new()).unwrap_err();
+    let text = err.to_string();
+    for want in [
+        "e.yaml:3:8: creds[0] (registry \"x.io\"): field `tls`",
+        "e.yaml:5:13: field `defaults.parallel`",
+        "sync[1] (source \"a/b\"): field `type`: unknown type \"picture\"",
+        "sync[2] (source \"a/b\"): field `target`",
+        "sync[3] (source \"a/b\"): field `tags.allow[0]`",
+        "sync[4] (source \"a/b\"): field `interval`",
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
+    assert!(!text.contains("sync[0]"), "sync[0] is fine:\n{text}");
+    assert_eq!(err.count(), 6, "{text}");
+}
+
 mod no_panic {
     use super::*;
     use proptest::prelude::*;

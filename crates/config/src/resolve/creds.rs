@@ -1,12 +1,30 @@
 //! `creds`: one host entry per registry, as regsync reads them.
 use super::*;
 
+/// The hosts of `creds`; an entry in error is left out and its error added to `errors`, so
+/// that one load reports every broken entry.
 pub(super) fn resolve_creds(
     ctx: &mut Ctx<'_>,
     raw: Vec<Spanned<RawHost>>,
-) -> Result<Vec<Host>, ConfigError> {
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Host> {
     let mut hosts: Vec<Host> = Vec::new();
     for (index, spanned) in raw.into_iter().enumerate() {
+        if let Err(e) = resolve_host(ctx, index, spanned, &mut hosts) {
+            errors.push(e);
+        }
+    }
+    hosts
+}
+
+/// One `creds` entry, added to `hosts` (replacing an earlier one for the same registry).
+fn resolve_host(
+    ctx: &mut Ctx<'_>,
+    index: usize,
+    spanned: Spanned<RawHost>,
+    hosts: &mut Vec<Host>,
+) -> Result<(), ConfigError> {
+    {
         let entry_loc = spanned.defined;
         let h = spanned.value;
         let mut scope = Scope::entry(
@@ -259,5 +277,5 @@ pub(super) fn resolve_creds(
             hosts.push(host);
         }
     }
-    Ok(hosts)
+    Ok(())
 }

@@ -142,41 +142,17 @@ impl Ctx<'_> {
         self.warnings.push(Warning { at, kind });
     }
 
-    /// Gives each warning without a line the position of the key it names, found in one
-    /// more parse of the text (only when there is such a warning).
+    /// Gives each warning without a line the position of the key it names (for unknown
+    /// keys, the key's path as `unknown_keys` lists it by warning index).
     fn place_warnings(&mut self, unknown_keys: &[(usize, String)]) {
-        let mut paths: Vec<(usize, String)> = unknown_keys.to_vec();
-        for (i, w) in self.warnings.iter().enumerate() {
-            if w.at.line.is_some() || paths.iter().any(|(j, _)| *j == i) {
-                continue;
-            }
-            let mut path = match &w.at.entry {
-                Some(e) => format!("{}.{}", e.section.key(), e.index),
-                None => String::new(),
-            };
-            if let Some(field) = &w.at.field {
-                // `tags.allow[0]` is the path `tags.allow.0`.
-                let field = field.replace('[', ".").replace(']', "");
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(&field);
-            }
-            if !path.is_empty() {
-                paths.push((i, path));
+        let mut at: Vec<&mut Position> = self.warnings.iter_mut().map(|w| &mut w.at).collect();
+        let mut explicit = Vec::new();
+        for (i, path) in unknown_keys.iter().rev() {
+            if *i < at.len() {
+                explicit.push((at.swap_remove(*i), path.clone()));
             }
         }
-        if paths.is_empty() {
-            return;
-        }
-        let keys: Vec<String> = paths.iter().map(|(_, p)| p.clone()).collect();
-        let found = crate::parse::key_positions(self.text, &keys);
-        for ((i, _), loc) in paths.into_iter().zip(found) {
-            if let Some(l) = loc.filter(|l| *l != Location::UNKNOWN) {
-                self.warnings[i].at.line = Some(l.line());
-                self.warnings[i].at.column = Some(l.column());
-            }
-        }
+        place_at(self.text, explicit, at);
     }
 
     /// Expands a template; `sync` becomes `.Sync` (regsync passes the entry as `.Sync`).
@@ -248,14 +224,25 @@ pub(crate) fn resolve(
         );
     }
 
-    let creds = resolve_creds(&mut ctx, std::mem::take(&mut raw.creds))?;
-    let globals = resolve_globals(&mut ctx, &raw.defaults)?;
+    // Each part is checked whatever the others hold, so that one load reports every error.
+    let mut errors = Vec::new();
+    let creds = resolve_creds(&mut ctx, std::mem::take(&mut raw.creds), &mut errors);
+    let globals = resolve_globals(&mut ctx, &raw.defaults).unwrap_or_else(|e| {
+        errors.push(e);
+        Globals::default()
+    });
     let defaults_scope = Scope::top("defaults");
     let defaults = raw.defaults.take_inheritable();
     check_inheritable_notes(&mut ctx, &defaults_scope, &defaults);
     let mut sync = Vec::with_capacity(raw.sync.len());
     for (index, entry) in raw.sync.into_iter().enumerate() {
-        let mut e = resolve_entry(&mut ctx, index, entry, &defaults)?;
+        let mut e = match resolve_entry(&mut ctx, index, entry, &defaults) {
+            Ok(e) => e,
+            Err(err) => {
+                errors.push(err);
+                continue;
+            }
+        };
         if sync.iter().any(|o: &SyncEntry| o.name == e.name) {
             if e.name == default_entry_name(&e.source.to_string(), &e.target.to_string()) {
                 // Two entries with the same source and target (valid in regsync): keep both,
@@ -263,18 +250,23 @@ pub(crate) fn resolve(
                 e.name = format!("{}-{index}", e.name);
             } else {
                 let scope = Scope::entry(Section::Sync, index, Some(e.source.to_string()));
-                return ctx.err(
-                    &scope,
-                    "name",
-                    None,
+                errors.push(ConfigError::new(
+                    ctx.pos(&scope, "name", None),
                     ErrorKind::Endpoint {
                         value: e.name.clone(),
                         reason: "is already the name of an earlier entry",
                     },
-                );
+                ));
+                continue;
             }
         }
         sync.push(e);
+    }
+    if !errors.is_empty() {
+        place(text, errors.iter_mut().map(|e| &mut *e.at));
+        if let Some(all) = ConfigError::all(errors) {
+            return Err(all);
+        }
     }
     if sync.is_empty() {
         ctx.warn(
@@ -300,6 +292,51 @@ pub(crate) fn resolve(
 
 /// Warns about each key no struct reads; returns each warning's index and its key's path,
 /// for [`Ctx::place_warnings`].
+/// Gives each position without a line the position of the key its entry and field name,
+/// found in one more parse of the text (only when there is such a position).
+fn place<'a>(text: &str, positions: impl Iterator<Item = &'a mut Position>) {
+    place_at(text, Vec::new(), positions.collect());
+}
+
+/// [`place`], with some positions' key paths given.
+fn place_at<'a>(
+    text: &str,
+    mut paths: Vec<(&'a mut Position, String)>,
+    rest: Vec<&'a mut Position>,
+) {
+    for at in rest {
+        if at.line.is_some() {
+            continue;
+        }
+        let mut path = match &at.entry {
+            Some(e) => format!("{}.{}", e.section.key(), e.index),
+            None => String::new(),
+        };
+        if let Some(field) = &at.field {
+            // `tags.allow[0]` is the path `tags.allow.0`.
+            let field = field.replace('[', ".").replace(']', "");
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&field);
+        }
+        if !path.is_empty() {
+            paths.push((at, path));
+        }
+    }
+    if paths.is_empty() {
+        return;
+    }
+    let keys: Vec<String> = paths.iter().map(|(_, p)| p.clone()).collect();
+    let found = crate::parse::key_positions(text, &keys);
+    for ((at, _), loc) in paths.into_iter().zip(found) {
+        if let Some(l) = loc.filter(|l| *l != Location::UNKNOWN) {
+            at.line = Some(l.line());
+            at.column = Some(l.column());
+        }
+    }
+}
+
 fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) -> Vec<(usize, String)> {
     let mut found = Vec::new();
     for path in keys {
