@@ -25,14 +25,44 @@ pub(crate) fn run(
         mode,
         abort_on_error,
     };
-    let report = rt.block_on(async {
+    let (report, interrupted) = rt.block_on(async {
         let progress = (mode != Mode::Check && std::io::stderr().is_terminal())
             .then(|| Progress::start(engine.clone()));
-        let report = engine.run(opts).await;
+        let mut signals = Signals::install();
+        let run = engine.run(opts);
+        tokio::pin!(run);
+        let mut interrupted = None;
+        let report = loop {
+            tokio::select! {
+                report = &mut run => break report,
+                Some(signal) = signals.next(), if interrupted.is_none() => {
+                    tracing::warn!(signal = signal.name(), "Interrupted: cancelling the copies in flight (send it again to quit at once)");
+                    engine.cancel();
+                    interrupted = Some(signal);
+                    // A second signal ends the process without waiting for anything.
+                    tokio::spawn(async move {
+                        if signals.next().await.is_some() {
+                            std::process::exit(i32::from(signal.exit_code()));
+                        }
+                    });
+                    signals = Signals::none();
+                }
+            }
+        };
         if let Some(p) = progress {
             p.finish().await;
         }
-        report
+        if interrupted.is_some() {
+            // What the dropped copies left open on the targets (bounded: the registry
+            // expires them anyway).
+            let cancel = engine.clients().cancel_abandoned_uploads();
+            match tokio::time::timeout(Duration::from_secs(10), cancel).await {
+                Ok(n) if n > 0 => tracing::info!(sessions = n, "Cancelled the upload sessions left open"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("Gave up cancelling upload sessions after 10s; the registry expires them"),
+            }
+        }
+        (report, interrupted)
     });
     // The work is done whether or not anyone reads the report: a closed stdout changes
     // nothing about the exit code.
@@ -45,6 +75,9 @@ pub(crate) fn run(
     };
     if let Err(e) = written.and_then(|()| out.flush()) {
         tracing::warn!(error = %e, "The report could not be written to standard output");
+    }
+    if let Some(signal) = interrupted {
+        return Ok(signal.exit_code());
     }
     let code = if report.failures() > 0 {
         1
@@ -186,6 +219,73 @@ fn count(n: usize, noun: &str) -> String {
 
 fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
+}
+
+/// SIGINT and SIGTERM, as they arrive.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+/// Which signal interrupted a run.
+#[derive(Debug, Clone, Copy)]
+enum Interrupt {
+    Int,
+    Term,
+}
+
+impl Interrupt {
+    fn name(self) -> &'static str {
+        match self {
+            Interrupt::Int => "SIGINT",
+            Interrupt::Term => "SIGTERM",
+        }
+    }
+
+    /// The shell's convention: 128 plus the signal's number.
+    fn exit_code(self) -> u8 {
+        match self {
+            Interrupt::Int => 130,
+            Interrupt::Term => 143,
+        }
+    }
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    fn none() -> Signals {
+        Signals {
+            int: None,
+            term: None,
+        }
+    }
+
+    /// The next signal; pending forever when none is installed.
+    async fn next(&mut self) -> Option<Interrupt> {
+        let int = async {
+            match &mut self.int {
+                Some(s) => s.recv().await.map(|()| Interrupt::Int),
+                None => std::future::pending().await,
+            }
+        };
+        let term = async {
+            match &mut self.term {
+                Some(s) => s.recv().await.map(|()| Interrupt::Term),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            s = int => s,
+            s = term => s,
+        }
+    }
 }
 
 /// A progress line on the terminal: tags done and bytes moved, updated from the counters.

@@ -873,3 +873,83 @@ fn a_plain_http_registry_without_tls_disabled_is_named_at_once() {
     assert!(!o.all().contains("Retrying request"), "{}", o.all());
     assert!(!o.all().contains("InvalidContentType"), "{}", o.all());
 }
+
+/// Ctrl-C in the middle of `once`: the copies in flight stop within seconds (not when a
+/// slow source finishes), the upload sessions they opened on the target are cancelled, the
+/// summary is printed, no tag is written, and the exit code is 130 (143 for SIGTERM).
+#[test]
+// A separate process driven from a plain thread: there is no tokio clock to pause here.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+fn an_interrupted_once_cancels_its_uploads_prints_its_summary_and_exits_130() {
+    use std::process::{Command, Stdio};
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+        push(&src, "app", "1", &image::image(5300, 1, 200_000));
+        let proxy = FaultProxy::start(&src);
+        // The source sends its blobs a byte at a time: the copy is under way for ages.
+        proxy.add_rule(Rule::new(
+            "GET",
+            "/blobs/",
+            Action::Trickle(std::time::Duration::from_millis(20)),
+        ));
+        let c = cfg(
+            &[(&proxy.host(), None), (&dst.host(), None)],
+            &format!(
+                "  - source: {}/app:1\n    target: {}/app:1\n    type: image\n",
+                proxy.host(),
+                dst.host()
+            ),
+        );
+        let dir = regferry_testkit::temp_dir();
+        let out = dir.path().join("stdout");
+        let mut child = Command::new(BIN)
+            .args(["once", "-c"])
+            .arg(c.path())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let opened = || {
+            dst.access_log().iter().any(|e| {
+                e.method == "POST" && e.path.contains("/blobs/uploads/") && e.status == 202
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !opened() {
+            assert!(std::time::Instant::now() < deadline, "no upload was opened");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let sent = std::time::Instant::now();
+        assert!(
+            Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                sent.elapsed() < std::time::Duration::from_secs(30),
+                "{signal}: still running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(code), "{signal}");
+        let summary = std::fs::read_to_string(&out).unwrap();
+        assert!(summary.contains("interrupted"), "{signal}: {summary}");
+        let log = dst.access_log();
+        assert!(
+            log.iter()
+                .any(|e| e.method == "DELETE" && e.path.contains("/blobs/uploads/")),
+            "{signal}: the open upload session was not cancelled: {log:?}"
+        );
+        assert!(
+            !log.iter()
+                .any(|e| e.method == "PUT" && e.path.contains("/manifests/")),
+            "{signal}: nothing tagged"
+        );
+    }
+}

@@ -116,6 +116,16 @@ impl Clients {
         }
     }
 
+    /// Cancels the upload sessions that work dropped mid-way left open, on every registry;
+    /// returns how many there were.
+    pub async fn cancel_abandoned_uploads(&self) -> usize {
+        let mut n = 0;
+        for c in self.registries() {
+            n += c.cancel_abandoned_uploads().await;
+        }
+        n
+    }
+
     /// The handle for a layout directory (one per directory, so writers share its lock).
     pub fn layout(&self, path: &Path) -> OciLayout {
         let mut map = match self.layouts.lock() {

@@ -1,6 +1,7 @@
 //! The distribution API calls a sync needs, over [`super::send`].
 //! Spec: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -84,6 +85,8 @@ pub struct UploadSession {
     pub url: Url,
     /// The registry's smallest chunk for chunked uploads.
     pub min_chunk: Option<u64>,
+    /// Its entry among the client's open sessions.
+    id: u64,
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -580,6 +583,7 @@ impl RegistryClient {
 
     /// Cancels an upload session nobody will use (best effort: registries expire them).
     pub async fn cancel_upload(&self, repo: &str, session: UploadSession) {
+        self.upload_closed(session.id);
         let scopes = vec![repo_scope(repo, true)];
         let _ = self
             .inner
@@ -587,19 +591,64 @@ impl RegistryClient {
             .await;
     }
 
+    /// Cancels every upload session this client opened that no copy finished or cancelled:
+    /// those of copies dropped mid-way (a run interrupted by a signal), so that the target
+    /// keeps no half upload. Returns how many there were.
+    pub async fn cancel_abandoned_uploads(&self) -> usize {
+        let open: Vec<(String, Url)> = match self.inner.uploads.lock() {
+            Ok(mut m) => std::mem::take(&mut *m).into_values().collect(),
+            Err(_) => Vec::new(),
+        };
+        let n = open.len();
+        let cancels = open.into_iter().map(|(repo, url)| async move {
+            let scopes = vec![repo_scope(&repo, true)];
+            let _ = self
+                .inner
+                .send(self.plain_request(Method::DELETE, url, scopes))
+                .await;
+        });
+        futures_util::future::join_all(cancels).await;
+        n
+    }
+
+    fn upload_opened(&self, repo: &str, url: &Url) -> u64 {
+        let id = self.inner.next_upload.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.inner.uploads.lock() {
+            m.insert(id, (repo.to_owned(), url.clone()));
+        }
+        id
+    }
+
+    fn upload_moved(&self, id: u64, url: &Url) {
+        if let Ok(mut m) = self.inner.uploads.lock()
+            && let Some(entry) = m.get_mut(&id)
+        {
+            entry.1 = url.clone();
+        }
+    }
+
+    fn upload_closed(&self, id: u64) {
+        if let Ok(mut m) = self.inner.uploads.lock() {
+            m.remove(&id);
+        }
+    }
+
     /// The upload session a 202 opened (`Location`, `OCI-Chunk-Min-Length`). A session
     /// whose minimum chunk is above the limit is cancelled at once and refused.
     async fn opened_session(&self, repo: &str, url: &Url, h: &HeaderMap) -> Result<UploadSession> {
         let session = location(&self.inner, url, h)?;
+        let id = self.upload_opened(repo, &session);
         match min_chunk(&self.inner, url, h) {
             Ok(min_chunk) => Ok(UploadSession {
                 url: session,
                 min_chunk,
+                id,
             }),
             Err(e) => {
                 let session = UploadSession {
                     url: session,
                     min_chunk: None,
+                    id,
                 };
                 self.cancel_upload(repo, session).await;
                 Err(e)
@@ -619,8 +668,8 @@ impl RegistryClient {
     ) -> Result<()> {
         let i = &self.inner;
         let scopes = vec![repo_scope(repo, true)];
-        let (mut session, min_chunk) = match session {
-            Some(s) => (s.url, s.min_chunk),
+        let (mut session, min_chunk, id) = match session {
+            Some(s) => (s.url, s.min_chunk, s.id),
             None => {
                 let url = i.repo_url(repo, Endpoint::Uploads)?;
                 let resp = i
@@ -630,7 +679,7 @@ impl RegistryClient {
                     return Err(status_error(&Method::POST, &url, resp).await);
                 }
                 let s = self.opened_session(repo, &url, resp.headers()).await?;
-                (s.url, s.min_chunk)
+                (s.url, s.min_chunk, s.id)
             }
         };
         let mode = match (mode, blob.size) {
@@ -645,7 +694,7 @@ impl RegistryClient {
             UploadMode::Monolithic => self.put_monolithic(&session, digest, blob, &scopes).await,
             UploadMode::Chunked => {
                 // The session moves with each chunk; a cancel goes to where it is now.
-                self.put_chunked(&mut session, digest, blob, min_chunk, &scopes)
+                self.put_chunked(&mut session, id, digest, blob, min_chunk, &scopes)
                     .await
             }
         };
@@ -654,8 +703,11 @@ impl RegistryClient {
             let session = UploadSession {
                 url: session,
                 min_chunk,
+                id,
             };
             self.cancel_upload(repo, session).await;
+        } else {
+            self.upload_closed(id);
         }
         result
     }
@@ -690,6 +742,7 @@ impl RegistryClient {
     async fn put_chunked(
         &self,
         session: &mut Url,
+        id: u64,
         digest: &Digest,
         blob: Blob,
         min_chunk: Option<u64>,
@@ -736,6 +789,7 @@ impl RegistryClient {
                 return Err(status_error(&Method::PATCH, session, resp).await);
             }
             *session = location(i, session, resp.headers())?;
+            self.upload_moved(id, session);
         }
         let mut url = session.clone();
         url.query_pairs_mut()

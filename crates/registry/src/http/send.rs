@@ -117,6 +117,11 @@ pub(crate) struct Inner {
     pub(crate) auth: Auth,
     pub(crate) stats: RequestStats,
     pub(crate) memory: Memory,
+    /// Upload sessions open now (repository, where the session is), by id: a session still
+    /// here when its copy was dropped (a cancelled run) is cancelled by
+    /// [`super::RegistryClient::cancel_abandoned_uploads`].
+    pub(crate) uploads: StdMutex<BTreeMap<u64, (String, Url)>>,
+    pub(crate) next_upload: AtomicU64,
     permits: Semaphore,
     next_slot: Mutex<Instant>,
     paused_until: Mutex<Option<Instant>>,
@@ -144,6 +149,8 @@ impl Inner {
             paused_until: Mutex::new(None),
             stats: RequestStats::default(),
             memory,
+            uploads: StdMutex::new(BTreeMap::new()),
+            next_upload: AtomicU64::new(0),
             base,
             http,
             foreign,

@@ -12,6 +12,7 @@ use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Digest, Error, Manifest, Reference, Result};
 use regferry_transfer::{CopyOptions, GraphLimits, Slots, Transfer, select_platform};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::clients::Clients;
 use crate::report::{EntryReport, RunReport, State, TagReport};
@@ -58,6 +59,7 @@ pub struct Engine {
     tags_seen: AtomicUsize,
     tags_done: AtomicUsize,
     stopping: AtomicBool,
+    cancelled: CancellationToken,
     shard: Option<(u32, u32)>,
 }
 
@@ -112,6 +114,7 @@ impl Engine {
             tags_seen: AtomicUsize::new(0),
             tags_done: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            cancelled: CancellationToken::new(),
             shard: None,
             config,
         }
@@ -157,6 +160,14 @@ impl Engine {
     /// Stops starting new images; those in flight go on. For a graceful shutdown.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops at once: no new images, and the work in flight is dropped where it is (each
+    /// tag reported as not finished). The upload sessions that work leaves open are
+    /// cancelled by [`Clients::cancel_abandoned_uploads`]. For an interrupted `once`.
+    pub fn cancel(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.cancelled.cancel();
     }
 
     /// Bounds on one image's graph: the defaults, with `defaults.limits` over them.
@@ -248,8 +259,16 @@ impl Engine {
             return report;
         }
         let cache = RunCache::new(entry.kind != SyncKind::Image && only.tag.is_none());
-        let Selected { items, matched } = match self.items(entry, opts.mode, only, &cache).await {
+        let listing = tokio::select! {
+            r = self.items(entry, opts.mode, only, &cache) => r,
+            () = self.cancelled.cancelled() => Err(Error::Cancelled),
+        };
+        let Selected { items, matched } = match listing {
             Ok(selected) => selected,
+            Err(e) if e.is_cancelled() => {
+                report.error = Some("not finished: the run was interrupted".into());
+                return report;
+            }
             Err(e) => {
                 tracing::error!(entry = %entry.name, source = %entry.source, error = %e, "Entry failed before copying (listing the source, or setting up a registry)");
                 report.error = Some(e.to_string());
@@ -451,7 +470,21 @@ impl Engine {
         abort: &AtomicBool,
         cache: &RunCache,
     ) -> TagReport {
-        let report = self.process_inner(entry, item, opts, abort, cache).await;
+        let (source, target) = (
+            format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
+            format!("{}:{}", item.dst, item.dst_tag),
+        );
+        // A cancelled run drops the tag's work wherever it is (a retry's backoff, a blob
+        // half streamed); the upload sessions it leaves open are cancelled by the caller.
+        let report = tokio::select! {
+            r = self.process_inner(entry, item, opts, abort, cache) => r,
+            () = self.cancelled.cancelled() => {
+                let mut r = TagReport::new(source, target);
+                r.state = State::Skipped;
+                r.reason = Some("not finished: the run was interrupted".into());
+                r
+            }
+        };
         self.tags_done.fetch_add(1, Ordering::Relaxed);
         report
     }
