@@ -274,15 +274,30 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks the bearer token of an admin POST, and that the server takes requests: during
-/// the first pass it answers 503 rather than holding the request until the pass ends.
-fn authorized(a: &Admin, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
-    if !*a.ready.borrow() {
-        return Err((
+/// How long an admin POST sent during the first pass waits for it to end.
+const FIRST_PASS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Checks the bearer token of an admin POST, then waits for the first pass to end (at
+/// most [`FIRST_PASS_WAIT`], then 503), so that a trigger or a reload from a CI job just
+/// works. A request with a wrong token is answered at once.
+async fn authorized(a: &Admin, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    check_token(a, headers)?;
+    let mut ready = a.ready.clone();
+    let waited = tokio::time::timeout(FIRST_PASS_WAIT, ready.wait_for(|r| *r)).await;
+    match waited {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err((
             StatusCode::SERVICE_UNAVAILABLE,
-            "the first pass is still running; try again when /readyz says ready\n".to_owned(),
-        ));
+            format!(
+                "the first pass is still running after {}s; try again when /readyz says ready\n",
+                FIRST_PASS_WAIT.as_secs()
+            ),
+        )),
     }
+}
+
+/// Checks the bearer token of an admin POST.
+fn check_token(a: &Admin, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
     let Some(token) = &a.token else {
         return Err((
             StatusCode::FORBIDDEN,
@@ -305,7 +320,7 @@ fn authorized(a: &Admin, headers: &HeaderMap) -> Result<(), (StatusCode, String)
 }
 
 async fn reload(State(a): State<Arc<Admin>>, headers: HeaderMap) -> impl IntoResponse {
-    if let Err(e) = authorized(&a, &headers) {
+    if let Err(e) = authorized(&a, &headers).await {
         return e;
     }
     match a.reloader.reload().await {
@@ -325,7 +340,7 @@ async fn sync_entry(
     Path(entry): Path<String>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
-    if let Err(e) = authorized(&a, &headers) {
+    if let Err(e) = authorized(&a, &headers).await {
         return e;
     }
     let (tx, rx) = oneshot::channel();

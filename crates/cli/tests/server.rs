@@ -24,6 +24,19 @@ impl Server {
 
     /// [`Server::start`], with the log going to `stderr`.
     fn start_logging_to(yaml: &str, extra: &[&str], stderr: Stdio) -> Server {
+        let s = Server::spawn(yaml, extra, stderr);
+        s.wait_for(|s| s.get("/readyz").0 == 200, "ready");
+        s
+    }
+
+    /// Starts the server and returns as soon as it answers (its first pass may still run).
+    fn start_answering(yaml: &str) -> Server {
+        let s = Server::spawn(yaml, &[], Stdio::piped());
+        s.wait_for(|s| s.get("/healthz").0 == 200, "answering");
+        s
+    }
+
+    fn spawn(yaml: &str, extra: &[&str], stderr: Stdio) -> Server {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -47,9 +60,7 @@ impl Server {
             .spawn()
             .unwrap();
         let admin = RawClient::new(&format!("http://127.0.0.1:{port}"));
-        let s = Server { child, admin, cfg };
-        s.wait_for(|s| s.get("/readyz").0 == 200, "ready");
-        s
+        Server { child, admin, cfg }
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -646,4 +657,45 @@ fn a_closed_log_stream_never_stops_the_server() {
     assert_eq!(s.get("/healthz").0, 200);
     let (code, _) = s.stop();
     assert_eq!(code, 0);
+}
+
+/// A trigger or a reload sent during the first pass waits for the pass to end (bounded),
+/// as the docs promise, instead of a 503 that a CI job would have to retry.
+#[test]
+fn triggers_during_the_first_pass_wait_for_it() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    RawClient::for_registry(&src).push("app", Some("1"), &image::image(262, 1, 100));
+    // The source answers slowly: the first pass takes a few seconds.
+    let proxy = regferry_testkit::FaultProxy::start(&src);
+    proxy.add_rule(regferry_testkit::Rule::new(
+        "GET",
+        "/tags/list",
+        regferry_testkit::Action::Delay(Duration::from_secs(3)),
+    ));
+    let entries = format!(
+        "  - name: app\n    source: {}/app\n    target: {}/app\n    type: repository\n    interval: 1h\n",
+        proxy.host(),
+        dst.host(),
+    );
+    let mut yaml = yaml(&src, &dst, &entries);
+    yaml = yaml.replace(
+        "creds:\n",
+        &format!(
+            "creds:\n  - registry: {}\n    tls: disabled\n",
+            proxy.host()
+        ),
+    );
+    let s = Server::start_answering(&yaml);
+    assert_eq!(s.get("/readyz").0, 503, "still in the first pass");
+    let auth = [("Authorization", "Bearer hook-s3cret")];
+    let (code, body) = s.post("/v1/sync/app", &auth, "");
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(s.get("/readyz").0, 200, "answered when the pass had ended");
+    let (code, body) = s.post("/v1/reload", &auth, "");
+    assert_eq!(code, 200, "{body}");
+    // A wrong token is refused at once, without waiting for anything.
+    let (code, _) = s.post("/v1/sync/app", &[("Authorization", "Bearer nope")], "");
+    assert_eq!(code, 401);
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
 }
