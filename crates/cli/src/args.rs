@@ -94,8 +94,8 @@ pub(crate) enum Command {
         grace: String,
         /// Run only this replica's share of the entries: I/N, from 0 (e.g. from a
         /// StatefulSet ordinal).
-        #[arg(long, value_name = "I/N", env = "REGFERRY_SHARD")]
-        shard: Option<String>,
+        #[arg(long, value_name = "I/N", env = "REGFERRY_SHARD", value_parser = parse_shard)]
+        shard: Option<(u32, u32)>,
     },
     /// Print the resolved configuration (defaults applied, secrets masked).
     Config,
@@ -137,6 +137,23 @@ pub(crate) enum ArtifactCommand {
         #[arg(long)]
         plain_http: bool,
     },
+}
+
+/// `--shard I/N`: this replica's number from 0, and the count.
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let number = |part: &str, what: &str| {
+        part.trim().parse::<u32>().map_err(|_| {
+            format!("expected I/N such as 0/3, where {what} is a whole number (got {part:?}; is the pod-index label missing?)")
+        })
+    };
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| "expected I/N such as 0/3".to_owned())?;
+    let (i, n) = (number(i, "I")?, number(n, "N")?);
+    if n == 0 || i >= n {
+        return Err(format!("I must be below N, and N above 0 (got {i}/{n})"));
+    }
+    Ok((i, n))
 }
 
 /// The global flags, accepted but hidden where they mean nothing (`version`, `completion`):

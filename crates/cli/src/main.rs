@@ -140,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load(&cli)?;
             let grace = regferry_config::duration::parse_go_duration(grace)
                 .map_err(|_| UsageError("--grace takes a Go duration such as 30s"))?;
-            let shard = shard.as_deref().map(server::parse_shard).transpose()?;
+            let shard = *shard;
             let settings = server::Settings {
                 listen: *listen,
                 token: match webhook_token_file {

@@ -28,18 +28,6 @@ pub(crate) struct Settings {
 }
 
 /// Parses `I/N`.
-pub(crate) fn parse_shard(s: &str) -> anyhow::Result<(u32, u32)> {
-    let (i, n) = s
-        .split_once('/')
-        .with_context(|| format!("--shard {s:?}: expected I/N, e.g. 0/3"))?;
-    let (i, n): (u32, u32) = (i.trim().parse()?, n.trim().parse()?);
-    anyhow::ensure!(
-        n > 0 && i < n,
-        "--shard {s:?}: I must be below N, and N above 0"
-    );
-    Ok((i, n))
-}
-
 struct Admin {
     /// This replica and the count, when sharded.
     shard: Option<(u32, u32)>,

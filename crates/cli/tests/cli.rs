@@ -390,3 +390,24 @@ fn an_up_to_date_entry_says_nothing_is_missing_not_that_no_tag_matched() {
     assert!(o.stderr.contains("Nothing missing"), "{}", o.stderr);
     assert!(!o.stderr.contains("WARN"), "{}", o.stderr);
 }
+
+/// A bad `--shard` (as Kubernetes renders `$(POD_INDEX)/3` without the label) is a command
+/// line error: exit 2, naming the flag, so `RestartPreventExitStatus=2` stops the loop.
+#[test]
+fn a_bad_shard_exits_2_naming_the_flag() {
+    let dir = regferry_testkit::temp_dir();
+    let cfg = demo_config(dir.path());
+    for (how, value) in [("flag", "/3"), ("flag", "3/3"), ("env", "/3"), ("flag", "a/b")] {
+        let mut cmd = regferry();
+        cmd.args(["server", "-c"]).arg(&cfg);
+        if how == "flag" {
+            cmd.args(["--shard", value]);
+        } else {
+            cmd.env("REGFERRY_SHARD", value);
+        }
+        let o = run(&mut cmd);
+        assert_eq!(o.code, 2, "{how} {value}: {}", o.stderr);
+        assert!(o.stderr.contains("--shard"), "{how} {value}: {}", o.stderr);
+        assert!(!o.stderr.contains("cannot parse integer"), "{}", o.stderr);
+    }
+}
