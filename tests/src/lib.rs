@@ -34,6 +34,7 @@ pub mod cli;
 pub mod client;
 pub mod hostile;
 pub mod image;
+pub mod oci;
 pub mod proxy;
 pub mod referrers_api;
 pub mod registry;
@@ -51,6 +52,7 @@ pub use hostile::{HostileServer, Received, Reply};
 pub use image::{
     Blob, Content, Descriptor, Image, ImageBuilder, Index, Manifest, OciLayout, Platform,
 };
+pub use oci::oci_client_manifest;
 pub use proxy::{Action, FaultKind, FaultProxy, ProxiedRequest, Rule};
 pub use referrers_api::ReferrersApi;
 pub use registry::{AccessLogEntry, Auth, RegistryOptions, TestRegistry};

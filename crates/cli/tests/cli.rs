@@ -397,7 +397,12 @@ fn an_up_to_date_entry_says_nothing_is_missing_not_that_no_tag_matched() {
 fn a_bad_shard_exits_2_naming_the_flag() {
     let dir = regferry_testkit::temp_dir();
     let cfg = demo_config(dir.path());
-    for (how, value) in [("flag", "/3"), ("flag", "3/3"), ("env", "/3"), ("flag", "a/b")] {
+    for (how, value) in [
+        ("flag", "/3"),
+        ("flag", "3/3"),
+        ("env", "/3"),
+        ("flag", "a/b"),
+    ] {
         let mut cmd = regferry();
         cmd.args(["server", "-c"]).arg(&cfg);
         if how == "flag" {

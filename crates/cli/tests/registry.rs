@@ -4,7 +4,8 @@ use regferry_testkit::cli::{ConfigFile, RunOutput, registry_config, run_regferry
 use regferry_testkit::image::{self, ImageBuilder, Platform};
 use regferry_testkit::{
     Action, Auth, Content, FaultProxy, RawClient, RegistryOptions, Rule, TestRegistry, TokenIssuer,
-    TokenOptions, TokenUser, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags,
+    TokenOptions, TokenUser, oci_client_manifest, skopeo_digest, skopeo_inspect_raw,
+    skopeo_list_tags,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_regferry");
@@ -101,6 +102,12 @@ fn repository_sync_is_byte_exact_and_a_second_run_writes_nothing() {
             &format!("team/app:{tag}"),
             &format!("mirror/app:{tag}"),
         );
+        // A second independent reader, oci-client, gets the same bytes and digest.
+        let (want, want_digest) = oci_client_manifest(&src, &format!("team/app:{tag}"));
+        let (got, got_digest) = oci_client_manifest(&dst, &format!("mirror/app:{tag}"));
+        assert_eq!(got, want, "{tag}: oci-client reads other bytes");
+        assert_eq!(got_digest, want_digest, "{tag}");
+        assert_eq!(got_digest, image::sha256_digest(&got), "{tag}");
     }
     let blob_puts = dst
         .access_log()
