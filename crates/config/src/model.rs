@@ -477,7 +477,8 @@ pub struct SyncEntry {
     pub fast_check: bool,
     /// Re-walk every child even when the top digest matches.
     pub force_recursive: bool,
-    /// `.Sync` for templates: the entry as regsync's Go struct would show it.
+    /// `.Sync` for the backup template: the entry as regsync's Go struct would show it
+    /// (nil when the entry has no backup, the only template read at run time).
     pub template_data: Value,
 }
 

@@ -15,6 +15,11 @@ pub(crate) struct Parsed {
 const SPANNED_MARKER: &str = "__serde_saphyr_private_spanned";
 
 pub(crate) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
+    parse_within(text, file, max_nodes())
+}
+
+/// [`parse`], reading at most `max_nodes` YAML nodes.
+fn parse_within(text: &str, file: &str, max_nodes: usize) -> Result<Parsed, ConfigError> {
     if is_blank(text) {
         return Ok(Parsed {
             raw: RawConfig::default(),
@@ -23,7 +28,10 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     }
     let mut unknown = Vec::new();
     // Duplicate keys: the later one wins, as in regsync (goccy/go-yaml with duplicates allowed).
-    let options = serde_saphyr::options! { duplicate_keys: DuplicateKeyPolicy::LastWins };
+    let options = serde_saphyr::options! {
+        duplicate_keys: DuplicateKeyPolicy::LastWins,
+        budget: Some(budget(max_nodes)),
+    };
     let outcome = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
         let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
         let de = serde_ignored::Deserializer::new(de, &mut record);
@@ -31,7 +39,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     });
     let result = match outcome {
         Ok(r) => r,
-        Err(e) => return Err(yaml_error(text, file, &e, None)),
+        Err(e) => return Err(yaml_error(text, file, &e, None, max_nodes)),
     };
     match result {
         Ok(raw) => Ok(Parsed {
@@ -43,9 +51,88 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         }),
         Err(e) => {
             let path = clean_path(&e.path().to_string());
-            Err(yaml_error(text, file, e.inner(), Some(path)))
+            Err(yaml_error(text, file, e.inner(), Some(path), max_nodes))
         }
     }
+}
+
+/// YAML nodes (values, lists and mappings) read from one file, by default: a generated
+/// config of 100,000 plain entries has about 800,000. The limit, with the alias limits that
+/// stay at the parser's defaults, refuses alias bombs (a few lines that expand to billions
+/// of nodes) before they take the memory.
+const DEFAULT_MAX_NODES: usize = 4_000_000;
+
+/// The environment variable that raises (or lowers) [`DEFAULT_MAX_NODES`].
+const MAX_NODES_ENV: &str = "REGFERRY_CONFIG_MAX_NODES";
+
+fn max_nodes() -> usize {
+    std::env::var(MAX_NODES_ENV)
+        .ok()
+        .and_then(|v| v.trim().replace('_', "").parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_MAX_NODES)
+}
+
+/// The parser's limits, scaled to `nodes`.
+fn budget(nodes: usize) -> serde_saphyr::Budget {
+    let mut b = serde_saphyr::Budget::default();
+    b.max_nodes = nodes;
+    b.max_events = nodes.saturating_mul(2);
+    b.max_merge_keys = nodes / 4;
+    b
+}
+
+/// A breached parser limit, said in YAML's terms with the way to raise it.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach, max_nodes: usize) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let raise = format!("; a file this big is allowed with {MAX_NODES_ENV}=N (now {max_nodes})");
+    match breach {
+        B::Nodes { .. } | B::Events { .. } => format!(
+            "the file has more than {max_nodes} YAML values, lists and mappings (after expanding \
+             aliases): regferry's limit against alias bombs{raise}"
+        ),
+        B::MergeKeys { .. } => format!(
+            "the file has more than {} merge keys (<<){raise}",
+            max_nodes / 4
+        ),
+        B::Aliases { .. } | B::Anchors { .. } => {
+            "the file has more than 50,000 aliases or anchors, regferry's limit against alias \
+             bombs"
+                .to_owned()
+        }
+        B::Depth { .. } => "the file nests lists and mappings more than 64 deep".to_owned(),
+        B::RecordedAnchorEvents { .. }
+        | B::RecordedAnchorBytes { .. }
+        | B::AliasAnchorRatio { .. } => {
+            "the file's aliases (*name) would expand its anchors (&name) beyond what regferry \
+             reads: an alias bomb, or an anchor reused far more often than a config needs"
+                .to_owned()
+        }
+        other => format!(
+            "the file is beyond what regferry reads: {}",
+            breach_name(other)
+        ),
+    }
+}
+
+/// The parser limit `e` reports, also when it is wrapped (a snippet, an alias).
+fn budget_breach(e: &serde_saphyr::Error) -> Option<&serde_saphyr::budget::BudgetBreach> {
+    match e {
+        serde_saphyr::Error::Budget { breach, .. } => Some(breach),
+        serde_saphyr::Error::WithSnippet { error, .. }
+        | serde_saphyr::Error::AliasError { error, .. } => budget_breach(error),
+        _ => None,
+    }
+}
+
+/// A breach's kind without Rust formatting.
+fn breach_name(b: &serde_saphyr::budget::BudgetBreach) -> String {
+    let debug = format!("{b:?}");
+    debug
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn is_blank(text: &str) -> bool {
@@ -69,11 +156,15 @@ fn yaml_error(
     file: &str,
     e: &serde_saphyr::Error,
     path: Option<String>,
+    max_nodes: usize,
 ) -> ConfigError {
     let loc = e.location().unwrap_or(Location::UNKNOWN);
     let options = serde_saphyr::render_options! { snippets: SnippetMode::Off };
     let rendered = e.render_with_options(options);
-    let message = in_yaml_terms(&strip_location(&rendered), value_at(text, loc));
+    let message = match budget_breach(e) {
+        Some(breach) => budget_message(breach, max_nodes),
+        None => in_yaml_terms(&strip_location(&rendered), value_at(text, loc)),
+    };
     let (entry, field) = match path.as_deref() {
         Some(p) => split_entry(text, p),
         None => (None, None),
@@ -392,6 +483,43 @@ mod tests {
                 assert!(!err.contains(rust), "{text:?}: {err}");
             }
         }
+    }
+
+    /// The default admits 100,000 plain entries (shown at a tenth of the scale, to stay
+    /// quick in a debug build); an alias bomb is still refused; each refusal says what limit
+    /// it hit in YAML's terms, and how to raise it where raising it is the answer.
+    #[test]
+    fn big_files_load_and_alias_bombs_are_refused_in_plain_words() {
+        let entry = "- {source: a/b, target: c/d, type: image}\n";
+        let tenth = format!("sync:\n{}", entry.repeat(10_000));
+        assert_eq!(
+            parse_within(&tenth, "big.yaml", DEFAULT_MAX_NODES / 10)
+                .unwrap()
+                .raw
+                .sync
+                .len(),
+            10_000
+        );
+        let err = parse_within(&tenth, "big.yaml", 1_000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("more than 1000 YAML values")
+                && err.contains("REGFERRY_CONFIG_MAX_NODES=N (now 1000)"),
+            "{err}"
+        );
+
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let (prev, next) = (w[0], w[1]);
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            bomb.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        bomb.push_str("sync: []\n");
+        let err = parse(&bomb, "bomb.yaml").unwrap_err().to_string();
+        assert!(!err.contains("Budget") && !err.contains('{'), "{err}");
+        assert!(err.contains("alias bomb"), "{err}");
     }
 
     #[test]

@@ -377,7 +377,13 @@ pub(super) fn resolve_entry(
         }
         _ => None,
     };
-    let template_data = data.value();
+    // Kept only where a template reads it at run time (a backup template's `.Sync`): it is
+    // the biggest part of an entry, and a generated file has thousands of entries.
+    let template_data = if backup.is_some() {
+        data.value()
+    } else {
+        Value::Nil
+    };
 
     let name = match &s.name {
         Some(n) if !n.value.trim().is_empty() => {

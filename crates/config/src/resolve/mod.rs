@@ -235,6 +235,8 @@ pub(crate) fn resolve(
     let defaults = raw.defaults.take_inheritable();
     check_inheritable_notes(&mut ctx, &defaults_scope, &defaults);
     let mut sync = Vec::with_capacity(raw.sync.len());
+    // Names taken so far: a set, so that a file of many entries loads in linear time.
+    let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (index, entry) in raw.sync.into_iter().enumerate() {
         let mut e = match resolve_entry(&mut ctx, index, entry, &defaults) {
             Ok(e) => e,
@@ -243,7 +245,7 @@ pub(crate) fn resolve(
                 continue;
             }
         };
-        if sync.iter().any(|o: &SyncEntry| o.name == e.name) {
+        if names.contains(&e.name) {
             if e.name == default_entry_name(&e.source.to_string(), &e.target.to_string()) {
                 // Two entries with the same source and target (valid in regsync): keep both,
                 // told apart by index.
@@ -260,6 +262,7 @@ pub(crate) fn resolve(
                 continue;
             }
         }
+        names.insert(e.name.clone());
         sync.push(e);
     }
     if !errors.is_empty() {
