@@ -10,17 +10,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-echo "== building regferry (release)" >&2
+echo "== building regferry and the config loader example (release)" >&2
 cargo build --release --locked -q -p regferry-cli
+cargo build --release --locked -q -p regferry-config --example load
 bin=$ROOT/target/release/regferry
+load=$ROOT/target/release/examples/load
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Best of three: wall seconds and peak RSS (MiB) of `regferry config -c FILE`.
+# Best of three: wall seconds and peak RSS (MiB) of `regferry config -c FILE` (load and
+# print), or with a second argument `load`, of loading alone.
 measure() {
-  local best="" rss=""
+  local best="" rss="" cmd=("$bin" config -c "$1")
+  [[ ${2:-} == load ]] && cmd=("$load" "$1")
   for _ in 1 2 3; do
-    /usr/bin/time -f '%e %M' -o "$tmp/time" "$bin" config -c "$1" >/dev/null 2>"$tmp/err" ||
+    /usr/bin/time -f '%e %M' -o "$tmp/time" "${cmd[@]}" >/dev/null 2>"$tmp/err" ||
       { cat "$tmp/err" >&2; echo "FAILED"; return; }
     read -r s kib <"$tmp/time"
     if [[ -z $best ]] || (($(echo "$s < $best" | bc))); then best=$s; rss=$((kib / 1024)); fi
@@ -41,17 +45,20 @@ with open(path, "w") as f:
 PY
 }
 
-printf '%-40s %8s %10s %12s %10s\n' config entries seconds "us/entry" "peak MiB"
-rancher=tests/fixtures/regsync-corpus/22-rancher-artifact-mirror-large.yaml
-read -r s m < <(measure "$rancher")
-printf '%-40s %8d %10s %12.1f %10s\n' "rancher artifact-mirror (966 KB)" 7241 "$s" \
-  "$(echo "$s * 1000000 / 7241" | bc -l)" "$m"
+printf '%-34s %8s %9s %10s %9s %10s %9s\n' config entries "config s" "us/entry" "peak MiB" "load s" "peak MiB"
+row() {
+  local label=$1 n=$2 file=$3 s m ls lm
+  read -r s m < <(measure "$file")
+  if [[ $s == FAILED ]]; then
+    printf '%-34s %8d %9s\n' "$label" "$n" "refused"
+    return
+  fi
+  read -r ls lm < <(measure "$file" load)
+  printf '%-34s %8d %9s %10.1f %9s %10s %9s\n' "$label" "$n" "$s" \
+    "$(echo "$s * 1000000 / $n" | bc -l)" "$m" "$ls" "$lm"
+}
+row "rancher artifact-mirror (966 KB)" 7241 tests/fixtures/regsync-corpus/22-rancher-artifact-mirror-large.yaml
 for n in 5000 20000 30000 100000; do
   generate "$n" "$tmp/gen-$n.yaml"
-  read -r s m < <(measure "$tmp/gen-$n.yaml")
-  if [[ $s == FAILED ]]; then
-    printf '%-40s %8d %10s\n' "generated" "$n" "refused"
-    continue
-  fi
-  printf '%-40s %8d %10s %12.1f %10s\n' "generated" "$n" "$s" "$(echo "$s * 1000000 / $n" | bc -l)" "$m"
+  row generated "$n" "$tmp/gen-$n.yaml"
 done
