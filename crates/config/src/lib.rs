@@ -24,7 +24,8 @@ mod raw;
 mod resolve;
 pub mod schedule;
 pub mod semver;
-pub mod template;
+/// The Go `text/template` engine regsync's fields are written in (its own crate).
+pub use regferry_gotemplate as template;
 mod view;
 
 use std::io::Read;

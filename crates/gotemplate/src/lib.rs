@@ -1,7 +1,7 @@
 //! A small evaluator for the subset of Go `text/template` that regsync configs use.
 //!
 //! regsync expands `source`, `target`, `backup` and credential fields with Go's
-//! `text/template` plus the helpers of regclient's `pkg/template`. This module
+//! `text/template` plus the helpers of regclient's `pkg/template`. This crate
 //! implements that language with Go's semantics (checked against Go 1.19's
 //! `text/template`, see `tests/go_cases.rs`), except where noted below.
 //!
