@@ -353,7 +353,7 @@ async fn sync_entry(
                     .sync
                     .iter()
                     .any(|e| e.name == entry && e.trigger.is_some())
-                    .then(|| regferry_scheduler::server::owner(&entry, count))
+                    .then(|| regferry_scheduler::shard::owner(&entry, count))
                     // Never send the caller back here (a reload between the two looks).
                     .filter(|owner| *owner != me)
             });

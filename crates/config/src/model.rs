@@ -485,11 +485,7 @@ pub struct SyncEntry {
 /// The default name of an entry: `e-` and 8 hex digits of an FNV-1a hash of
 /// `source -> target`, stable across restarts and unaffected by other entries.
 pub fn default_entry_name(source: &str, target: &str) -> String {
-    let h = format!("{source} -> {target}")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let h = regferry_registry::hash::fnv1a(format!("{source} -> {target}").as_bytes());
     format!("e-{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
 }
 

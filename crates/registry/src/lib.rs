@@ -13,6 +13,7 @@ pub mod blob;
 pub mod credentials;
 mod digest;
 mod error;
+pub mod hash;
 pub mod http;
 pub mod manifest;
 mod memory;

@@ -105,10 +105,8 @@ impl Memory {
 
     /// The lock for `key`, from the fixed set.
     pub(crate) fn lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        // FNV-1a: stable and cheap. Keys that collide only wait for each other.
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        // Stable and cheap. Keys that collide only wait for each other.
+        let h = crate::hash::fnv1a(key.as_bytes());
         self.inner.locks[(h % LOCKS as u64) as usize].clone()
     }
 }

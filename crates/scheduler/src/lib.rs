@@ -11,6 +11,7 @@ mod engine;
 pub mod metrics;
 mod report;
 pub mod server;
+pub mod shard;
 
 pub use clients::Clients;
 pub use engine::{Engine, Mode, Only, RunOptions};

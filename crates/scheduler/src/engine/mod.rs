@@ -348,8 +348,8 @@ impl Engine {
                 repos.retain(|r| entry.repos.matches(r));
                 if let Some((index, count)) = self.shard {
                     repos.retain(|r| {
-                        crate::server::owns(
-                            &crate::server::repository_key(&entry.name, r),
+                        crate::shard::owns(
+                            &crate::shard::repository_key(&entry.name, r),
                             index,
                             count,
                         )

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Mode, Only, RunOptions};
 use crate::metrics::Metrics;
+use crate::shard::{owner, owns, repository_key};
 
 /// Wall-clock time, injectable so that schedule tests can run on paused tokio time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -137,30 +138,6 @@ struct EntryTask {
     entry: SyncEntry,
 }
 
-/// Whether this replica owns `key` among `count` replicas: rendezvous (highest random
-/// weight) hashing, so each key has exactly one owner and a change of `count` moves only
-/// the keys of the replicas that came or went.
-pub fn owns(key: &str, index: u32, count: u32) -> bool {
-    if count <= 1 {
-        return true;
-    }
-    let weight = |replica: u32| {
-        let h = format!("{replica}\0{key}")
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-        // splitmix64's finaliser: FNV alone mixes poorly for keys that differ in one byte.
-        let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
-    };
-    let best = (0..count)
-        .max_by_key(|r| (weight(*r), std::cmp::Reverse(*r)))
-        .unwrap_or(0);
-    best == index
-}
-
 fn schedule_of(entry: &SyncEntry) -> Option<Schedule> {
     match &entry.trigger {
         Some(Trigger::Schedule(s)) => Some(s.clone()),
@@ -183,11 +160,6 @@ fn jitter(name: &str, max: Duration, schedule: &Schedule) -> Duration {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0193)
     });
     Duration::from_millis(h % ms)
-}
-
-/// The replica, of `count`, that owns `key` (see [`owns`]).
-pub fn owner(key: &str, count: u32) -> u32 {
-    (0..count).find(|i| owns(key, *i, count)).unwrap_or(0)
 }
 
 /// For a sharded replica: the replicas (of `count`) whose scheduled entries a push of
@@ -216,11 +188,6 @@ pub fn push_owners(
     out.sort_unstable();
     out.dedup();
     out
-}
-
-/// The key a `type: registry` entry's repository is owned by.
-pub(crate) fn repository_key(entry: &str, repository: &str) -> String {
-    format!("{entry}\0{repository}")
 }
 
 /// The entries of a configuration this replica runs: with a shard, the entries it owns,
