@@ -8,7 +8,7 @@ use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Digest, Error, Manifest, Result, TagList};
 use regferry_transfer::{CopyOptions, ReferrerWalk};
 
-use super::cache::RunCache;
+use super::run_memo::RunMemo;
 use super::{Decision, Engine, Item};
 use crate::report::{ReferrerReport, State};
 
@@ -59,23 +59,20 @@ impl Engine {
         item: &Item,
         decision: &Decision,
         copied: Option<&Manifest>,
-        cache: &RunCache,
+        memo: &RunMemo,
     ) -> bool {
         // The comparison HEADs every index tag of the repository: worth it when the run
         // covers the repository, not for one image or a webhook's single tag.
         if !entry.referrer_sources.is_empty()
             || entry.referrer_target.is_some()
-            || !cache.whole_repositories
+            || !memo.whole_repositories
         {
             return false;
         }
         let Some(head) = &decision.source else {
             return false;
         };
-        let Some(sync) = cache
-            .fallback_sync(&item.src, &item.dst, &head.digest)
-            .await
-        else {
+        let Some(sync) = memo.fallback_sync(&item.src, &item.dst, &head.digest).await else {
             return false;
         };
         // With `platform`/`platforms`, the target's top is the selected manifest.
@@ -97,12 +94,12 @@ impl Engine {
         decision: &Decision,
         copied: Option<&Manifest>,
         dry_run: bool,
-        cache: &RunCache,
+        memo: &RunMemo,
     ) -> Result<(Vec<ReferrerReport>, Vec<String>)> {
         let settled = entry.referrers
             && decision.state == State::UpToDate
             && self
-                .referrers_settled(entry, item, decision, copied, cache)
+                .referrers_settled(entry, item, decision, copied, memo)
                 .await;
         let subjects = if (entry.referrers && !settled) || entry.digest_tags {
             self.subjects(item, decision, copied).await?
@@ -136,7 +133,7 @@ impl Engine {
             // tags; with its tag list at hand, subjects without one cost no request.
             let mut known: HashMap<String, Arc<TagList>> = HashMap::new();
             for repo in sources.iter().chain(std::iter::once(&target)) {
-                if let Some(tags) = cache.tags(repo).await? {
+                if let Some(tags) = memo.tags(repo).await? {
                     known.insert(repo.key(), tags);
                 }
             }
@@ -165,7 +162,7 @@ impl Engine {
         let mut digest_tags = Vec::new();
         if entry.digest_tags {
             // A source that will not list its tags has none to offer here.
-            let tags = cache
+            let tags = memo
                 .tags(&item.src)
                 .await?
                 .unwrap_or_else(|| Arc::new(TagList::new(Vec::new())));

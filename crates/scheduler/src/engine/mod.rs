@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::clients::Clients;
 use crate::report::{EntryReport, RunReport, State, TagReport};
 
-mod cache;
 mod extras;
+mod run_memo;
 
-use cache::RunCache;
+use run_memo::RunMemo;
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,9 +258,9 @@ impl Engine {
             report.error = Some("not run: an earlier failure aborted the run".into());
             return report;
         }
-        let cache = RunCache::new(entry.kind != SyncKind::Image && only.tag.is_none());
+        let memo = RunMemo::new(entry.kind != SyncKind::Image && only.tag.is_none());
         let listing = tokio::select! {
-            r = self.items(entry, opts.mode, only, &cache) => r,
+            r = self.items(entry, opts.mode, only, &memo) => r,
             () = self.cancelled.cancelled() => Err(Error::Cancelled),
         };
         let Selected { items, matched } = match listing {
@@ -287,7 +287,7 @@ impl Engine {
         report.tags = stream::iter(
             items
                 .into_iter()
-                .map(|item| self.process(entry, item, opts, abort, &cache)),
+                .map(|item| self.process(entry, item, opts, abort, &memo)),
         )
         .buffer_unordered(CHECK_CONCURRENCY)
         .collect()
@@ -302,7 +302,7 @@ impl Engine {
         entry: &SyncEntry,
         mode: Mode,
         only: &Only,
-        cache: &RunCache,
+        memo: &RunMemo,
     ) -> Result<Selected> {
         match entry.kind {
             SyncKind::Image => {
@@ -330,7 +330,7 @@ impl Engine {
             SyncKind::Repository => {
                 let src = self.clients.repo(&entry.source, None)?;
                 let dst = self.clients.repo(&entry.target, None)?;
-                self.repo_items(entry, src, dst, mode, only, cache).await
+                self.repo_items(entry, src, dst, mode, only, memo).await
             }
             SyncKind::Registry => {
                 let Endpoint::Namespace { registry, prefix } = &entry.source else {
@@ -366,7 +366,7 @@ impl Engine {
                         repo.strip_prefix(&format!("{prefix}/")).unwrap_or(&repo)
                     };
                     let dst = self.clients.repo(&entry.target, Some(rel))?;
-                    let one = self.repo_items(entry, src, dst, mode, only, cache).await?;
+                    let one = self.repo_items(entry, src, dst, mode, only, memo).await?;
                     all.items.extend(one.items);
                     all.matched += one.matched;
                 }
@@ -382,7 +382,7 @@ impl Engine {
         dst: Repo,
         mode: Mode,
         only: &Only,
-        cache: &RunCache,
+        memo: &RunMemo,
     ) -> Result<Selected> {
         if let Repo::Layout(layout) = &src
             && !layout.exists().await?
@@ -412,7 +412,7 @@ impl Engine {
             },
             async {
                 if list_target {
-                    Some(cache.tags(&dst).await)
+                    Some(memo.tags(&dst).await)
                 } else {
                     None
                 }
@@ -420,7 +420,7 @@ impl Engine {
         );
         let mut tags = listed?;
         if only.tag.is_none() {
-            cache.put(&src, &tags, listed_at).await;
+            memo.put(&src, &tags, listed_at).await;
         }
         tags.retain(|t| entry.tags.matches(t));
         if entry.referrers {
@@ -444,7 +444,7 @@ impl Engine {
             }
             Some(Err(e)) => {
                 tracing::warn!(target = %dst, error = %e, "Listing the target failed; comparing tag by tag");
-                cache.unlisted(&dst).await;
+                memo.unlisted(&dst).await;
             }
             None => {}
         }
@@ -468,7 +468,7 @@ impl Engine {
         item: Item,
         opts: RunOptions,
         abort: &AtomicBool,
-        cache: &RunCache,
+        memo: &RunMemo,
     ) -> TagReport {
         let (source, target) = (
             format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
@@ -477,7 +477,7 @@ impl Engine {
         // A cancelled run drops the tag's work wherever it is (a retry's backoff, a blob
         // half streamed); the upload sessions it leaves open are cancelled by the caller.
         let report = tokio::select! {
-            r = self.process_inner(entry, item, opts, abort, cache) => r,
+            r = self.process_inner(entry, item, opts, abort, memo) => r,
             () = self.cancelled.cancelled() => {
                 let mut r = TagReport::new(source, target);
                 r.state = State::Skipped;
@@ -495,7 +495,7 @@ impl Engine {
         item: Item,
         opts: RunOptions,
         abort: &AtomicBool,
-        cache: &RunCache,
+        memo: &RunMemo,
     ) -> TagReport {
         let mut report = TagReport::new(
             format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
@@ -510,7 +510,7 @@ impl Engine {
             report.reason = Some("not run: shutting down".into());
             return report;
         }
-        let decision = match self.decide(entry, &item, opts.mode, cache).await {
+        let decision = match self.decide(entry, &item, opts.mode, memo).await {
             Ok(d) => d,
             Err(e) => return self.failed(report, e, opts, abort),
         };
@@ -542,7 +542,7 @@ impl Engine {
         let tag_last = entry.referrers || entry.digest_tags;
         let mut untagged = None;
         if wants_copy && !dry_run {
-            match self.copy(entry, &item, &decision, cache, !tag_last).await {
+            match self.copy(entry, &item, &decision, memo, !tag_last).await {
                 Ok((m, backup)) => {
                     report.backup = backup;
                     if tag_last {
@@ -569,7 +569,7 @@ impl Engine {
                     &decision,
                     copied_manifest.as_ref(),
                     dry_run,
-                    cache,
+                    memo,
                 )
                 .await
             {
@@ -613,7 +613,7 @@ impl Engine {
         entry: &SyncEntry,
         item: &Item,
         mode: Mode,
-        cache: &RunCache,
+        memo: &RunMemo,
     ) -> Result<Decision> {
         // A tag the run's listing of the target lacks needs no HEAD to know it is missing;
         // unless a backup or `--missing` depends on what the tag holds right now (it may
@@ -621,7 +621,7 @@ impl Engine {
         let listed = match mode {
             Mode::Copy { missing_only: true } => None,
             _ if entry.backup.is_some() => None,
-            _ => cache.listed(&item.dst).await,
+            _ => memo.listed(&item.dst).await,
         };
         let target = async {
             match &listed {
@@ -734,7 +734,7 @@ impl Engine {
         entry: &SyncEntry,
         item: &Item,
         decision: &Decision,
-        cache: &RunCache,
+        memo: &RunMemo,
         tag_it: bool,
     ) -> Result<(Manifest, Option<String>)> {
         let _slot = self
@@ -765,7 +765,7 @@ impl Engine {
             force_recursive: entry.force_recursive,
             // `platforms` was applied while deciding; the manifest is already the filtered index.
             platforms: Vec::new(),
-            new_target: cache.listed(&item.dst).await.is_some_and(|t| t.is_empty()),
+            new_target: memo.listed(&item.dst).await.is_some_and(|t| t.is_empty()),
             limits: self.graph_limits(),
         };
         let pushed = self

@@ -1,5 +1,5 @@
-//! What one entry run learns once and reuses: tag listings, and how the referrers indexes
-//! of a source and a target compare.
+//! What one entry run learns once and reuses (a memo for the run, not a cache kept across
+//! runs): tag listings, and how the referrers indexes of a source and a target compare.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ type FallbackCell = Arc<tokio::sync::OnceCell<Option<Arc<FallbackSync>>>>;
 /// Listings of one entry run, so that each repository is listed at most once per run (and
 /// never reused by a later run, which must see new tags).
 #[derive(Debug, Default)]
-pub(super) struct RunCache {
+pub(super) struct RunMemo {
     tags: tokio::sync::Mutex<HashMap<String, TagCell>>,
     fallback: tokio::sync::Mutex<HashMap<(String, String), FallbackCell>>,
     /// The run covers whole repositories (a `repository` or `registry` entry, not limited
@@ -48,12 +48,12 @@ impl FallbackSync {
     }
 }
 
-impl RunCache {
-    /// A cache for a run that covers whole repositories or not.
-    pub(super) fn new(whole_repositories: bool) -> RunCache {
-        RunCache {
+impl RunMemo {
+    /// The memo of a run that covers whole repositories or not.
+    pub(super) fn new(whole_repositories: bool) -> RunMemo {
+        RunMemo {
             whole_repositories,
-            ..RunCache::default()
+            ..RunMemo::default()
         }
     }
 
