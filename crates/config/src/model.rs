@@ -22,12 +22,12 @@ pub const DEFAULT_MEDIA_TYPES: [&str; 4] = [
 pub const MIN_RATELIMIT_RETRY: Duration = Duration::from_secs(300);
 /// Default `reqConcurrent` per registry. regsync uses 3, which caps a mirror at three
 /// blob transfers per registry; regferry allows 6 (set `reqConcurrent: 3` for regsync's).
-pub const DEFAULT_REQ_CONCURRENT: u32 = 6;
+pub const DEFAULT_REQ_CONCURRENT: u32 = regferry_registry::http::DEFAULT_REQ_CONCURRENT;
 /// `parallel` when the file does not set it. regsync copies one image at a time by
 /// default; regferry copies 4 at once (set `parallel: 1` for regsync's behaviour).
 pub const DEFAULT_PARALLEL: u32 = 4;
 /// Default `blobChunk`.
-pub const DEFAULT_BLOB_CHUNK: u64 = 1 << 20;
+pub const DEFAULT_BLOB_CHUNK: u64 = regferry_registry::http::DEFAULT_BLOB_CHUNK;
 /// Default `credExpire`.
 pub const DEFAULT_CRED_EXPIRE: Duration = Duration::from_secs(3600);
 
@@ -164,6 +164,7 @@ impl Globals {
     }
 }
 
+use regferry_registry::http::HostOptions;
 pub use regferry_registry::http::{Limits, TlsMode};
 
 /// One `creds` entry: how to reach and log in to a registry.
@@ -242,6 +243,35 @@ impl Host {
             api_opts: BTreeMap::new(),
             limits: LimitSettings::default(),
         }
+    }
+
+    /// How to reach this registry, as the registry client takes it: every setting of the
+    /// `creds` entry, with the process-wide `userAgent`, `blobLimit` and `limits` of
+    /// `defaults`. All but the login, whose source (this entry, a credential helper, the
+    /// Docker config) is the caller's to choose.
+    pub fn client_options(&self, globals: &Globals) -> HostOptions {
+        let mut o = HostOptions::new(&self.registry);
+        o.hostname = self.hostname.clone();
+        o.tls = self.tls;
+        o.ca_pem = self.regcert.clone();
+        o.client_cert_pem = self.client_cert.clone();
+        o.client_key_pem = self.client_key.clone();
+        o.token = self.token.clone();
+        o.path_prefix = self.path_prefix.clone();
+        o.req_concurrent = self.req_concurrent;
+        o.req_per_sec = self.req_per_sec;
+        o.blob_chunk = self.blob_chunk;
+        o.blob_max = self.blob_max;
+        o.disable_head = self.disable_head();
+        o.repo_auth = self.repo_auth;
+        o.limits = self.limits.over(globals.limits).client_limits(o.limits);
+        if let Some(limit) = globals.blob_limit {
+            o.limits.chunk_bytes = limit;
+        }
+        if let Some(ua) = &globals.user_agent {
+            o.user_agent = ua.clone();
+        }
+        o
     }
 
     /// Whether `apiOpts.disableHead` asks for GET instead of HEAD.

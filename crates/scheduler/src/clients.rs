@@ -155,30 +155,7 @@ impl Clients {
     }
 
     fn options(&self, h: &Host) -> HostOptions {
-        let mut o = HostOptions::new(&h.registry);
-        o.hostname = h.hostname.clone();
-        o.tls = h.tls;
-        o.ca_pem = h.regcert.clone();
-        o.client_cert_pem = h.client_cert.clone();
-        o.client_key_pem = h.client_key.clone();
-        o.token = h.token.clone();
-        o.path_prefix = h.path_prefix.clone();
-        o.req_concurrent = h.req_concurrent;
-        o.req_per_sec = h.req_per_sec;
-        o.blob_chunk = h.blob_chunk;
-        o.blob_max = h.blob_max;
-        o.disable_head = h.disable_head();
-        o.repo_auth = h.repo_auth;
-        o.limits = h
-            .limits
-            .over(self.config.globals.limits)
-            .client_limits(o.limits);
-        if let Some(limit) = self.config.globals.blob_limit {
-            o.limits.chunk_bytes = limit;
-        }
-        if let Some(ua) = &self.config.globals.user_agent {
-            o.user_agent = ua.clone();
-        }
+        let mut o = h.client_options(&self.config.globals);
         let server = h
             .cred_host
             .clone()

@@ -146,6 +146,12 @@ impl Default for Limits {
     }
 }
 
+/// Requests in flight to one registry at once, unless configured (`reqConcurrent`).
+pub const DEFAULT_REQ_CONCURRENT: u32 = 6;
+
+/// Chunk size of chunked uploads, unless configured (`blobChunk`).
+pub const DEFAULT_BLOB_CHUNK: u64 = 1 << 20;
+
 /// Everything needed to talk to one registry.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -203,9 +209,9 @@ impl HostOptions {
             login: LoginSource::Anonymous,
             token: Secret::default(),
             path_prefix: String::new(),
-            req_concurrent: 6,
+            req_concurrent: DEFAULT_REQ_CONCURRENT,
             req_per_sec: None,
-            blob_chunk: 1 << 20,
+            blob_chunk: DEFAULT_BLOB_CHUNK,
             blob_max: None,
             disable_head: false,
             user_agent: format!("regferry/{}", env!("CARGO_PKG_VERSION")),
