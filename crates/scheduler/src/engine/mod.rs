@@ -60,6 +60,8 @@ pub struct Engine {
     tags_done: AtomicUsize,
     stopping: AtomicBool,
     cancelled: CancellationToken,
+    /// Entries running at once (see [`entry_slots`]).
+    entry_slots: Arc<Slots>,
     shard: Option<(u32, u32)>,
 }
 
@@ -78,6 +80,13 @@ struct Item {
     src_ref: String,
     dst: Repo,
     dst_tag: String,
+}
+
+/// How many entries run at once, for `copy_slots` image copies at once (64 per copy, at
+/// least 256): enough that listings and comparisons keep the copies busy, few enough that
+/// a file of thousands of entries never holds the state of all of them at once.
+fn entry_slots(copy_slots: usize) -> usize {
+    (copy_slots * 64).clamp(256, 4096)
 }
 
 /// The images an entry covers in this run, and how many tags its filters selected before
@@ -115,6 +124,7 @@ impl Engine {
             tags_done: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             cancelled: CancellationToken::new(),
+            entry_slots: Slots::new(entry_slots(slots)),
             shard: None,
             config,
         }
@@ -258,6 +268,28 @@ impl Engine {
             report.error = Some("not run: an earlier failure aborted the run".into());
             return report;
         }
+        // Entries run a bounded number at a time, and an entry's state (listings, requests
+        // and their retries, a large future) is allocated only once it runs: a file of
+        // thousands of entries never holds all of them at once.
+        let _running = tokio::select! {
+            slot = self.entry_slots.acquire() => slot,
+            () = self.cancelled.cancelled() => None,
+        };
+        if self.cancelled.is_cancelled() {
+            report.error = Some("not finished: the run was interrupted".into());
+            return report;
+        }
+        Box::pin(self.run_entry_body(entry, opts, abort, only, report)).await
+    }
+
+    async fn run_entry_body(
+        &self,
+        entry: &SyncEntry,
+        opts: RunOptions,
+        abort: &AtomicBool,
+        only: &Only,
+        mut report: EntryReport,
+    ) -> EntryReport {
         let memo = RunMemo::new(entry.kind != SyncKind::Image && only.tag.is_none());
         let listing = tokio::select! {
             r = self.items(entry, opts.mode, only, &memo) => r,
