@@ -193,6 +193,11 @@ impl Engine {
         }
     }
 
+    /// How many entries run at once.
+    pub fn entry_slots(&self) -> usize {
+        entry_slots(self.config.globals.copy_slots())
+    }
+
     /// The registry clients, for their request counters.
     pub fn clients(&self) -> &Clients {
         &self.clients

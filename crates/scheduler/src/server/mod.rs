@@ -232,7 +232,19 @@ pub async fn serve(
             "Starting the first pass (missing tags only)"
         );
         let mut first = JoinSet::new();
+        // A bounded number of entries at a time (the engine runs no more at once anyway):
+        // a task per entry of a file of thousands would hold them all from the start.
+        let in_flight = engine.entry_slots();
         for e in scheduled.clone() {
+            while first.len() >= in_flight && !stop_all.is_cancelled() {
+                tokio::select! {
+                    _ = first.join_next() => {}
+                    () = stop_all.cancelled() => {}
+                }
+            }
+            if stop_all.is_cancelled() {
+                break;
+            }
             let (engine, metrics, clock, failed, stop_all) = (
                 engine.clone(),
                 metrics.clone(),
@@ -242,14 +254,14 @@ pub async fn serve(
             );
             let abort_on_error = opts.abort_on_error;
             first.spawn(async move {
-                let ok = run_once(
+                let ok = Box::pin(run_once(
                     &engine,
                     &metrics,
                     &*clock,
                     &e,
                     Mode::Copy { missing_only: true },
                     &Only::default(),
-                )
+                ))
                 .await;
                 if !ok {
                     failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -456,7 +468,8 @@ async fn entry_loop(
         &mut rx,
         generation,
         |only| async move {
-            let ok = run_once(engine, metrics, clock, entry, Mode::Copy { missing_only: false }, &only).await;
+            // Boxed: an idle entry's loop then holds no room for a run's state.
+            let ok = Box::pin(run_once(engine, metrics, clock, entry, Mode::Copy { missing_only: false }, &only)).await;
             if !ok {
                 failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if abort_on_error {
