@@ -135,7 +135,8 @@ pub struct Outcome {
 struct EntryTask {
     name: String,
     tx: mpsc::Sender<Only>,
-    entry: SyncEntry,
+    /// Shared with the entry's loop: one copy of each entry, however many hold it.
+    entry: Arc<SyncEntry>,
 }
 
 fn schedule_of(entry: &SyncEntry) -> Option<Schedule> {
@@ -380,6 +381,7 @@ fn spawn_loops(
         let Some(schedule) = schedule_of(&e) else {
             continue;
         };
+        let e = Arc::new(e);
         // Room for a burst of pushes during a run; they are merged into one run after it.
         let (tx, rx) = mpsc::channel(16);
         handles.push(EntryTask {
