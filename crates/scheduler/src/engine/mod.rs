@@ -89,6 +89,16 @@ fn entry_slots(copy_slots: usize) -> usize {
     (copy_slots * 64).clamp(256, 4096)
 }
 
+impl Item {
+    /// A report on this item, its source and target named, nothing found yet.
+    fn report(&self) -> TagReport {
+        TagReport::new(
+            format!("{}:{}", self.src, self.src_ref).replace(":sha256:", "@sha256:"),
+            format!("{}:{}", self.dst, self.dst_tag),
+        )
+    }
+}
+
 /// The images an entry covers in this run, and how many tags its filters selected before
 /// `--missing` left out those the target has.
 #[derive(Default)]
@@ -507,16 +517,12 @@ impl Engine {
         abort: &AtomicBool,
         memo: &RunMemo,
     ) -> TagReport {
-        let (source, target) = (
-            format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
-            format!("{}:{}", item.dst, item.dst_tag),
-        );
         // A cancelled run drops the tag's work wherever it is (a retry's backoff, a blob
         // half streamed); the upload sessions it leaves open are cancelled by the caller.
         let report = tokio::select! {
-            r = self.process_inner(entry, item, opts, abort, memo) => r,
+            r = self.process_inner(entry, &item, opts, abort, memo) => r,
             () = self.cancelled.cancelled() => {
-                let mut r = TagReport::new(source, target);
+                let mut r = item.report();
                 r.state = State::Skipped;
                 r.reason = Some("not finished: the run was interrupted".into());
                 r
@@ -529,15 +535,12 @@ impl Engine {
     async fn process_inner(
         &self,
         entry: &SyncEntry,
-        item: Item,
+        item: &Item,
         opts: RunOptions,
         abort: &AtomicBool,
         memo: &RunMemo,
     ) -> TagReport {
-        let mut report = TagReport::new(
-            format!("{}:{}", item.src, item.src_ref).replace(":sha256:", "@sha256:"),
-            format!("{}:{}", item.dst, item.dst_tag),
-        );
+        let mut report = item.report();
         if abort.load(Ordering::Relaxed) {
             report.reason = Some("not run: an earlier failure aborted the run".into());
             return report;
@@ -547,7 +550,7 @@ impl Engine {
             report.reason = Some("not run: shutting down".into());
             return report;
         }
-        let decision = match self.decide(entry, &item, opts.mode, memo).await {
+        let decision = match self.decide(entry, item, opts.mode, memo).await {
             Ok(d) => d,
             Err(e) => return self.failed(report, e, opts, abort),
         };
@@ -579,7 +582,7 @@ impl Engine {
         let tag_last = entry.referrers || entry.digest_tags;
         let mut untagged = None;
         if wants_copy && !dry_run {
-            match self.copy(entry, &item, &decision, memo, !tag_last).await {
+            match self.copy(entry, item, &decision, memo, !tag_last).await {
                 Ok((m, backup)) => {
                     report.backup = backup;
                     if tag_last {
@@ -602,7 +605,7 @@ impl Engine {
             match self
                 .extras(
                     entry,
-                    &item,
+                    item,
                     &decision,
                     copied_manifest.as_ref(),
                     dry_run,
