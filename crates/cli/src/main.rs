@@ -6,6 +6,7 @@ mod args;
 mod artifact;
 mod logging;
 mod server;
+mod signals;
 mod sync;
 mod version;
 

@@ -160,24 +160,13 @@ pub(crate) fn run(config: Config, s: Settings) -> anyhow::Result<u8> {
 
 /// SIGTERM or SIGINT starts a graceful stop; a second one exits at once.
 async fn signals(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("Cannot install signal handlers");
+    let Some(mut signals) = crate::signals::StopSignals::install() else {
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    signals.next().await;
     tracing::info!("Stop signal received; stopping gracefully (send it again to exit at once)");
     cancel.cancel();
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    signals.next().await;
     tracing::warn!("Second stop signal: exiting now");
     std::process::exit(130);
 }

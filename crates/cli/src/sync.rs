@@ -7,6 +7,7 @@ use regferry_config::Config;
 use regferry_scheduler::{Engine, Mode, RunOptions, RunReport, State};
 
 use crate::args::OutputFormat;
+use crate::signals::{Stop, StopSignals};
 
 /// Exit code of `check` when the target differs from the source.
 pub(crate) const EXIT_DRIFT: u8 = 3;
@@ -28,27 +29,25 @@ pub(crate) fn run(
     let (report, interrupted) = rt.block_on(async {
         let progress = (mode != Mode::Check && std::io::stderr().is_terminal())
             .then(|| Progress::start(engine.clone()));
-        let mut signals = Signals::install();
-        let run = engine.run(opts);
-        tokio::pin!(run);
-        let mut interrupted = None;
-        let report = loop {
-            tokio::select! {
-                report = &mut run => break report,
-                Some(signal) = signals.next(), if interrupted.is_none() => {
-                    tracing::warn!(signal = signal.name(), "Interrupted: cancelling the copies in flight (send it again to quit at once)");
-                    engine.cancel();
-                    interrupted = Some(signal);
-                    // A second signal ends the process without waiting for anything.
-                    tokio::spawn(async move {
-                        if signals.next().await.is_some() {
-                            std::process::exit(i32::from(signal.exit_code()));
-                        }
-                    });
-                    signals = Signals::none();
-                }
-            }
-        };
+        // The first stop signal cancels the copies in flight (the run then ends at once
+        // with what it has done); a second one quits without waiting for anything.
+        let interrupted = Arc::new(std::sync::OnceLock::<Stop>::new());
+        if let Some(mut signals) = StopSignals::install() {
+            let (engine, interrupted) = (engine.clone(), interrupted.clone());
+            tokio::spawn(async move {
+                let first = signals.next().await;
+                tracing::warn!(
+                    signal = first.name(),
+                    "Interrupted: cancelling the copies in flight (send it again to quit at once)"
+                );
+                let _ = interrupted.set(first);
+                engine.cancel();
+                signals.next().await;
+                std::process::exit(i32::from(first.exit_code()));
+            });
+        }
+        let report = engine.run(opts).await;
+        let interrupted = interrupted.get().copied();
         if let Some(p) = progress {
             p.finish().await;
         }
@@ -57,9 +56,13 @@ pub(crate) fn run(
             // expires them anyway).
             let cancel = engine.clients().cancel_abandoned_uploads();
             match tokio::time::timeout(Duration::from_secs(10), cancel).await {
-                Ok(n) if n > 0 => tracing::info!(sessions = n, "Cancelled the upload sessions left open"),
+                Ok(n) if n > 0 => {
+                    tracing::info!(sessions = n, "Cancelled the upload sessions left open")
+                }
                 Ok(_) => {}
-                Err(_) => tracing::warn!("Gave up cancelling upload sessions after 10s; the registry expires them"),
+                Err(_) => tracing::warn!(
+                    "Gave up cancelling upload sessions after 10s; the registry expires them"
+                ),
             }
         }
         (report, interrupted)
@@ -219,73 +222,6 @@ fn count(n: usize, noun: &str) -> String {
 
 fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
-}
-
-/// SIGINT and SIGTERM, as they arrive.
-struct Signals {
-    int: Option<tokio::signal::unix::Signal>,
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-/// Which signal interrupted a run.
-#[derive(Debug, Clone, Copy)]
-enum Interrupt {
-    Int,
-    Term,
-}
-
-impl Interrupt {
-    fn name(self) -> &'static str {
-        match self {
-            Interrupt::Int => "SIGINT",
-            Interrupt::Term => "SIGTERM",
-        }
-    }
-
-    /// The shell's convention: 128 plus the signal's number.
-    fn exit_code(self) -> u8 {
-        match self {
-            Interrupt::Int => 130,
-            Interrupt::Term => 143,
-        }
-    }
-}
-
-impl Signals {
-    fn install() -> Signals {
-        use tokio::signal::unix::{SignalKind, signal};
-        Signals {
-            int: signal(SignalKind::interrupt()).ok(),
-            term: signal(SignalKind::terminate()).ok(),
-        }
-    }
-
-    fn none() -> Signals {
-        Signals {
-            int: None,
-            term: None,
-        }
-    }
-
-    /// The next signal; pending forever when none is installed.
-    async fn next(&mut self) -> Option<Interrupt> {
-        let int = async {
-            match &mut self.int {
-                Some(s) => s.recv().await.map(|()| Interrupt::Int),
-                None => std::future::pending().await,
-            }
-        };
-        let term = async {
-            match &mut self.term {
-                Some(s) => s.recv().await.map(|()| Interrupt::Term),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            s = int => s,
-            s = term => s,
-        }
-    }
 }
 
 /// A progress line on the terminal: tags done and bytes moved, updated from the counters.
