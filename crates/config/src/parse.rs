@@ -269,7 +269,7 @@ fn split_entry(text: &str, path: &str) -> (Option<EntryRef>, Option<String>) {
         let entry = EntryRef {
             section,
             index,
-            label: entry_label(text, section, index),
+            label: EntryLabels::read(text).get(section, index),
         };
         return (Some(entry), (!field.is_empty()).then(|| field.to_owned()));
     }
@@ -294,16 +294,43 @@ struct LooseEntry {
     registry: Option<Scalar>,
 }
 
-pub(crate) fn entry_label(text: &str, section: Section, index: usize) -> Option<String> {
-    let loose: Loose = serde_saphyr::from_str(text).ok()?;
-    let list = match section {
-        Section::Sync => loose.sync,
-        Section::Creds => loose.creds,
-    };
-    let e = list.into_iter().nth(index)?;
-    match section {
-        Section::Sync => e.source.map(|s| s.0),
-        Section::Creds => e.registry.map(|s| s.0),
+/// What identifies each entry to a person (a sync entry's source, a creds entry's
+/// registry), read leniently from the text once, however many messages name entries.
+#[derive(Default)]
+pub(crate) struct EntryLabels {
+    sync: Vec<Option<String>>,
+    creds: Vec<Option<String>>,
+}
+
+impl EntryLabels {
+    pub(crate) fn read(text: &str) -> EntryLabels {
+        let options = serde_saphyr::options! {
+            duplicate_keys: DuplicateKeyPolicy::LastWins,
+            budget: Some(budget(max_nodes())),
+        };
+        let Ok(loose) = serde_saphyr::from_str_with_options::<Loose>(text, options) else {
+            return EntryLabels::default();
+        };
+        EntryLabels {
+            sync: loose
+                .sync
+                .into_iter()
+                .map(|e| e.source.map(|s| s.0))
+                .collect(),
+            creds: loose
+                .creds
+                .into_iter()
+                .map(|e| e.registry.map(|s| s.0))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn get(&self, section: Section, index: usize) -> Option<String> {
+        let list = match section {
+            Section::Sync => &self.sync,
+            Section::Creds => &self.creds,
+        };
+        list.get(index).cloned().flatten()
     }
 }
 

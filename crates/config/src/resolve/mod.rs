@@ -342,6 +342,7 @@ fn place_at<'a>(
 
 fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) -> Vec<(usize, String)> {
     let mut found = Vec::new();
+    let mut labels: Option<crate::parse::EntryLabels> = None;
     for path in keys {
         // Top-level x-* keys are the documented extension namespace (anchors live there).
         if !path.contains('.') && path.starts_with("x-") {
@@ -364,7 +365,9 @@ fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) -> Vec<(u
                     Some(EntryRef {
                         section,
                         index,
-                        label: crate::parse::entry_label(text, section, index),
+                        label: labels
+                            .get_or_insert_with(|| crate::parse::EntryLabels::read(text))
+                            .get(section, index),
                     }),
                     rest.to_vec(),
                 )
