@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ureq::Agent;
 
-use crate::image::{Content, Manifest, sha256_digest};
+use crate::image::{Content, Image, Manifest, referrers_index, referrers_tag, sha256_digest};
 use crate::registry::TestRegistry;
 
 /// Largest response body the client reads (synthetic images are small).
@@ -315,6 +315,18 @@ impl RawClient {
         }
         let top = content.manifest();
         self.push_manifest(repo, tag.unwrap_or(&top.digest()), top)
+    }
+
+    /// Publishes `referrers` of `subject` as a registry without the referrers API keeps
+    /// them: each pushed by digest, then listed in the subject's `sha256-<hex>` index.
+    ///
+    /// # Panics
+    /// If the registry refuses.
+    pub fn publish_referrers(&self, repo: &str, subject: &str, referrers: &[&Image]) {
+        for r in referrers {
+            self.push(repo, None, *r);
+        }
+        self.push_manifest(repo, &referrers_tag(subject), &referrers_index(referrers));
     }
 }
 

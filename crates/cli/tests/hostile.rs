@@ -528,12 +528,7 @@ fn a_tag_moves_only_after_its_referrers_are_copied() {
     let sbom = image::sbom(&new.descriptor(), 1);
     let s = RawClient::for_registry(&src);
     s.push("app", Some("1"), &new);
-    s.push("app", None, &sbom);
-    s.push_manifest(
-        "app",
-        &image::referrers_tag(&new.digest()),
-        &image::referrers_index(&[&sbom]),
-    );
+    s.publish_referrers("app", &new.digest(), &[&sbom]);
     RawClient::for_registry(&dst).push("mirror/app", Some("1"), &old);
     let proxy = FaultProxy::start(&dst);
     proxy.add_rule(Rule::new(
@@ -650,19 +645,8 @@ fn the_referrers_of_one_image_are_bounded_across_levels() {
     let sig = image::sbom(&sbom.descriptor(), 3);
     let s = RawClient::for_registry(&src);
     s.push("app", Some("1"), &img);
-    for r in [&sbom, &vex, &sig] {
-        s.push("app", None, r);
-    }
-    s.push_manifest(
-        "app",
-        &image::referrers_tag(&img.digest()),
-        &image::referrers_index(&[&sbom, &vex]),
-    );
-    s.push_manifest(
-        "app",
-        &image::referrers_tag(&sbom.digest()),
-        &image::referrers_index(&[&sig]),
-    );
+    s.publish_referrers("app", &img.digest(), &[&sbom, &vex]);
+    s.publish_referrers("app", &sbom.digest(), &[&sig]);
     let run = |bound: usize| {
         regferry(
             &["once"],

@@ -106,15 +106,6 @@ fn edge(subject: &str, referrer: &str) -> (String, String) {
     (subject.to_owned(), referrer.to_owned())
 }
 
-/// Pushes each referrer by digest, then the subject's fallback index listing them, as a
-/// client without the referrers API does (OCI distribution-spec, "Referrers Tag Schema").
-fn publish(client: &RawClient, repo: &str, subject: &str, referrers: &[&Image]) {
-    for r in referrers {
-        client.push(repo, None, *r);
-    }
-    client.push_manifest(repo, &referrers_tag(subject), &referrers_index(referrers));
-}
-
 /// The digests `reg`'s fallback tag for `subject` lists, read raw; empty without the tag.
 fn fallback(reg: &TestRegistry, repo: &str, subject: &str) -> Vec<String> {
     let r = RawClient::for_registry(reg).get_manifest(repo, &referrers_tag(subject));
@@ -256,10 +247,10 @@ fn attestations_from_a_separate_registry_arrive_under_every_subject() {
     let prov_arm = provenance(&arm.descriptor(), "builder-arm64");
     let sig = signature(&sbom.descriptor(), 1);
     let attest = RawClient::for_registry(&b);
-    publish(&attest, "attest/app", &idx.digest(), &[&sbom, &vex_doc]);
-    publish(&attest, "attest/app", &amd.digest(), &[&prov_amd]);
-    publish(&attest, "attest/app", &arm.digest(), &[&prov_arm]);
-    publish(&attest, "attest/app", &sbom.digest(), &[&sig]);
+    attest.publish_referrers("attest/app", &idx.digest(), &[&sbom, &vex_doc]);
+    attest.publish_referrers("attest/app", &amd.digest(), &[&prov_amd]);
+    attest.publish_referrers("attest/app", &arm.digest(), &[&prov_arm]);
+    attest.publish_referrers("attest/app", &sbom.digest(), &[&sig]);
 
     let c = config(
         &[
@@ -441,8 +432,8 @@ fn a_target_with_the_referrers_api_gets_no_fallback_tags() {
     let sbom = image::sbom(&img.descriptor(), 1);
     let prov = provenance(&img.descriptor(), "builder");
     let sig = signature(&sbom.descriptor(), 3);
-    publish(&client, "app", &img.digest(), &[&sbom, &prov]);
-    publish(&client, "app", &sbom.digest(), &[&sig]);
+    client.publish_referrers("app", &img.digest(), &[&sbom, &prov]);
+    client.publish_referrers("app", &sbom.digest(), &[&sig]);
 
     let c = config(
         &plain(&[&src.host(), &api.host()]),
@@ -507,7 +498,7 @@ fn referrer_filters_choose_exactly_which_referrers_arrive() {
         &[("com.example.reviewed", "alice")],
     );
     let vex_doc = vex(&img.descriptor(), &[("com.example.team", "security")]);
-    publish(&client, "app", &img.digest(), &[&sbom, &prov, &vex_doc]);
+    client.publish_referrers("app", &img.digest(), &[&sbom, &prov, &vex_doc]);
 
     let entry = |repo: &str, filters: &str| {
         format!(
@@ -578,14 +569,9 @@ fn a_repository_sync_leaves_the_referrers_index_to_the_referrers_copy() {
     client.push("app", Some("1"), &img);
     let sbom = image::sbom(&img.descriptor(), 1);
     let vex_doc = vex(&img.descriptor(), &[]);
-    publish(&client, "app", &img.digest(), &[&sbom, &vex_doc]);
+    client.publish_referrers("app", &img.digest(), &[&sbom, &vex_doc]);
     let theirs = provenance(&img.descriptor(), "someone-else");
-    publish(
-        &RawClient::for_registry(&t),
-        "app",
-        &img.digest(),
-        &[&theirs],
-    );
+    RawClient::for_registry(&t).publish_referrers("app", &img.digest(), &[&theirs]);
 
     let c = config(
         &plain(&[&src.host(), &t.host()]),
@@ -622,8 +608,8 @@ fn referrer_loops_terminate_and_copy_each_referrer_once() {
     client.push("app", Some("1"), &img);
     let r1 = image::sbom(&img.descriptor(), 1);
     let r2 = signature(&r1.descriptor(), 4);
-    publish(&client, "app", &img.digest(), &[&r1]);
-    publish(&client, "app", &r1.digest(), &[&r2]);
+    client.publish_referrers("app", &img.digest(), &[&r1]);
+    client.publish_referrers("app", &r1.digest(), &[&r2]);
     // r2's fallback index lists its own subject r1, itself, and the image.
     client.push_manifest(
         "app",
@@ -687,7 +673,7 @@ fn digest_tags_follow_the_image_only_when_asked() {
     client.push("app", Some(&sig_tag), &sig_img);
     client.push("app", Some(&att_tag), &att_img);
     let sbom = image::sbom(&img.descriptor(), 1);
-    publish(&client, "app", &img.digest(), &[&sbom]);
+    client.publish_referrers("app", &img.digest(), &[&sbom]);
 
     let entry = |repo: &str, extra: &str| {
         format!(
@@ -901,16 +887,11 @@ fn concurrent_fallback_index_updates_lose_no_entry() {
     let attest = RawClient::for_registry(&b);
     let (first, second): (Vec<&Image>, Vec<&Image>) =
         (sboms[..6].iter().collect(), sboms[6..].iter().collect());
-    publish(&attest, "att1/app", &img.digest(), &first);
-    publish(&attest, "att2/app", &img.digest(), &second);
+    attest.publish_referrers("att1/app", &img.digest(), &first);
+    attest.publish_referrers("att2/app", &img.digest(), &second);
     // Someone else's referrer, known only to the target.
     let theirs = vex(&img.descriptor(), &[("com.example.owner", "someone-else")]);
-    publish(
-        &RawClient::for_registry(&t),
-        "app",
-        &img.digest(),
-        &[&theirs],
-    );
+    RawClient::for_registry(&t).publish_referrers("app", &img.digest(), &[&theirs]);
 
     let (b1, b2) = (
         format!("{}/att1/app", b.host()),
@@ -968,7 +949,7 @@ fn unchanged_images_still_get_new_referrers_unless_fast_check() {
     let client = RawClient::for_registry(&src);
     client.push("app", Some("1"), &img);
     let s1 = image::sbom(&img.descriptor(), 1);
-    publish(&client, "app", &img.digest(), &[&s1]);
+    client.publish_referrers("app", &img.digest(), &[&s1]);
     let cfg = |extra: &str| {
         config(
             &plain(&[&src.host(), &t.host()]),
@@ -985,7 +966,7 @@ fn unchanged_images_still_get_new_referrers_unless_fast_check() {
     assert_eq!(fallback(&t, "app", &img.digest()), vec![s1.digest()]);
 
     let s2 = image::sbom(&img.descriptor(), 2);
-    publish(&client, "app", &img.digest(), &[&s1, &s2]);
+    client.publish_referrers("app", &img.digest(), &[&s1, &s2]);
     let o = run(&["check", "--format", "json"], &c);
     assert_eq!(o.code, 3, "a missing referrer is drift:\n{}", o.all());
     let report: Value = serde_json::from_str(&o.stdout).unwrap();
@@ -1005,7 +986,7 @@ fn unchanged_images_still_get_new_referrers_unless_fast_check() {
     );
 
     let s3 = image::sbom(&img.descriptor(), 3);
-    publish(&client, "app", &img.digest(), &[&s1, &s2, &s3]);
+    client.publish_referrers("app", &img.digest(), &[&s1, &s2, &s3]);
     for fast in ["    fastCheck: true\n", "    fastCopy: true\n"] {
         let f = cfg(fast);
         let writes = t.writes();
@@ -1037,9 +1018,9 @@ fn referrers_survive_an_ocidir_hop() {
     let sbom = image::sbom(&idx.manifest.descriptor(), 1);
     let prov = provenance(&amd.descriptor(), "builder");
     let sig = signature(&sbom.descriptor(), 5);
-    publish(&client, "app", &idx.digest(), &[&sbom]);
-    publish(&client, "app", &amd.digest(), &[&prov]);
-    publish(&client, "app", &sbom.digest(), &[&sig]);
+    client.publish_referrers("app", &idx.digest(), &[&sbom]);
+    client.publish_referrers("app", &amd.digest(), &[&prov]);
+    client.publish_referrers("app", &sbom.digest(), &[&sig]);
     let expected = BTreeSet::from([
         edge(&idx.digest(), &sbom.digest()),
         edge(&amd.digest(), &prov.digest()),
@@ -1156,10 +1137,10 @@ fn a_no_op_resync_compares_referrers_indexes_by_digest_and_reads_none() {
     let child_sbom = image::sbom(&amd64.descriptor(), 2);
     let single_sbom = image::sbom(&single.descriptor(), 3);
     let sbom_sig = signature(&single_sbom.descriptor(), 4);
-    publish(&client, "app", &multi.digest(), &[&top_sbom]);
-    publish(&client, "app", &amd64.digest(), &[&child_sbom]);
-    publish(&client, "app", &single.digest(), &[&single_sbom]);
-    publish(&client, "app", &single_sbom.digest(), &[&sbom_sig]);
+    client.publish_referrers("app", &multi.digest(), &[&top_sbom]);
+    client.publish_referrers("app", &amd64.digest(), &[&child_sbom]);
+    client.publish_referrers("app", &single.digest(), &[&single_sbom]);
+    client.publish_referrers("app", &single_sbom.digest(), &[&sbom_sig]);
     let subjects = [
         multi.digest(),
         amd64.digest(),
@@ -1233,10 +1214,10 @@ fn a_no_op_resync_compares_referrers_indexes_by_digest_and_reads_none() {
     // A signature of the platform child's SBOM: found below the index, two levels down;
     // and an SBOM of a platform of the index that had no referrers at all.
     let child_sig = signature(&child_sbom.descriptor(), 5);
-    publish(&client, "app", &child_sbom.digest(), &[&child_sig]);
+    client.publish_referrers("app", &child_sbom.digest(), &[&child_sig]);
     let bare_arm = bare.child(&Platform::linux_arm64()).expect("arm64 child");
     let bare_sbom = image::sbom(&bare_arm.descriptor(), 6);
-    publish(&client, "app", &bare_arm.digest(), &[&bare_sbom]);
+    client.publish_referrers("app", &bare_arm.digest(), &[&bare_sbom]);
     let o = once_ok(&c);
     assert!(o.stdout.contains("2 referrers copied"), "{}", o.stdout);
     assert_eq!(
@@ -1279,8 +1260,8 @@ fn a_platform_entry_brings_the_platform_manifests_referrers() {
     let amd = multi.child(&Platform::linux_amd64()).expect("amd64 child");
     let arm_sbom = image::sbom(&arm.descriptor(), 1);
     let amd_sbom = image::sbom(&amd.descriptor(), 2);
-    publish(&client, "app", &arm.digest(), &[&arm_sbom]);
-    publish(&client, "app", &amd.digest(), &[&amd_sbom]);
+    client.publish_referrers("app", &arm.digest(), &[&arm_sbom]);
+    client.publish_referrers("app", &amd.digest(), &[&amd_sbom]);
     let c = config(
         &plain(&[&src.host(), &t.host()]),
         "",
