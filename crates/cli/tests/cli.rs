@@ -157,16 +157,7 @@ fn demo_layout_syncs_and_check_tells_drift_from_in_sync() {
     let root = regferry_testkit::workspace_root();
     let dir = regferry_testkit::temp_dir();
     let target = dir.path().join("layout");
-    let cfg = dir.path().join("demo.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "defaults: {{skipDockerConfig: true}}\nsync:\n- source: ocidir://{}\n  target: ocidir://{}\n  type: repository\n",
-            root.join("config/demo-layout").display(),
-            target.display()
-        ),
-    )
-    .unwrap();
+    let cfg = demo_config(dir.path());
     let o = run(regferry().args(["check", "-c"]).arg(&cfg));
     assert_eq!(o.code, 3, "drift is exit 3\n{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("missing (would copy)"), "{}", o.stdout);
@@ -265,14 +256,19 @@ fn example_configs_all_load() {
 
 /// A demo config copying the repository's demo layout into `dir/layout`.
 fn demo_config(dir: &Path) -> std::path::PathBuf {
-    let root = regferry_testkit::workspace_root();
-    let cfg = dir.join("demo.yaml");
+    let demo = regferry_testkit::workspace_root().join("config/demo-layout");
+    layout_config(dir, &demo, &dir.join("layout"))
+}
+
+/// `dir/c.yaml`: one `repository` entry from the layout `source` to the layout `target`.
+fn layout_config(dir: &Path, source: &Path, target: &Path) -> std::path::PathBuf {
+    let cfg = dir.join("c.yaml");
     std::fs::write(
         &cfg,
         format!(
             "defaults: {{skipDockerConfig: true}}\nsync:\n- source: ocidir://{}\n  target: ocidir://{}\n  type: repository\n",
-            root.join("config/demo-layout").display(),
-            dir.join("layout").display()
+            source.display(),
+            target.display()
         ),
     )
     .unwrap();
@@ -355,17 +351,8 @@ fn logs_carry_no_colour_codes_off_a_terminal() {
 #[test]
 fn a_missing_layout_source_is_a_failure_naming_its_path() {
     let dir = regferry_testkit::temp_dir();
-    let cfg = dir.path().join("c.yaml");
     let gone = dir.path().join("no-such-layout");
-    std::fs::write(
-        &cfg,
-        format!(
-            "defaults: {{skipDockerConfig: true}}\nsync:\n- source: ocidir://{}\n  target: ocidir://{}\n  type: repository\n",
-            gone.display(),
-            dir.path().join("out").display()
-        ),
-    )
-    .unwrap();
+    let cfg = layout_config(dir.path(), &gone, &dir.path().join("out"));
     for cmd in ["check", "once"] {
         let o = run(regferry().args([cmd, "-c"]).arg(&cfg));
         assert_eq!(o.code, 1, "{cmd}: {}{}", o.stdout, o.stderr);
