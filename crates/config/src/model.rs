@@ -71,6 +71,8 @@ pub struct Globals {
 /// send and how long they may take, under `defaults` for every registry and in a `creds`
 /// entry for one (which wins, key by key). A key not set keeps its default; the graph keys
 /// (`indexDepth`, `manifestsPerImage`, `referrersPerImage`) are set under `defaults` only.
+/// Sizes and counts are what this machine can hold: a larger value written is read as the
+/// largest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitSettings {
     /// `connectTimeout`: to open a connection (TCP and TLS).
@@ -85,24 +87,24 @@ pub struct LimitSettings {
     /// `idleTimeout` window.
     pub min_speed: Option<u64>,
     /// `tokenSize`: the largest token answer, in bytes.
-    pub token_size: Option<u64>,
+    pub token_size: Option<usize>,
     /// `manifestSize`: the largest manifest, in bytes.
-    pub manifest_size: Option<u64>,
+    pub manifest_size: Option<usize>,
     /// `pageSize`: the largest page of a listing, in bytes.
-    pub page_size: Option<u64>,
+    pub page_size: Option<usize>,
     /// `listingSize`: the largest listing, all its pages together, in bytes.
-    pub listing_size: Option<u64>,
+    pub listing_size: Option<usize>,
     /// `pages`: the most pages in one listing.
-    pub pages: Option<u64>,
+    pub pages: Option<usize>,
     /// `names`: the most names in one listing.
-    pub names: Option<u64>,
+    pub names: Option<usize>,
     /// `indexDepth`: the deepest index nesting.
-    pub index_depth: Option<u64>,
+    pub index_depth: Option<usize>,
     /// `manifestsPerImage`: the most child manifests read for one image.
-    pub manifests_per_image: Option<u64>,
+    pub manifests_per_image: Option<usize>,
     /// `referrersPerImage`: the most referrers read for one image, all subjects and levels
     /// together.
-    pub referrers_per_image: Option<u64>,
+    pub referrers_per_image: Option<usize>,
 }
 
 impl LimitSettings {
@@ -128,19 +130,17 @@ impl LimitSettings {
 
     /// The registry client's bounds: its defaults, with the keys set here.
     pub fn client_limits(&self, mut l: Limits) -> Limits {
-        let size =
-            |v: Option<u64>, d: usize| v.map_or(d, |v| usize::try_from(v).unwrap_or(usize::MAX));
         l.connect_timeout = self.connect_timeout.unwrap_or(l.connect_timeout);
         l.response_timeout = self.response_timeout.unwrap_or(l.response_timeout);
         l.idle_timeout = self.idle_timeout.unwrap_or(l.idle_timeout);
         l.request_deadline = self.request_timeout.unwrap_or(l.request_deadline);
         l.min_speed = self.min_speed.unwrap_or(l.min_speed);
-        l.token_bytes = size(self.token_size, l.token_bytes);
-        l.manifest_bytes = size(self.manifest_size, l.manifest_bytes);
-        l.page_bytes = size(self.page_size, l.page_bytes);
-        l.listing_bytes = size(self.listing_size, l.listing_bytes);
-        l.pages = size(self.pages, l.pages);
-        l.names = size(self.names, l.names);
+        l.token_bytes = self.token_size.unwrap_or(l.token_bytes);
+        l.manifest_bytes = self.manifest_size.unwrap_or(l.manifest_bytes);
+        l.page_bytes = self.page_size.unwrap_or(l.page_bytes);
+        l.listing_bytes = self.listing_size.unwrap_or(l.listing_bytes);
+        l.pages = self.pages.unwrap_or(l.pages);
+        l.names = self.names.unwrap_or(l.names);
         l
     }
 }

@@ -73,23 +73,23 @@ struct LimitsView {
     #[serde(skip_serializing_if = "Option::is_none")]
     min_speed: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    token_size: Option<u64>,
+    token_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    manifest_size: Option<u64>,
+    manifest_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    page_size: Option<u64>,
+    page_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    listing_size: Option<u64>,
+    listing_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pages: Option<u64>,
+    pages: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    names: Option<u64>,
+    names: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    index_depth: Option<u64>,
+    index_depth: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    manifests_per_image: Option<u64>,
+    manifests_per_image: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    referrers_per_image: Option<u64>,
+    referrers_per_image: Option<usize>,
 }
 
 fn limits_view(l: &LimitSettings) -> Option<LimitsView> {

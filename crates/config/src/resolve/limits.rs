@@ -67,8 +67,10 @@ pub(super) fn resolve_limits(
     };
     const SIZE: &str = "a size in bytes (a number, or one with a unit: KiB, MiB, GiB, KB, MB, GB)";
     const COUNT: &str = "a whole number";
-    let size = |field, v| number(field, v, parse_size, SIZE);
-    let count = |field, v| number(field, v, |t| t.parse().ok(), COUNT);
+    // Sizes and counts bound what is held in memory: as `usize`, saturating.
+    let in_memory = |v: Option<u64>| v.map(|v| usize::try_from(v).unwrap_or(usize::MAX));
+    let size = |field, v| number(field, v, parse_size, SIZE).map(in_memory);
+    let count = |field, v| number(field, v, |t| t.parse().ok(), COUNT).map(in_memory);
     if at == LimitsAt::Host {
         for (field, v) in [
             ("indexDepth", &l.index_depth),
@@ -92,7 +94,7 @@ pub(super) fn resolve_limits(
         response_timeout: duration("responseTimeout", &l.response_timeout)?,
         idle_timeout: duration("idleTimeout", &l.idle_timeout)?,
         request_timeout: duration("requestTimeout", &l.request_timeout)?,
-        min_speed: size("minSpeed", &l.min_speed)?,
+        min_speed: number("minSpeed", &l.min_speed, parse_size, SIZE)?,
         token_size: size("tokenSize", &l.token_size)?,
         manifest_size: size("manifestSize", &l.manifest_size)?,
         page_size: size("pageSize", &l.page_size)?,

@@ -194,12 +194,10 @@ impl Engine {
     pub(crate) fn graph_limits(&self) -> GraphLimits {
         let l = &self.config.globals.limits;
         let d = GraphLimits::default();
-        let count =
-            |v: Option<u64>, d: usize| v.map_or(d, |v| usize::try_from(v).unwrap_or(usize::MAX));
         GraphLimits {
-            index_depth: count(l.index_depth, d.index_depth),
-            manifests: count(l.manifests_per_image, d.manifests),
-            referrers: count(l.referrers_per_image, d.referrers),
+            index_depth: l.index_depth.unwrap_or(d.index_depth),
+            manifests: l.manifests_per_image.unwrap_or(d.manifests),
+            referrers: l.referrers_per_image.unwrap_or(d.referrers),
         }
     }
 
