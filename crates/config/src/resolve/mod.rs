@@ -1,6 +1,6 @@
 //! Raw structs → [`Config`]: defaults inherited exactly as regsync's `syncSetDefaults`,
 //! templates expanded, every value parsed and checked. All errors name their place.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -145,14 +145,15 @@ impl Ctx<'_> {
     /// Gives each warning without a line the position of the key it names (for unknown
     /// keys, the key's path as `unknown_keys` lists it by warning index).
     fn place_warnings(&mut self, unknown_keys: &[(usize, String)]) {
-        let mut at: Vec<&mut Position> = self.warnings.iter_mut().map(|w| &mut w.at).collect();
-        let mut explicit = Vec::new();
-        for (i, path) in unknown_keys.iter().rev() {
-            if *i < at.len() {
-                explicit.push((at.swap_remove(*i), path.clone()));
+        let paths: HashMap<usize, &String> = unknown_keys.iter().map(|(i, p)| (*i, p)).collect();
+        let (mut explicit, mut rest) = (Vec::new(), Vec::new());
+        for (i, w) in self.warnings.iter_mut().enumerate() {
+            match paths.get(&i) {
+                Some(path) => explicit.push((&mut w.at, (*path).clone())),
+                None => rest.push(&mut w.at),
             }
         }
-        place_at(self.text, explicit, at);
+        place_at(self.text, explicit, rest);
     }
 
     /// Expands a template; `sync` becomes `.Sync` (regsync passes the entry as `.Sync`).
