@@ -133,6 +133,14 @@ impl TokenIssuer {
         Self::start_with(TokenOptions::default())
     }
 
+    /// An issuer that knows one user, otherwise with [`TokenOptions::default`].
+    pub fn for_user(user: &str, pass: &str) -> Self {
+        Self::start_with(TokenOptions {
+            users: vec![TokenUser::new(user, pass)],
+            ..TokenOptions::default()
+        })
+    }
+
     /// An issuer with these options.
     pub fn start_with(opts: TokenOptions) -> Self {
         let dir = crate::temp_dir();

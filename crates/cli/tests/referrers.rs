@@ -13,8 +13,8 @@ use regferry_testkit::image::{
 };
 use regferry_testkit::{
     Action, Auth, Content, FaultProxy, RawClient, ReferrersApi, RegistryOptions, Rule,
-    TestRegistry, TokenIssuer, TokenOptions, TokenUser, assert_same_manifests, skopeo_digest,
-    skopeo_inspect_raw, skopeo_list_tags,
+    TestRegistry, TokenIssuer, assert_same_manifests, skopeo_digest, skopeo_inspect_raw,
+    skopeo_list_tags,
 };
 use serde_json::Value;
 
@@ -227,10 +227,7 @@ fn signature(subject: &image::Descriptor, seed: u8) -> Image {
 #[test]
 fn attestations_from_a_separate_registry_arrive_under_every_subject() {
     let a = TestRegistry::start_with(htpasswd("alice", "alice-pw"));
-    let issuer = TokenIssuer::start_with(TokenOptions {
-        users: vec![TokenUser::new("bob", "bob-pw")],
-        ..TokenOptions::default()
-    });
+    let issuer = TokenIssuer::for_user("bob", "bob-pw");
     let b = TestRegistry::start_with(RegistryOptions {
         auth: Auth::Token { issuer: &issuer },
         ..RegistryOptions::default()

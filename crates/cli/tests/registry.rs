@@ -4,8 +4,7 @@ use regferry_testkit::cli::{ConfigFile, RunOutput, registry_config, run_regferry
 use regferry_testkit::image::{self, ImageBuilder, Platform};
 use regferry_testkit::{
     Action, Auth, Content, FaultProxy, RawClient, RegistryOptions, Rule, TestRegistry, TokenIssuer,
-    TokenOptions, TokenUser, oci_client_manifest, skopeo_digest, skopeo_inspect_raw,
-    skopeo_list_tags,
+    oci_client_manifest, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_regferry");
@@ -542,10 +541,7 @@ fn basic_and_token_auth() {
         },
         ..RegistryOptions::default()
     });
-    let issuer = TokenIssuer::start_with(TokenOptions {
-        users: vec![TokenUser::new("bob", "s3cret-bob")],
-        ..TokenOptions::default()
-    });
+    let issuer = TokenIssuer::for_user("bob", "s3cret-bob");
     let dst = TestRegistry::start_with(RegistryOptions {
         auth: Auth::Token { issuer: &issuer },
         ..RegistryOptions::default()
@@ -811,10 +807,7 @@ fn abort_on_error_stops_the_run_and_without_it_the_rest_goes_on() {
 /// in all).
 #[test]
 fn repo_auth_keeps_a_challenge_per_repository() {
-    let issuer = TokenIssuer::start_with(TokenOptions {
-        users: vec![TokenUser::new("bob", "bob-pw")],
-        ..TokenOptions::default()
-    });
+    let issuer = TokenIssuer::for_user("bob", "bob-pw");
     let src = TestRegistry::start_with(RegistryOptions {
         auth: Auth::Token { issuer: &issuer },
         ..RegistryOptions::default()

@@ -5,7 +5,7 @@ use regferry_testkit::cli::{ConfigFile, RunOutput, run_regferry, yaml_block};
 use regferry_testkit::image::{self, Index};
 use regferry_testkit::{
     Auth, HostileServer, RawClient, RegistryOptions, Reply, TestCa, TestRegistry, Tls, TokenIssuer,
-    TokenOptions, TokenUser, assert_same_manifests, skopeo_digest,
+    assert_same_manifests, skopeo_digest,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_regferry");
@@ -247,10 +247,7 @@ fn a_bad_client_key_is_refused_naming_tls_and_the_registry() {
 #[test]
 fn credentials_never_go_to_a_plain_http_token_realm_under_an_https_registry() {
     let (src, _) = source();
-    let issuer = TokenIssuer::start_with(TokenOptions {
-        users: vec![TokenUser::new("bob", "s3cret-bob")],
-        ..TokenOptions::default()
-    });
+    let issuer = TokenIssuer::for_user("bob", "s3cret-bob");
     let realm = HostileServer::start(|_, _| Reply::json(&serde_json::json!({"token": "t"})));
     let realm_url = format!("{}/token", realm.url());
     let dst = TestRegistry::start_with(RegistryOptions {
@@ -281,10 +278,7 @@ fn credentials_never_go_to_a_plain_http_token_realm_under_an_https_registry() {
 #[test]
 fn the_client_certificate_is_never_presented_to_another_host() {
     let (src, _) = source();
-    let issuer = TokenIssuer::start_with(TokenOptions {
-        users: vec![TokenUser::new("bob", "s3cret-bob")],
-        ..TokenOptions::default()
-    });
+    let issuer = TokenIssuer::for_user("bob", "s3cret-bob");
     let other = start(Tls::Mutual);
     let realm = format!("https://{}/token", other.host());
     let dst = TestRegistry::start_with(RegistryOptions {
