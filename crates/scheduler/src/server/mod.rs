@@ -1,14 +1,17 @@
 //! `regferry server`: each entry on its `interval` or `schedule`, after a first pass that
 //! copies missing tags (regsync's behaviour); manual and webhook triggers; a graceful stop.
 //!
-//! One task per scheduled entry runs it whenever its schedule fires or a trigger arrives.
-//! A run never overlaps another run of the same entry: ticks that pass during a run are
-//! skipped and counted, and triggers that arrive meanwhile collapse into one more run.
+//! One timetable holds every scheduled entry's next run time; a task exists only while an
+//! entry runs. A run never overlaps another run of the same entry, also across a reload:
+//! ticks that pass during a run are skipped and counted, and triggers that arrive meanwhile
+//! collapse into one more run.
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use regferry_config::schedule::Schedule;
 use regferry_config::{Endpoint, SyncEntry, SyncKind, Trigger};
 use regferry_registry::Reference;
@@ -19,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, Mode, Only, RunOptions};
 use crate::metrics::Metrics;
 use crate::shard::{owner, owns, repository_key};
+
+mod timetable;
+use timetable::{Finished, Timetable};
 
 /// Wall-clock time, injectable so that schedule tests can run on paused tokio time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -132,13 +138,6 @@ pub struct Outcome {
     pub cancelled_in_flight: bool,
 }
 
-struct EntryTask {
-    name: String,
-    tx: mpsc::Sender<Only>,
-    /// Shared with the entry's loop: one copy of each entry, however many hold it.
-    entry: Arc<SyncEntry>,
-}
-
 fn schedule_of(entry: &SyncEntry) -> Option<Schedule> {
     match &entry.trigger {
         Some(Trigger::Schedule(s)) => Some(s.clone()),
@@ -157,10 +156,7 @@ fn jitter(name: &str, max: Duration, schedule: &Schedule) -> Duration {
     if ms == 0 {
         return Duration::ZERO;
     }
-    let h = name.bytes().fold(0x811c_9dc5u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0193)
-    });
-    Duration::from_millis(h % ms)
+    Duration::from_millis(regferry_registry::hash::fnv1a(name.as_bytes()) % ms)
 }
 
 /// For a sharded replica: the replicas (of `count`) whose scheduled entries a push of
@@ -191,19 +187,24 @@ pub fn push_owners(
     out
 }
 
-/// The entries of a configuration this replica runs: with a shard, the entries it owns,
-/// plus every `type: registry` entry (whose repositories are split instead).
-fn my_entries(engine: &Engine, shard: Option<(u32, u32)>) -> (Vec<SyncEntry>, Vec<SyncEntry>) {
-    engine
-        .config()
-        .sync
-        .iter()
-        .filter(|e| match shard {
-            Some((i, n)) => e.kind == SyncKind::Registry || owns(&e.name, i, n),
+/// The entries of a configuration this replica runs, as indices into its `sync` list,
+/// scheduled and unscheduled: with a shard, the entries it owns, plus every
+/// `type: registry` entry (whose repositories are split instead). Indices, not copies: a
+/// server of thousands of entries holds each entry once, in its configuration.
+fn my_entries(engine: &Engine, shard: Option<(u32, u32)>) -> (Vec<u32>, Vec<u32>) {
+    let (mut scheduled, mut unscheduled) = (Vec::new(), Vec::new());
+    for (i, e) in engine.config().sync.iter().enumerate() {
+        let mine = match shard {
+            Some((k, n)) => e.kind == SyncKind::Registry || owns(&e.name, k, n),
             None => true,
-        })
-        .cloned()
-        .partition(|e| e.trigger.is_some())
+        };
+        match (mine, e.trigger.is_some()) {
+            (false, _) => {}
+            (true, true) => scheduled.push(i as u32),
+            (true, false) => unscheduled.push(i as u32),
+        }
+    }
+    (scheduled, unscheduled)
 }
 
 /// Runs the server until `cancel` fires (or, with `abort_on_error`, a run fails).
@@ -220,10 +221,8 @@ pub async fn serve(
     current: watch::Sender<Arc<Engine>>,
 ) -> Outcome {
     let (scheduled, unscheduled) = my_entries(&engine, opts.shard);
-    for e in &unscheduled {
-        tracing::warn!(entry = %e.name, source = %e.source, "Entry has no interval or schedule; the server does not run it");
-    }
-    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    warn_unscheduled(&engine, &unscheduled);
+    let failed = Arc::new(AtomicU64::new(0));
     let stop_all = cancel.child_token();
     let mut engines = vec![engine.clone()];
 
@@ -236,7 +235,7 @@ pub async fn serve(
         // A bounded number of entries at a time (the engine runs no more at once anyway):
         // a task per entry of a file of thousands would hold them all from the start.
         let in_flight = engine.entry_slots();
-        for e in scheduled.clone() {
+        for &i in &scheduled {
             while first.len() >= in_flight && !stop_all.is_cancelled() {
                 tokio::select! {
                     _ = first.join_next() => {}
@@ -255,17 +254,19 @@ pub async fn serve(
             );
             let abort_on_error = opts.abort_on_error;
             first.spawn(async move {
+                let e = &engine.config().sync[i as usize];
+                let missing = Mode::Copy { missing_only: true };
                 let ok = Box::pin(run_once(
                     &engine,
                     &metrics,
                     &*clock,
-                    &e,
-                    Mode::Copy { missing_only: true },
+                    e,
+                    missing,
                     &Only::default(),
                 ))
                 .await;
                 if !ok {
-                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    failed.fetch_add(1, Ordering::Relaxed);
                     if abort_on_error {
                         stop_all.cancel();
                     }
@@ -285,71 +286,119 @@ pub async fn serve(
     let _ = ready.send(true);
     tracing::info!(entries = scheduled.len(), "Scheduling entries");
 
-    let mut tasks = JoinSet::new();
-    let mut generation = stop_all.child_token();
-    let mut handles = spawn_loops(
-        &mut tasks,
-        &engine,
-        &metrics,
-        &clock,
-        &opts,
-        scheduled,
-        &generation,
-        &stop_all,
-        &failed,
-    );
-    // From here `engines` and the loops hold it, so a reload can let it go.
-    drop(engine);
+    let mut engine = engine;
+    let mut generation = 0u64;
+    let mut table = timetable(&engine, &scheduled, &opts, clock.now());
+    drop(scheduled);
+    let mut runner = Runner {
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        failed: failed.clone(),
+        stop_all: stop_all.clone(),
+        abort_on_error: opts.abort_on_error,
+        runs: JoinSet::new(),
+    };
 
     loop {
+        let wake = table
+            .next_due()
+            .map(|t| (t - clock.now()).to_std().unwrap_or_default());
         tokio::select! {
             () = stop_all.cancelled() => break,
-            // Reap loops of earlier configurations as they finish.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = runner.runs.join_next(), if !runner.runs.is_empty() => {
+                let Ok(done) = done else { continue };
+                // A run of an earlier configuration: the entry of the same name, if any,
+                // waited for it.
+                let slot = if done.generation == generation {
+                    Some(done.slot)
+                } else {
+                    table.entries().find(|&(s, i)| {
+                        table.is_inherited(s) && engine.config().sync[i as usize].name == done.name
+                    }).map(|(s, _)| s)
+                };
+                let Some(slot) = slot else { continue };
+                let i = table.entry(slot);
+                let e = &engine.config().sync[i as usize];
+                let Some(schedule) = schedule_of(e) else { continue };
+                let Finished { missed, again } = table.finished(slot, &schedule, clock.now());
+                if missed > 0 {
+                    tracing::warn!(entry = %e.name, skipped = missed, "Skipped schedule ticks while the entry was still running");
+                    metrics.skipped_ticks(&e.name, missed);
+                }
+                if let Some(only) = again {
+                    runner.start(&engine, generation, slot, i, only);
+                }
+            }
+            () = sleep_for(wake) => {
+                let now = clock.now();
+                while let Some(slot) = table.pop_due(now) {
+                    runner.start(&engine, generation, slot, table.entry(slot), Only::default());
+                }
+            }
             req = requests.recv() => match req {
                 Some(Request::Sync { entry, reply }) => {
-                    let found = handles.iter().find(|h| h.name == entry);
-                    if let Some(h) = found {
-                        // A full channel means a run is already pending: debounced.
-                        let _ = h.tx.try_send(Only::default());
+                    let found = table
+                        .entries()
+                        .find(|&(_, i)| engine.config().sync[i as usize].name == entry);
+                    if let Some((slot, i)) = found
+                        && let Some(only) = table.trigger(slot, Only::default())
+                    {
+                        runner.start(&engine, generation, slot, i, only);
                     }
                     let _ = reply.send(found.is_some());
                 }
                 Some(Request::Push { repository, tag, reply }) => {
                     let mut started = Vec::new();
-                    for h in &handles {
-                        let Some(only) = push_matches(&h.entry, &repository, tag.as_deref()) else {
-                            continue;
-                        };
-                        // A registry entry runs on every replica; the pushed repository
-                        // belongs to one of them.
-                        if let (Some((i, n)), Some(repo)) = (opts.shard, &only.repository)
-                            && !owns(&repository_key(&h.entry.name, repo), i, n)
-                        {
-                            continue;
+                    let matching: Vec<(usize, u32, Only)> = table
+                        .entries()
+                        .filter_map(|(slot, i)| {
+                            let e = &engine.config().sync[i as usize];
+                            let only = push_matches(e, &repository, tag.as_deref())?;
+                            // A registry entry runs on every replica; the pushed repository
+                            // belongs to one of them.
+                            if let (Some((k, n)), Some(repo)) = (opts.shard, &only.repository)
+                                && !owns(&repository_key(&e.name, repo), k, n)
+                            {
+                                return None;
+                            }
+                            Some((slot, i, only))
+                        })
+                        .collect();
+                    for (slot, i, only) in matching {
+                        started.push(engine.config().sync[i as usize].name.clone());
+                        if let Some(only) = table.trigger(slot, only) {
+                            runner.start(&engine, generation, slot, i, only);
                         }
-                        let _ = h.tx.try_send(only);
-                        started.push(h.name.clone());
                     }
                     let _ = reply.send(started);
                 }
                 Some(Request::Reload(Reload { engine: new, reply })) => {
                     let (scheduled, unscheduled) = my_entries(&new, opts.shard);
-                    for e in &unscheduled {
-                        tracing::warn!(entry = %e.name, source = %e.source, "Entry has no interval or schedule; the server does not run it");
-                    }
-                    let old_names: Vec<String> = handles.iter().map(|h| h.name.clone()).collect();
-                    // The old loops finish the run they are in, then end.
-                    generation.cancel();
-                    generation = stop_all.child_token();
+                    warn_unscheduled(&new, &unscheduled);
                     let count = scheduled.len();
-                    handles = spawn_loops(&mut tasks, &new, &metrics, &clock, &opts, scheduled, &generation, &stop_all, &failed);
-                    for h in &handles {
-                        if !old_names.contains(&h.name) {
-                            let _ = h.tx.try_send(Only::default());
+                    let mut next = timetable(&new, &scheduled, &opts, clock.now());
+                    // Entries still running under the old configuration finish that run
+                    // first; new names run at once.
+                    let name = |engine: &Engine, i: u32| engine.config().sync[i as usize].name.clone();
+                    let old: std::collections::HashSet<String> =
+                        table.entries().map(|(_, i)| name(&engine, i)).collect();
+                    let busy: std::collections::HashSet<String> =
+                        table.busy().map(|s| name(&engine, table.entry(s))).collect();
+                    let slots: Vec<(usize, u32)> = next.entries().collect();
+                    generation += 1;
+                    for (slot, i) in slots {
+                        let n = &new.config().sync[i as usize].name;
+                        if busy.contains(n) {
+                            next.inherit(slot);
+                        } else if !old.contains(n)
+                            && let Some(only) = next.trigger(slot, Only::default())
+                        {
+                            runner.start(&new, generation, slot, i, only);
                         }
                     }
-                    // Engines whose loops have all ended are dropped; a server reloaded
+                    table = next;
+                    engine = new.clone();
+                    // Engines whose runs have all ended are dropped; a server reloaded
                     // every few minutes would otherwise keep every configuration it had.
                     engines.retain(|e| Arc::strong_count(e) > 1);
                     engines.push(new.clone());
@@ -361,68 +410,115 @@ pub async fn serve(
             },
         }
     }
-    shutdown(&engines, tasks, opts.grace, &failed).await
+    shutdown(&engines, runner.runs, opts.grace, &failed).await
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn_loops(
-    tasks: &mut JoinSet<()>,
-    engine: &Arc<Engine>,
-    metrics: &Arc<Metrics>,
-    clock: &Arc<dyn Clock>,
+fn warn_unscheduled(engine: &Engine, unscheduled: &[u32]) {
+    for &i in unscheduled {
+        let e = &engine.config().sync[i as usize];
+        tracing::warn!(entry = %e.name, source = %e.source, "Entry has no interval or schedule; the server does not run it");
+    }
+}
+
+/// The timetable of a configuration's scheduled entries, from `now`.
+fn timetable(
+    engine: &Engine,
+    scheduled: &[u32],
     opts: &ServerOptions,
-    scheduled: Vec<SyncEntry>,
-    generation: &CancellationToken,
-    stop_all: &CancellationToken,
-    failed: &Arc<std::sync::atomic::AtomicU64>,
-) -> Vec<EntryTask> {
-    let mut handles = Vec::new();
-    for e in scheduled {
-        let Some(schedule) = schedule_of(&e) else {
+    now: DateTime<Utc>,
+) -> Timetable {
+    let mut table = Timetable::default();
+    for &i in scheduled {
+        let e = &engine.config().sync[i as usize];
+        let Some(schedule) = schedule_of(e) else {
             continue;
         };
-        let e = Arc::new(e);
-        // Room for a burst of pushes during a run; they are merged into one run after it.
-        let (tx, rx) = mpsc::channel(16);
-        handles.push(EntryTask {
-            name: e.name.clone(),
-            tx,
-            entry: e.clone(),
-        });
         let offset = jitter(&e.name, opts.max_jitter, &schedule);
-        let (engine, metrics, clock, failed) = (
-            engine.clone(),
-            metrics.clone(),
-            clock.clone(),
-            failed.clone(),
-        );
-        let (generation, stop_all) = (generation.clone(), stop_all.clone());
-        let abort_on_error = opts.abort_on_error;
-        tasks.spawn(async move {
-            entry_loop(
-                &engine,
-                &metrics,
-                &*clock,
-                &e,
-                schedule,
-                offset,
-                rx,
-                &generation,
-                &stop_all,
-                abort_on_error,
-                &failed,
-            )
-            .await;
-        });
+        if !table.add(i, &schedule, offset, now) {
+            tracing::warn!(entry = %e.name, schedule = %schedule, "Schedule never fires; the entry runs only when triggered");
+        }
     }
-    handles
+    table
 }
 
-async fn shutdown(
+/// Sleeps for `wait`, or forever without one.
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A finished scheduled run: which slot of which configuration.
+struct RunDone {
+    generation: u64,
+    slot: usize,
+    /// The entry's name, to find its slot after a reload.
+    name: String,
+}
+
+/// Starts the scheduled runs, each in a task of its own while it runs.
+struct Runner {
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    failed: Arc<AtomicU64>,
+    stop_all: CancellationToken,
+    abort_on_error: bool,
+    runs: JoinSet<RunDone>,
+}
+
+impl Runner {
+    fn start(
+        &mut self,
+        engine: &Arc<Engine>,
+        generation: u64,
+        slot: usize,
+        entry: u32,
+        only: Only,
+    ) {
+        let (engine, metrics, clock, failed, stop_all) = (
+            engine.clone(),
+            self.metrics.clone(),
+            self.clock.clone(),
+            self.failed.clone(),
+            self.stop_all.clone(),
+        );
+        let abort_on_error = self.abort_on_error;
+        self.runs.spawn(async move {
+            let e = &engine.config().sync[entry as usize];
+            let full = Mode::Copy {
+                missing_only: false,
+            };
+            // A panic in a run counts as a failed run; the entry stays scheduled.
+            let ok = AssertUnwindSafe(Box::pin(run_once(
+                &engine, &metrics, &*clock, e, full, &only,
+            )))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(entry = %e.name, "Run panicked");
+                false
+            });
+            if !ok {
+                failed.fetch_add(1, Ordering::Relaxed);
+                if abort_on_error {
+                    stop_all.cancel();
+                }
+            }
+            RunDone {
+                generation,
+                slot,
+                name: e.name.clone(),
+            }
+        });
+    }
+}
+
+async fn shutdown<T: 'static>(
     engines: &[Arc<Engine>],
-    mut tasks: JoinSet<()>,
+    mut tasks: JoinSet<T>,
     grace: Duration,
-    failed: &std::sync::atomic::AtomicU64,
+    failed: &AtomicU64,
 ) -> Outcome {
     tracing::info!(grace = %regferry_config::duration::format_go_duration(grace), "Stopping: no new images start; waiting for copies in flight");
     for e in engines {
@@ -444,113 +540,9 @@ async fn shutdown(
         }
     }
     Outcome {
-        failed_runs: failed.load(std::sync::atomic::Ordering::Relaxed),
+        failed_runs: failed.load(Ordering::Relaxed),
         cancelled_in_flight: cancelled,
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn entry_loop(
-    engine: &Engine,
-    metrics: &Metrics,
-    clock: &dyn Clock,
-    entry: &SyncEntry,
-    schedule: Schedule,
-    offset: Duration,
-    mut rx: mpsc::Receiver<Only>,
-    generation: &CancellationToken,
-    stop_all: &CancellationToken,
-    abort_on_error: bool,
-    failed: &std::sync::atomic::AtomicU64,
-) {
-    schedule_loop(
-        clock,
-        &schedule,
-        offset,
-        &mut rx,
-        generation,
-        |only| async move {
-            // Boxed: an idle entry's loop then holds no room for a run's state.
-            let ok = Box::pin(run_once(engine, metrics, clock, entry, Mode::Copy { missing_only: false }, &only)).await;
-            if !ok {
-                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if abort_on_error {
-                    stop_all.cancel();
-                    return false;
-                }
-            }
-            true
-        },
-        |missed| {
-            tracing::warn!(entry = %entry.name, skipped = missed, "Skipped schedule ticks while the entry was still running");
-            metrics.skipped_ticks(&entry.name, missed);
-        },
-    )
-    .await;
-}
-
-/// Fires `run` on each tick of `schedule` (shifted by `offset`) and on each request from
-/// `rx`, never two runs at once. Ticks that pass during a run are reported to `skipped`
-/// and dropped. Ends when `stop` fires, `rx` closes, or `run` returns false.
-pub(crate) async fn schedule_loop<F, Fut>(
-    clock: &dyn Clock,
-    schedule: &Schedule,
-    offset: Duration,
-    rx: &mut mpsc::Receiver<Only>,
-    stop: &CancellationToken,
-    mut run: F,
-    mut skipped: impl FnMut(u64),
-) where
-    F: FnMut(Only) -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let offset_c = chrono::Duration::from_std(offset).unwrap_or_default();
-    let next_fire =
-        |after: DateTime<Utc>| schedule.next_after(after - offset_c).map(|t| t + offset_c);
-    let Some(mut next) = next_fire(clock.now()) else {
-        tracing::warn!(schedule = %schedule, "Schedule never fires");
-        return;
-    };
-    loop {
-        let wait = (next - clock.now()).to_std().unwrap_or_default();
-        let (only, from_tick) = tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => (Only::default(), true),
-            r = rx.recv() => match r {
-                Some(only) => (drain_and_merge(only, rx), false),
-                None => return,
-            },
-        };
-        if !run(only).await {
-            return;
-        }
-        let now = clock.now();
-        if from_tick {
-            let Some(t) = next_fire(next) else { return };
-            next = t;
-        }
-        let mut missed = 0u64;
-        while next <= now {
-            missed += 1;
-            let Some(t) = next_fire(next) else { return };
-            next = t;
-        }
-        if missed > 0 {
-            skipped(missed);
-        }
-    }
-}
-
-/// Merges every trigger already waiting into `first`: the same request once, different
-/// ones into a full run, so no pushed tag is lost and a burst costs one run.
-fn drain_and_merge(first: Only, rx: &mut mpsc::Receiver<Only>) -> Only {
-    let mut merged = first;
-    while let Ok(next) = rx.try_recv() {
-        if next != merged {
-            merged = Only::default();
-        }
-    }
-    merged
 }
 
 /// Runs an entry once and records it; returns whether it had no failure.

@@ -1,62 +1,94 @@
-//! The scheduler's loops, with a paused clock; ownership and webhook matching.
+//! The server's timetable, driven as its loop drives it; ownership and webhook matching.
+use super::timetable::{Finished, Timetable};
 use super::*;
-use std::sync::Mutex;
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-/// Runs `schedule_loop` on paused time for `span`, with runs taking `run_time`; returns
-/// the clock times of the runs and the skipped-tick count.
-async fn simulate(
+/// Drives a one-entry timetable from `start` for `span`, as the server's loop does: runs
+/// take `run_time` (a run started before the end finishes), and `triggers` arrive at their
+/// offsets from the start. Returns when each run started and what it ran, and the count
+/// of skipped ticks.
+fn simulate_with(
+    schedule: &str,
+    start: &str,
+    span: Duration,
+    run_time: Duration,
+    offset: Duration,
+    triggers: &[(u64, Only)],
+) -> (Vec<(DateTime<Utc>, Only)>, u64) {
+    let schedule = Schedule::parse(schedule).unwrap();
+    let start = utc(start);
+    let end = start + chrono::Duration::from_std(span).unwrap();
+    let run_time = chrono::Duration::from_std(run_time).unwrap();
+    let mut table = Timetable::default();
+    assert!(table.add(0, &schedule, offset, start));
+    let mut triggers = triggers.iter().peekable();
+    let (mut runs, mut skipped, mut running_until) = (Vec::new(), 0, None);
+    loop {
+        let trigger = triggers
+            .peek()
+            .map(|(s, _)| start + chrono::Duration::seconds(*s as i64));
+        let tick = table.next_due();
+        let Some(now) = [running_until, trigger, tick].into_iter().flatten().min() else {
+            break;
+        };
+        if running_until == Some(now) {
+            running_until = None;
+            let f = table.finished(0, &schedule, now);
+            skipped += f.missed;
+            if let Some(only) = f.again {
+                runs.push((now, only));
+                running_until = Some(now + run_time);
+            }
+            continue;
+        }
+        if now > end {
+            break;
+        }
+        if trigger == Some(now) {
+            let (_, only) = triggers.next().unwrap();
+            if let Some(only) = table.trigger(0, only.clone()) {
+                runs.push((now, only));
+                running_until = Some(now + run_time);
+            }
+            continue;
+        }
+        assert_eq!(table.pop_due(now), Some(0));
+        runs.push((now, Only::default()));
+        running_until = Some(now + run_time);
+    }
+    (runs, skipped)
+}
+
+fn simulate(
     schedule: &str,
     start: &str,
     span: Duration,
     run_time: Duration,
     offset: Duration,
 ) -> (Vec<DateTime<Utc>>, u64) {
-    let clock = TokioClock::starting_at(utc(start));
-    let schedule = Schedule::parse(schedule).unwrap();
-    let (_tx, mut rx) = mpsc::channel(1);
-    let stop = CancellationToken::new();
-    let runs = Mutex::new(Vec::new());
-    let skipped = Mutex::new(0u64);
-    let stopper = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(span).await;
-        stopper.cancel();
-    });
-    schedule_loop(
-        &clock,
-        &schedule,
-        offset,
-        &mut rx,
-        &stop,
-        |_| {
-            runs.lock().unwrap().push(clock.now());
-            async move {
-                tokio::time::sleep(run_time).await;
-                true
-            }
-        },
-        |n| *skipped.lock().unwrap() += n,
-    )
-    .await;
-    let r = runs.lock().unwrap().clone();
-    let s = *skipped.lock().unwrap();
-    (r, s)
+    let (runs, skipped) = simulate_with(schedule, start, span, run_time, offset, &[]);
+    (runs.into_iter().map(|(t, _)| t).collect(), skipped)
 }
 
-#[tokio::test(start_paused = true)]
-async fn intervals_tick_and_long_runs_skip_ticks() {
+fn only_tag(t: &str) -> Only {
+    Only {
+        repository: None,
+        tag: Some(t.to_owned()),
+    }
+}
+
+#[test]
+fn intervals_tick_and_long_runs_skip_ticks() {
     let (runs, skipped) = simulate(
         "@every 10m",
         "2026-11-29T00:00:00Z",
         Duration::from_secs(3605),
         Duration::from_secs(1),
         Duration::ZERO,
-    )
-    .await;
+    );
     assert_eq!(runs.len(), 6, "{runs:?}");
     assert_eq!(runs[0], utc("2026-11-29T00:10:00Z"));
     assert_eq!(runs[5], utc("2026-11-29T01:00:00Z"));
@@ -68,8 +100,7 @@ async fn intervals_tick_and_long_runs_skip_ticks() {
         Duration::from_secs(3601),
         Duration::from_secs(25 * 60),
         Duration::ZERO,
-    )
-    .await;
+    );
     assert_eq!(
         runs,
         vec![utc("2026-11-29T00:10:00Z"), utc("2026-11-29T00:40:00Z")]
@@ -77,8 +108,8 @@ async fn intervals_tick_and_long_runs_skip_ticks() {
     assert_eq!(skipped, 4);
 }
 
-#[tokio::test(start_paused = true)]
-async fn cron_with_a_time_zone_fires_at_local_times() {
+#[test]
+fn cron_with_a_time_zone_fires_at_local_times() {
     // 03:15 in Berlin is 02:15 UTC in winter; weekdays only (Mon-Fri), from a Friday.
     let (runs, _) = simulate(
         "CRON_TZ=Europe/Berlin 15 3 * * 1-5",
@@ -86,8 +117,7 @@ async fn cron_with_a_time_zone_fires_at_local_times() {
         Duration::from_secs(3 * 86_400),
         Duration::from_secs(1),
         Duration::ZERO,
-    )
-    .await;
+    );
     assert_eq!(
         runs,
         vec![utc("2026-11-30T02:15:00Z")],
@@ -95,112 +125,143 @@ async fn cron_with_a_time_zone_fires_at_local_times() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn offsets_shift_every_tick() {
+#[test]
+fn offsets_shift_every_tick() {
     let (runs, _) = simulate(
         "@hourly",
         "2026-11-29T00:30:00Z",
         Duration::from_secs(7200),
         Duration::from_secs(1),
         Duration::from_secs(17),
-    )
-    .await;
+    );
     assert_eq!(
         runs,
         vec![utc("2026-11-29T01:00:17Z"), utc("2026-11-29T02:00:17Z")]
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn triggers_run_at_once_and_a_pending_one_waits_for_the_running_one() {
-    let clock = TokioClock::starting_at(utc("2026-11-29T00:00:00Z"));
-    let schedule = Schedule::parse("@every 1h").unwrap();
-    let (tx, mut rx) = mpsc::channel(1);
-    let stop = CancellationToken::new();
-    let runs = Mutex::new(Vec::new());
-    let s2 = stop.clone();
-    tokio::spawn(async move {
-        tx.try_send(Only {
-            repository: None,
-            tag: Some("1".into()),
-        })
-        .unwrap();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        // Arrives while the first run goes on: it runs right after it.
-        tx.try_send(Only::default()).unwrap();
-        assert!(
-            tx.try_send(Only::default()).is_err(),
-            "a second pending trigger is debounced"
-        );
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        s2.cancel();
-    });
-    schedule_loop(
-        &clock,
-        &schedule,
+#[test]
+fn triggers_run_at_once_and_pending_ones_wait_for_the_running_one() {
+    // Two triggers arrive during the first run: they become one run right after it.
+    let (runs, _) = simulate_with(
+        "@every 1h",
+        "2026-11-29T00:00:00Z",
+        Duration::from_secs(65),
+        Duration::from_secs(10),
         Duration::ZERO,
-        &mut rx,
-        &stop,
-        |only| {
-            runs.lock().unwrap().push((clock.now(), only));
-            async {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                true
-            }
-        },
-        |_| {},
-    )
-    .await;
-    let runs = runs.lock().unwrap().clone();
-    assert_eq!(runs.len(), 2, "{runs:?}");
-    assert_eq!(runs[0].0, utc("2026-11-29T00:00:00Z"));
-    assert_eq!(runs[0].1.tag.as_deref(), Some("1"));
-    assert_eq!(runs[1].0, utc("2026-11-29T00:00:10Z"));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_burst_of_different_pushes_becomes_one_full_run() {
-    let clock = TokioClock::starting_at(utc("2026-11-29T00:00:00Z"));
-    let schedule = Schedule::parse("@every 1h").unwrap();
-    let (tx, mut rx) = mpsc::channel(16);
-    let stop = CancellationToken::new();
-    let runs = Mutex::new(Vec::new());
-    let s2 = stop.clone();
-    let only = |t: &str| Only {
-        repository: None,
-        tag: Some(t.to_owned()),
-    };
-    tx.try_send(only("1")).unwrap();
-    tx.try_send(only("1")).unwrap();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        for t in ["2", "3", "2"] {
-            tx.try_send(only(t)).unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        s2.cancel();
-    });
-    schedule_loop(
-        &clock,
-        &schedule,
-        Duration::ZERO,
-        &mut rx,
-        &stop,
-        |o| {
-            runs.lock().unwrap().push(o);
-            async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                true
-            }
-        },
-        |_| {},
-    )
-    .await;
-    let runs = runs.lock().unwrap().clone();
+        &[
+            (0, only_tag("1")),
+            (5, Only::default()),
+            (6, Only::default()),
+        ],
+    );
     assert_eq!(
         runs,
-        vec![only("1"), Only::default()],
+        vec![
+            (utc("2026-11-29T00:00:00Z"), only_tag("1")),
+            (utc("2026-11-29T00:00:10Z"), Only::default()),
+        ]
+    );
+}
+
+#[test]
+fn a_burst_of_different_pushes_becomes_one_full_run() {
+    let (runs, _) = simulate_with(
+        "@every 1h",
+        "2026-11-29T00:00:00Z",
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        Duration::ZERO,
+        &[
+            (0, only_tag("1")),
+            (0, only_tag("1")),
+            (1, only_tag("2")),
+            (1, only_tag("3")),
+            (1, only_tag("2")),
+        ],
+    );
+    let ran: Vec<Only> = runs.into_iter().map(|(_, o)| o).collect();
+    assert_eq!(
+        ran,
+        vec![only_tag("1"), Only::default()],
         "identical pushes collapse; different ones become a full run"
+    );
+    // The same push twice during a run: one more run of that tag only.
+    let (runs, _) = simulate_with(
+        "@every 1h",
+        "2026-11-29T00:00:00Z",
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        Duration::ZERO,
+        &[(0, only_tag("1")), (1, only_tag("2")), (2, only_tag("2"))],
+    );
+    let ran: Vec<Only> = runs.into_iter().map(|(_, o)| o).collect();
+    assert_eq!(ran, vec![only_tag("1"), only_tag("2")]);
+}
+
+#[test]
+fn a_run_of_the_old_configuration_holds_the_entry_after_a_reload() {
+    let schedule = Schedule::parse("@every 10m").unwrap();
+    let t0 = utc("2026-11-29T00:00:00Z");
+    let mut table = Timetable::default();
+    assert!(table.add(0, &schedule, Duration::ZERO, t0));
+    table.inherit(0);
+    assert!(table.is_inherited(0));
+    // Neither its tick nor a trigger starts a second run while the old one goes on.
+    assert_eq!(table.pop_due(utc("2026-11-29T00:10:00Z")), None);
+    assert_eq!(table.trigger(0, only_tag("1")), None);
+    assert_eq!(table.busy().collect::<Vec<_>>(), vec![0]);
+    // When it ends, the trigger runs, and the tick it covered counts as skipped.
+    let f = table.finished(0, &schedule, utc("2026-11-29T00:12:00Z"));
+    assert_eq!(
+        f,
+        Finished {
+            missed: 1,
+            again: Some(only_tag("1"))
+        }
+    );
+    let f = table.finished(0, &schedule, utc("2026-11-29T00:13:00Z"));
+    assert_eq!(f.again, None);
+    assert_eq!(table.next_due(), Some(utc("2026-11-29T00:20:00Z")));
+    assert_eq!(table.busy().count(), 0);
+}
+
+#[test]
+fn thousands_of_entries_wait_in_one_heap_in_time_order() {
+    let schedule = Schedule::parse("@every 1h").unwrap();
+    let t0 = utc("2026-11-29T00:00:00Z");
+    let mut table = Timetable::default();
+    for i in 0..5000u32 {
+        let name = format!("e-{i}");
+        let offset = jitter(&name, Duration::from_secs(30), &schedule);
+        assert!(table.add(i, &schedule, offset, t0));
+    }
+    // Every entry fires once in the hour's first 30 seconds, in time order, spread out.
+    let mut fired = Vec::new();
+    let mut seconds = std::collections::HashSet::new();
+    let mut last = t0;
+    while let Some(at) = table.next_due() {
+        if at > utc("2026-11-29T01:00:30Z") {
+            break;
+        }
+        assert!(at >= last, "in time order");
+        last = at;
+        assert!(at >= utc("2026-11-29T01:00:00Z"), "{at}");
+        seconds.insert(at.timestamp());
+        let slot = table.pop_due(at).unwrap();
+        fired.push(table.entry(slot));
+        assert_eq!(table.finished(slot, &schedule, at).missed, 0);
+    }
+    fired.sort_unstable();
+    assert_eq!(fired, (0..5000).collect::<Vec<_>>());
+    assert_eq!(
+        seconds.len(),
+        30,
+        "entries on one interval start in each of 30 seconds"
+    );
+    assert_eq!(
+        table.next_due().map(|t| t >= utc("2026-11-29T02:00:00Z")),
+        Some(true)
     );
 }
 
