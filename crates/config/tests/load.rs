@@ -480,6 +480,43 @@ fn every_error_of_a_file_is_reported_at_once() {
     assert_eq!(err.count(), 6, "{text}");
 }
 
+/// Each error of one entry is reported too, not only its first.
+#[test]
+fn every_error_of_one_entry_is_reported_at_once() {
+    let yaml = "creds:\n- registry: x.io\n  tls: sometimes\n  hostname: 'not a host!'\n  credExpire: 1d\n\
+                defaults:\n  parallel: -1\n  limits: {pages: 0, idleTimeout: 1d}\n\
+                sync:\n\
+                - source: a/b\n  target: c/d\n  type: picture\n  interval: 1d\n\
+                \x20 name: 'bad name'\n  platform: 'a/b/c/d/e'\n\
+                \x20 ratelimit: {min: -1, retry: 1y}\n\
+                \x20 tags: {allow: ['(', ')'], semverRange: ['>=x']}\n\
+                - {source: a/b, target: C/D, type: image, schedule: '1 2 3'}\n";
+    let err = load_str(yaml, "e.yaml", &FakeHost::new()).unwrap_err();
+    let text = err.to_string();
+    for want in [
+        "e.yaml:3:8: creds[0] (registry \"x.io\"): field `tls`",
+        "e.yaml:4:13: creds[0] (registry \"x.io\"): field `hostname`",
+        "e.yaml:5:15: creds[0] (registry \"x.io\"): field `credExpire`",
+        "e.yaml:7:13: field `defaults.parallel`",
+        "field `defaults.limits.pages`",
+        "field `defaults.limits.idleTimeout`",
+        "e.yaml:12:9: sync[0] (source \"a/b\"): field `type`",
+        "e.yaml:13:13: sync[0] (source \"a/b\"): field `interval`",
+        "sync[0] (source \"a/b\"): field `name`",
+        "e.yaml:15:13: sync[0] (source \"a/b\"): field `platform`",
+        "sync[0] (source \"a/b\"): field `ratelimit.min`",
+        "sync[0] (source \"a/b\"): field `ratelimit.retry`",
+        "sync[0] (source \"a/b\"): field `tags.allow[0]`",
+        "sync[0] (source \"a/b\"): field `tags.allow[1]`",
+        "sync[0] (source \"a/b\"): field `tags.semverRange[0]`",
+        "sync[1] (source \"a/b\"): field `schedule`",
+        "sync[1] (source \"a/b\"): field `target`",
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
+    assert_eq!(err.count(), 17, "{text}");
+}
+
 mod no_panic {
     use super::*;
     use proptest::prelude::*;

@@ -11,7 +11,7 @@ pub(super) fn resolve_creds(
     let mut hosts: Vec<Host> = Vec::new();
     for (index, spanned) in raw.into_iter().enumerate() {
         if let Err(e) = resolve_host(ctx, index, spanned, &mut hosts) {
-            errors.push(e);
+            errors.extend(e);
         }
     }
     hosts
@@ -23,7 +23,7 @@ fn resolve_host(
     index: usize,
     spanned: Spanned<RawHost>,
     hosts: &mut Vec<Host>,
-) -> Result<(), ConfigError> {
+) -> Result<(), Vec<ConfigError>> {
     {
         let entry_loc = spanned.defined;
         let h = spanned.value;
@@ -34,9 +34,16 @@ fn resolve_host(
         );
         let nil = Value::Nil;
         let Some(reg) = &h.registry else {
-            return ctx.err(&scope, "registry", Some(entry_loc), ErrorKind::Missing);
+            return Err(vec![ctx.error(
+                &scope,
+                "registry",
+                Some(entry_loc),
+                ErrorKind::Missing,
+            )]);
         };
-        let written = ctx.expand(&scope, "registry", reg, &nil)?;
+        let written = ctx
+            .expand(&scope, "registry", reg, &nil)
+            .map_err(|e| vec![e])?;
         // A path after the host (`….amazonaws.com.cn/cloak`): regclient keys the creds by
         // the host alone, for every repository on it, and hands the whole name to a
         // credential helper. So does regferry, and says so.
@@ -51,10 +58,15 @@ fn resolve_host(
             r => r.to_owned(),
         };
         if registry.is_empty() {
-            return ctx.err(&scope, "registry", Some(reg.defined), ErrorKind::Missing);
+            return Err(vec![ctx.error(
+                &scope,
+                "registry",
+                Some(reg.defined),
+                ErrorKind::Missing,
+            )]);
         }
         if !is_valid_registry(&registry) {
-            return ctx.err(
+            return Err(vec![ctx.error(
                 &scope,
                 "registry",
                 Some(reg.defined),
@@ -62,11 +74,13 @@ fn resolve_host(
                     value: registry,
                     reason: "is not a registry host[:port]",
                 },
-            );
+            )]);
         }
         if let Some(e) = scope.entry.as_mut() {
             e.label = Some(registry.clone());
         }
+        // Every other field is checked whatever the others hold: one load reports each error.
+        let mut errs = Errors::default();
         let mut host = Host::with_defaults(&registry);
         if let Some(path) = &path {
             host.cred_host = Some(written.clone());
@@ -81,8 +95,10 @@ fn resolve_host(
             );
         }
         if let Some(hn) = &h.hostname {
-            if !is_valid_registry(&hn.value) {
-                return ctx.err(
+            if is_valid_registry(&hn.value) {
+                host.hostname = hn.value.clone();
+            } else {
+                errs.keep(ctx.err::<()>(
                     &scope,
                     "hostname",
                     Some(hn.defined),
@@ -90,15 +106,19 @@ fn resolve_host(
                         value: hn.value.clone(),
                         reason: "is not a host[:port]",
                     },
-                );
+                ));
             }
-            host.hostname = hn.value.clone();
         }
         if let Some(u) = &h.user {
-            host.user = ctx.expand(&scope, "user", u, &nil)?;
+            host.user = errs
+                .keep(ctx.expand(&scope, "user", u, &nil))
+                .unwrap_or_default();
         }
         if let Some(p) = &h.pass {
-            host.pass = Secret::new(ctx.expand(&scope, "pass", p, &nil)?);
+            host.pass = Secret::new(
+                errs.keep(ctx.expand(&scope, "pass", p, &nil))
+                    .unwrap_or_default(),
+            );
         }
         if let Some(t) = &h.token {
             host.token = Secret::new(t.value.clone());
@@ -109,7 +129,9 @@ fn resolve_host(
             .map(|s| s.value.clone())
             .filter(|s| !s.is_empty());
         if let Some(e) = &h.cred_expire {
-            host.cred_expire = ctx.duration(&scope, "credExpire", e)?;
+            host.cred_expire = errs
+                .keep(ctx.duration(&scope, "credExpire", e))
+                .unwrap_or(host.cred_expire);
         }
         if let Some(c) = h.cred_host.as_ref().filter(|s| !s.value.is_empty()) {
             host.cred_host = Some(c.value.clone());
@@ -141,14 +163,15 @@ fn resolve_host(
                 "insecure" => TlsMode::Insecure,
                 "disabled" => TlsMode::Disabled,
                 other => {
-                    return ctx.err(
+                    errs.keep(ctx.err::<()>(
                         &scope,
                         "tls",
                         Some(t.defined),
                         ErrorKind::Tls {
                             value: other.to_owned(),
                         },
-                    );
+                    ));
+                    host.tls
                 }
             };
         }
@@ -162,28 +185,32 @@ fn resolve_host(
                 None => Ok(None),
             }
         };
-        host.regcert = pem("regcert", &h.regcert)?;
-        host.client_cert = pem("clientCert", &h.client_cert)?;
-        host.client_key = Secret::new(pem("clientKey", &h.client_key)?.unwrap_or_default());
+        host.regcert = errs.keep(pem("regcert", &h.regcert)).flatten();
+        host.client_cert = errs.keep(pem("clientCert", &h.client_cert)).flatten();
+        host.client_key = Secret::new(
+            errs.keep(pem("clientKey", &h.client_key))
+                .flatten()
+                .unwrap_or_default(),
+        );
         let loc_of = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.defined);
         match (&host.client_cert, host.client_key.is_empty()) {
             (Some(_), true) => {
-                return ctx.err(
+                errs.keep(ctx.err::<()>(
                     &scope,
                     "clientCert",
                     loc_of(&h.client_cert),
                     ErrorKind::Incomplete { other: "clientKey" },
-                );
+                ));
             }
             (None, false) => {
-                return ctx.err(
+                errs.keep(ctx.err::<()>(
                     &scope,
                     "clientKey",
                     loc_of(&h.client_key),
                     ErrorKind::Incomplete {
                         other: "clientCert",
                     },
-                );
+                ));
             }
             _ => {}
         }
@@ -194,7 +221,7 @@ fn resolve_host(
             .unwrap_or_default();
         for (i, m) in h.mirrors.iter().flatten().enumerate() {
             if !is_valid_registry(&m.value) {
-                return ctx.err(
+                errs.keep(ctx.err::<()>(
                     &scope,
                     &format!("mirrors[{i}]"),
                     Some(m.defined),
@@ -202,7 +229,8 @@ fn resolve_host(
                         value: m.value.clone(),
                         reason: "is not a registry host[:port]",
                     },
-                );
+                ));
+                continue;
             }
             host.mirrors.push(m.value.clone());
         }
@@ -210,7 +238,7 @@ fn resolve_host(
         host.repo_auth = h.repo_auth.unwrap_or(false);
         if let Some(r) = &h.req_per_sec {
             if !r.value.is_finite() || r.value < 0.0 {
-                return ctx.err(
+                errs.keep(ctx.err::<()>(
                     &scope,
                     "reqPerSec",
                     Some(r.defined),
@@ -218,16 +246,17 @@ fn resolve_host(
                         value: r.value.to_string(),
                         expected: "a number >= 0 (0 is unlimited)",
                     },
-                );
+                ));
+            } else {
+                host.req_per_sec = (r.value > 0.0).then_some(r.value);
             }
-            host.req_per_sec = (r.value > 0.0).then_some(r.value);
         }
         if let Some(c) = &h.req_concurrent {
             host.req_concurrent = match c.value {
                 0 => DEFAULT_REQ_CONCURRENT,
                 n @ 1..=1024 => n as u32,
                 n => {
-                    return ctx.err(
+                    errs.keep(ctx.err::<()>(
                         &scope,
                         "reqConcurrent",
                         Some(c.defined),
@@ -235,7 +264,8 @@ fn resolve_host(
                             value: n.to_string(),
                             expected: "1 to 1024 (0 means the default, 6)",
                         },
-                    );
+                    ));
+                    DEFAULT_REQ_CONCURRENT
                 }
             };
         }
@@ -244,7 +274,7 @@ fn resolve_host(
                 0 => DEFAULT_BLOB_CHUNK,
                 n if n > 0 => n as u64,
                 n => {
-                    return ctx.err(
+                    errs.keep(ctx.err::<()>(
                         &scope,
                         "blobChunk",
                         Some(c.defined),
@@ -252,7 +282,8 @@ fn resolve_host(
                             value: n.to_string(),
                             expected: "a size in bytes > 0",
                         },
-                    );
+                    ));
+                    DEFAULT_BLOB_CHUNK
                 }
             };
         }
@@ -263,8 +294,9 @@ fn resolve_host(
             host.api_opts = opts.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         }
         if let Some(l) = &h.limits {
-            host.limits = resolve_limits(ctx, &scope, l, LimitsAt::Host)?;
+            host.limits = resolve_limits(ctx, &scope, l, LimitsAt::Host, &mut errs);
         }
+        errs.finish()?;
         if let Some(i) = hosts.iter().position(|x| x.registry == host.registry) {
             ctx.warn(
                 &scope,

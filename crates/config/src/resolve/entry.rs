@@ -7,7 +7,7 @@ pub(super) fn resolve_entry(
     index: usize,
     spanned: Spanned<RawSync>,
     d: &RawInheritable,
-) -> Result<SyncEntry, ConfigError> {
+) -> Result<SyncEntry, Vec<ConfigError>> {
     let entry_loc = spanned.defined;
     let mut s = spanned.value;
     let mut scope = Scope::entry(
@@ -17,30 +17,31 @@ pub(super) fn resolve_entry(
     );
     let own = s.take_inheritable();
     check_inheritable_notes(ctx, &scope, &own);
+    // Every field is checked whatever the others hold, so that one load reports each error
+    // of the entry; only what needs an earlier field (templates need the source) waits.
+    let mut errs = Errors::default();
 
-    let Some(source) = s.source.as_ref().filter(|x| !x.value.is_empty()) else {
-        return ctx.err(&scope, "source", Some(entry_loc), ErrorKind::Missing);
-    };
-    let Some(target) = s.target.as_ref().filter(|x| !x.value.is_empty()) else {
-        return ctx.err(&scope, "target", Some(entry_loc), ErrorKind::Missing);
-    };
-    let Some(kind_s) = &s.kind else {
-        return ctx.err(&scope, "type", Some(entry_loc), ErrorKind::Missing);
-    };
-    let kind = match kind_s.value.as_str() {
-        "image" => SyncKind::Image,
-        "repository" => SyncKind::Repository,
-        "registry" => SyncKind::Registry,
-        other => {
-            return ctx.err(
-                &scope,
-                "type",
-                Some(kind_s.defined),
-                ErrorKind::UnknownType {
-                    value: other.to_owned(),
-                },
-            );
-        }
+    let source = s.source.as_ref().filter(|x| !x.value.is_empty());
+    if source.is_none() {
+        errs.keep(ctx.err::<()>(&scope, "source", Some(entry_loc), ErrorKind::Missing));
+    }
+    let target = s.target.as_ref().filter(|x| !x.value.is_empty());
+    if target.is_none() {
+        errs.keep(ctx.err::<()>(&scope, "target", Some(entry_loc), ErrorKind::Missing));
+    }
+    let kind = match s.kind.as_ref().map(|k| (k, k.value.as_str())) {
+        Some((_, "image")) => Some(SyncKind::Image),
+        Some((_, "repository")) => Some(SyncKind::Repository),
+        Some((_, "registry")) => Some(SyncKind::Registry),
+        None => errs.keep(ctx.err(&scope, "type", Some(entry_loc), ErrorKind::Missing)),
+        Some((k, other)) => errs.keep(ctx.err(
+            &scope,
+            "type",
+            Some(k.defined),
+            ErrorKind::UnknownType {
+                value: other.to_owned(),
+            },
+        )),
     };
 
     // Schedule and interval: an entry that sets either takes neither default; otherwise a
@@ -59,21 +60,17 @@ pub(super) fn resolve_entry(
     } else {
         scope.clone()
     };
-    let interval = match interval_s {
-        Some(i) => Some(ctx.duration(&trigger_scope, "interval", i)?),
-        None => None,
-    };
-    let schedule = match schedule_s {
-        Some(sch) => Some(Schedule::parse(&sch.value).or_else(|source| {
+    let interval = interval_s.and_then(|i| errs.keep(ctx.duration(&trigger_scope, "interval", i)));
+    let schedule = schedule_s.and_then(|sch| {
+        errs.keep(Schedule::parse(&sch.value).or_else(|source| {
             ctx.err(
                 &trigger_scope,
                 "schedule",
                 Some(sch.defined),
                 ErrorKind::Schedule { source },
             )
-        })?),
-        None => None,
-    };
+        }))
+    });
     if schedule.is_some() && interval.is_some() {
         ctx.warn(
             &scope,
@@ -107,7 +104,7 @@ pub(super) fn resolve_entry(
     let (own_min, def_min) = (min_of(&own.ratelimit), min_of(&d.ratelimit));
     let min = if own_min != 0 { own_min } else { def_min };
     if min < 0 {
-        return ctx.err(
+        errs.keep(ctx.err::<()>(
             &rl_scope(own_min != 0),
             "ratelimit.min",
             None,
@@ -115,7 +112,7 @@ pub(super) fn resolve_entry(
                 value: min.to_string(),
                 expected: "a number >= 0",
             },
-        );
+        ));
     }
     let retry_of = |r: &Option<RawRateLimit>, sc: &Scope| -> Result<Duration, ConfigError> {
         match r.as_ref().and_then(|r| r.retry.as_ref()) {
@@ -123,8 +120,12 @@ pub(super) fn resolve_entry(
             None => Ok(Duration::ZERO),
         }
     };
-    let own_retry = retry_of(&own.ratelimit, &scope)?;
-    let def_retry = retry_of(&d.ratelimit, &Scope::top("defaults"))?;
+    let own_retry = errs
+        .keep(retry_of(&own.ratelimit, &scope))
+        .unwrap_or_default();
+    let def_retry = errs
+        .keep(retry_of(&d.ratelimit, &Scope::top("defaults")))
+        .unwrap_or_default();
     let retry = if own_retry.is_zero() {
         def_retry
     } else {
@@ -132,7 +133,7 @@ pub(super) fn resolve_entry(
     }
     .max(MIN_RATELIMIT_RETRY);
     let ratelimit = RateLimit {
-        min: min as u64,
+        min: min.max(0) as u64,
         retry,
     };
 
@@ -183,10 +184,10 @@ pub(super) fn resolve_entry(
     // Filters.
     let mut sets = Vec::new();
     for (i, t) in s.tag_sets.iter().flatten().enumerate() {
-        sets.push(tag_set(ctx, &scope, &format!("tagSets[{i}]"), t)?);
+        sets.push(tag_set(ctx, &scope, &format!("tagSets[{i}]"), t, &mut errs));
     }
     if let Some(t) = &s.tags {
-        let set = tag_set(ctx, &scope, "tags", t)?;
+        let set = tag_set(ctx, &scope, "tags", t, &mut errs);
         if !set.is_empty() {
             sets.push(set);
         }
@@ -194,12 +195,12 @@ pub(super) fn resolve_entry(
     let tags = TagFilter { sets };
     let repos = match &s.repos {
         Some(r) => RepoFilter {
-            allow: ctx.patterns(&scope, "repos.allow", &r.allow)?,
-            deny: ctx.patterns(&scope, "repos.deny", &r.deny)?,
+            allow: ctx.patterns(&scope, "repos.allow", &r.allow, &mut errs),
+            deny: ctx.patterns(&scope, "repos.deny", &r.deny, &mut errs),
         },
         None => RepoFilter::default(),
     };
-    if kind == SyncKind::Image && !tags.sets.is_empty() {
+    if kind == Some(SyncKind::Image) && !tags.sets.is_empty() {
         ctx.warn(
             &scope,
             "tags",
@@ -209,7 +210,7 @@ pub(super) fn resolve_entry(
             },
         );
     }
-    if kind != SyncKind::Registry && s.repos.is_some() {
+    if kind.is_some_and(|k| k != SyncKind::Registry) && s.repos.is_some() {
         ctx.warn(
             &scope,
             "repos",
@@ -221,14 +222,14 @@ pub(super) fn resolve_entry(
     }
 
     let platform = match &s.platform {
-        Some(p) if !p.value.is_empty() => Some(Platform::parse(&p.value).or_else(|source| {
+        Some(p) if !p.value.is_empty() => errs.keep(Platform::parse(&p.value).or_else(|source| {
             ctx.err(
                 &scope,
                 "platform",
                 Some(p.defined),
                 ErrorKind::Platform { source },
             )
-        })?),
+        })),
         _ => None,
     };
     let mut platforms = Vec::new();
@@ -244,8 +245,8 @@ pub(super) fn resolve_entry(
                 Some(p.defined),
                 ErrorKind::Platform { source },
             )
-        })?;
-        platforms.push(Some(parsed));
+        });
+        platforms.push(errs.keep(parsed));
     }
     if platform.is_some() && !platforms.is_empty() {
         ctx.warn(
@@ -258,6 +259,41 @@ pub(super) fn resolve_entry(
         );
         platforms.clear();
     }
+
+    let backup = match backup_raw {
+        Some(b) if !b.value.trim().is_empty() => errs.keep(
+            Template::parse(&b.value)
+                .map(|t| BackupTemplate::new(b.value.clone(), t))
+                .or_else(|source| {
+                    ctx.err(
+                        &scope,
+                        "backup",
+                        Some(b.defined),
+                        ErrorKind::Template { source },
+                    )
+                }),
+        ),
+        _ => None,
+    };
+    let named = match &s.name {
+        Some(n) if !n.value.trim().is_empty() => {
+            let n = n.value.trim();
+            if n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                Some(n.to_owned())
+            } else {
+                errs.keep(ctx.err(&scope, "name", None, ErrorKind::Endpoint {
+                    value: n.to_owned(),
+                    reason: "a name may only use letters, digits, '-', '_' and '.' (it appears in URLs and metrics)",
+                }))
+            }
+        }
+        _ => None,
+    };
+    let (Some(source), Some(target), Some(kind)) = (source, target, kind) else {
+        return Err(errs.into_vec());
+    };
 
     // Templates: source, referrerSource, target, referrerTarget, in that order, each seeing
     // the previous expansions in .Sync (regsync cmd/regsync/config.go).
@@ -285,7 +321,9 @@ pub(super) fn resolve_entry(
             .map(|r| r.value.clone())
             .unwrap_or_default(),
     };
-    data.source = ctx.expand(&scope, "source", source, &data.value())?;
+    data.source = ctx
+        .expand(&scope, "source", source, &data.value())
+        .map_err(|e| errs.with(e))?;
     if let Some(e) = scope.entry.as_mut() {
         e.label = Some(data.source.clone());
     }
@@ -302,7 +340,9 @@ pub(super) fn resolve_entry(
                 referenced: rs.referenced,
                 defined: rs.defined,
             };
-            let expanded = ctx.expand(&scope, &field, &sp, &data.value())?;
+            let expanded = ctx
+                .expand(&scope, &field, &sp, &data.value())
+                .map_err(|e| errs.with(e))?;
             referrer_source_strs.push((field, expanded, rs.defined));
         }
         data.referrer_source = referrer_source_strs
@@ -311,71 +351,61 @@ pub(super) fn resolve_entry(
             .collect::<Vec<_>>()
             .join(",");
     }
-    data.target = ctx.expand(&scope, "target", target, &data.value())?;
+    data.target = ctx
+        .expand(&scope, "target", target, &data.value())
+        .map_err(|e| errs.with(e))?;
     let referrer_target_str = match referrer_target_raw {
         Some(rt) => {
-            let v = ctx.expand(&scope, "referrerTarget", rt, &data.value())?;
+            let v = ctx
+                .expand(&scope, "referrerTarget", rt, &data.value())
+                .map_err(|e| errs.with(e))?;
             data.referrer_target = v.clone();
             Some((v, rt.defined))
         }
         None => None,
     };
 
-    let source_ep = endpoint(
+    let source_ep = errs.keep(endpoint(
         ctx,
         &scope,
         "source",
         &data.source,
         Some(source.defined),
         kind,
-    )?;
-    let target_ep = endpoint(
+    ));
+    let target_ep = errs.keep(endpoint(
         ctx,
         &scope,
         "target",
         &data.target,
         Some(target.defined),
         kind,
-    )?;
+    ));
     let mut referrer_sources = Vec::new();
     for (field, value, loc) in &referrer_source_strs {
         if value.is_empty() {
             continue;
         }
-        referrer_sources.push(endpoint(
+        referrer_sources.extend(errs.keep(endpoint(
             ctx,
             &scope,
             field,
             value,
             Some(*loc),
             SyncKind::Repository,
-        )?);
+        )));
     }
     let referrer_target = match &referrer_target_str {
         Some((v, _)) if v.is_empty() => None,
-        Some((v, loc)) => Some(endpoint(
+        Some((v, loc)) => errs.keep(endpoint(
             ctx,
             &scope,
             "referrerTarget",
             v,
             Some(*loc),
             SyncKind::Repository,
-        )?),
+        )),
         None => None,
-    };
-    let backup = match backup_raw {
-        Some(b) if !b.value.trim().is_empty() => {
-            let t = Template::parse(&b.value).or_else(|source| {
-                ctx.err(
-                    &scope,
-                    "backup",
-                    Some(b.defined),
-                    ErrorKind::Template { source },
-                )
-            })?;
-            Some(BackupTemplate::new(b.value.clone(), t))
-        }
-        _ => None,
     };
     // Kept only where a template reads it at run time (a backup template's `.Sync`): it is
     // the biggest part of an entry, and a generated file has thousands of entries.
@@ -385,22 +415,12 @@ pub(super) fn resolve_entry(
         Value::Nil
     };
 
-    let name = match &s.name {
-        Some(n) if !n.value.trim().is_empty() => {
-            let n = n.value.trim();
-            if !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                return ctx.err(&scope, "name", None, ErrorKind::Endpoint {
-                    value: n.to_owned(),
-                    reason: "a name may only use letters, digits, '-', '_' and '.' (it appears in URLs and metrics)",
-                });
-            }
-            n.to_owned()
-        }
-        _ => default_entry_name(&source_ep.to_string(), &target_ep.to_string()),
+    let (Some(source_ep), Some(target_ep)) = (source_ep, target_ep) else {
+        return Err(errs.into_vec());
     };
+    errs.finish()?;
+    let name =
+        named.unwrap_or_else(|| default_entry_name(&source_ep.to_string(), &target_ep.to_string()));
     Ok(SyncEntry {
         index,
         named: s.name.as_ref().is_some_and(|n| !n.value.trim().is_empty()),
@@ -434,28 +454,29 @@ fn tag_set(
     scope: &Scope,
     field: &str,
     t: &RawTagFilter,
-) -> Result<TagSet, ConfigError> {
+    errs: &mut Errors,
+) -> TagSet {
     let semver_range = if t.semver_range.is_empty() {
         None
     } else {
         for (i, r) in t.semver_range.iter().enumerate() {
             if let Err(source) = RangeSet::parse(&[r.value.0.as_str()]) {
-                return ctx.err(
+                errs.keep(ctx.err::<()>(
                     scope,
                     &format!("{field}.semverRange[{i}]"),
                     Some(r.defined),
                     ErrorKind::SemverRange { source },
-                );
+                ));
             }
         }
         let all: Vec<&str> = t.semver_range.iter().map(|r| r.value.0.as_str()).collect();
         RangeSet::parse(&all).ok()
     };
-    Ok(TagSet {
+    TagSet {
         semver_range,
-        allow: ctx.patterns(scope, &format!("{field}.allow"), &t.allow)?,
-        deny: ctx.patterns(scope, &format!("{field}.deny"), &t.deny)?,
-    })
+        allow: ctx.patterns(scope, &format!("{field}.allow"), &t.allow, errs),
+        deny: ctx.patterns(scope, &format!("{field}.deny"), &t.deny, errs),
+    }
 }
 
 fn endpoint(

@@ -16,7 +16,8 @@ pub(super) fn resolve_limits(
     scope: &Scope,
     raw: &Spanned<RawLimits>,
     at: LimitsAt,
-) -> Result<LimitSettings, ConfigError> {
+    errs: &mut Errors,
+) -> LimitSettings {
     let l = &raw.value;
     let duration =
         |field: &str, v: &Option<Spanned<Scalar>>| -> Result<Option<Duration>, ConfigError> {
@@ -78,33 +79,47 @@ pub(super) fn resolve_limits(
             ("referrersPerImage", &l.referrers_per_image),
         ] {
             if let Some(s) = v {
-                return ctx.err(
+                errs.keep(ctx.err::<()>(
                     scope,
                     &format!("limits.{field}"),
                     Some(s.defined),
                     ErrorKind::Misplaced {
                         reason: "bounds an image, whatever registry it comes from: set it under defaults.limits",
                     },
-                );
+                ));
             }
         }
     }
-    Ok(LimitSettings {
-        connect_timeout: duration("connectTimeout", &l.connect_timeout)?,
-        response_timeout: duration("responseTimeout", &l.response_timeout)?,
-        idle_timeout: duration("idleTimeout", &l.idle_timeout)?,
-        request_timeout: duration("requestTimeout", &l.request_timeout)?,
-        min_speed: number("minSpeed", &l.min_speed, parse_size, SIZE)?,
-        token_size: size("tokenSize", &l.token_size)?,
-        manifest_size: size("manifestSize", &l.manifest_size)?,
-        page_size: size("pageSize", &l.page_size)?,
-        listing_size: size("listingSize", &l.listing_size)?,
-        pages: count("pages", &l.pages)?,
-        names: count("names", &l.names)?,
-        index_depth: count("indexDepth", &l.index_depth)?,
-        manifests_per_image: count("manifestsPerImage", &l.manifests_per_image)?,
-        referrers_per_image: count("referrersPerImage", &l.referrers_per_image)?,
-    })
+    LimitSettings {
+        connect_timeout: errs
+            .keep(duration("connectTimeout", &l.connect_timeout))
+            .flatten(),
+        response_timeout: errs
+            .keep(duration("responseTimeout", &l.response_timeout))
+            .flatten(),
+        idle_timeout: errs
+            .keep(duration("idleTimeout", &l.idle_timeout))
+            .flatten(),
+        request_timeout: errs
+            .keep(duration("requestTimeout", &l.request_timeout))
+            .flatten(),
+        min_speed: errs
+            .keep(number("minSpeed", &l.min_speed, parse_size, SIZE))
+            .flatten(),
+        token_size: errs.keep(size("tokenSize", &l.token_size)).flatten(),
+        manifest_size: errs.keep(size("manifestSize", &l.manifest_size)).flatten(),
+        page_size: errs.keep(size("pageSize", &l.page_size)).flatten(),
+        listing_size: errs.keep(size("listingSize", &l.listing_size)).flatten(),
+        pages: errs.keep(count("pages", &l.pages)).flatten(),
+        names: errs.keep(count("names", &l.names)).flatten(),
+        index_depth: errs.keep(count("indexDepth", &l.index_depth)).flatten(),
+        manifests_per_image: errs
+            .keep(count("manifestsPerImage", &l.manifests_per_image))
+            .flatten(),
+        referrers_per_image: errs
+            .keep(count("referrersPerImage", &l.referrers_per_image))
+            .flatten(),
+    }
 }
 
 /// A size: bytes as a number, or a number and a unit (binary `KiB`, `MiB`, `GiB`; decimal

@@ -132,7 +132,17 @@ impl Ctx<'_> {
         loc: Option<Location>,
         kind: ErrorKind,
     ) -> Result<T, ConfigError> {
-        Err(ConfigError::new(self.pos(scope, field, loc), kind))
+        Err(self.error(scope, field, loc, kind))
+    }
+
+    fn error(
+        &self,
+        scope: &Scope,
+        field: &str,
+        loc: Option<Location>,
+        kind: ErrorKind,
+    ) -> ConfigError {
+        ConfigError::new(self.pos(scope, field, loc), kind)
     }
 
     /// A warning; one without a position gets the position of its key when loading ends
@@ -229,7 +239,7 @@ pub(crate) fn resolve(
     let mut errors = Vec::new();
     let creds = resolve_creds(&mut ctx, std::mem::take(&mut raw.creds), &mut errors);
     let globals = resolve_globals(&mut ctx, &raw.defaults).unwrap_or_else(|e| {
-        errors.push(e);
+        errors.extend(e);
         Globals::default()
     });
     let defaults_scope = Scope::top("defaults");
@@ -241,8 +251,8 @@ pub(crate) fn resolve(
     for (index, entry) in raw.sync.into_iter().enumerate() {
         let mut e = match resolve_entry(&mut ctx, index, entry, &defaults) {
             Ok(e) => e,
-            Err(err) => {
-                errors.push(err);
+            Err(errs) => {
+                errors.extend(errs);
                 continue;
             }
         };
@@ -394,8 +404,10 @@ fn report_unknown_keys(ctx: &mut Ctx<'_>, text: &str, keys: &[String]) -> Vec<(u
     placed
 }
 
-fn resolve_globals(ctx: &mut Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> {
-    let globals = read_globals(ctx, d)?;
+fn resolve_globals(ctx: &mut Ctx<'_>, d: &RawDefaults) -> Result<Globals, Vec<ConfigError>> {
+    let mut errs = Errors::default();
+    let globals = read_globals(ctx, d, &mut errs);
+    errs.finish()?;
     let scope = Scope::top("defaults");
     for (field, at) in [
         ("cacheCount", d.cache_count.as_ref().map(|v| v.defined)),
@@ -417,7 +429,7 @@ fn resolve_globals(ctx: &mut Ctx<'_>, d: &RawDefaults) -> Result<Globals, Config
     Ok(globals)
 }
 
-fn read_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> {
+fn read_globals(ctx: &Ctx<'_>, d: &RawDefaults, errs: &mut Errors) -> Globals {
     let scope = Scope::top("defaults");
     let non_negative =
         |field: &str, v: &Option<Spanned<i64>>| -> Result<Option<u64>, ConfigError> {
@@ -435,15 +447,17 @@ fn read_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> 
                 None => Ok(None),
             }
         };
-    let parallel = non_negative("parallel", &d.parallel)?
+    let parallel = errs
+        .keep(non_negative("parallel", &d.parallel))
+        .flatten()
         .map_or(DEFAULT_PARALLEL, |p| p.min(u64::from(u32::MAX)) as u32);
     // regsync's manifest cache: read, so that a bad value is still refused, but it has no
     // effect in regferry (see WarningKind::Ignored below).
-    non_negative("cacheCount", &d.cache_count)?;
+    errs.keep(non_negative("cacheCount", &d.cache_count));
     if let Some(t) = &d.cache_time {
-        ctx.duration(&scope, "cacheTime", t)?;
+        errs.keep(ctx.duration(&scope, "cacheTime", t));
     }
-    Ok(Globals {
+    Globals {
         parallel,
         skip_docker_config: d.skip_docker_config.unwrap_or(false),
         user_agent: d
@@ -451,12 +465,15 @@ fn read_globals(ctx: &Ctx<'_>, d: &RawDefaults) -> Result<Globals, ConfigError> 
             .as_ref()
             .map(|s| s.value.clone())
             .filter(|s| !s.is_empty()),
-        blob_limit: non_negative("blobLimit", &d.blob_limit)?.filter(|b| *b > 0),
+        blob_limit: errs
+            .keep(non_negative("blobLimit", &d.blob_limit))
+            .flatten()
+            .filter(|b| *b > 0),
         limits: match &d.limits {
-            Some(l) => resolve_limits(ctx, &scope, l, LimitsAt::Defaults)?,
+            Some(l) => resolve_limits(ctx, &scope, l, LimitsAt::Defaults, errs),
             None => LimitSettings::default(),
         },
-    })
+    }
 }
 
 fn check_inheritable_notes(ctx: &mut Ctx<'_>, scope: &Scope, i: &RawInheritable) {
@@ -477,4 +494,43 @@ fn check_inheritable_notes(ctx: &mut Ctx<'_>, scope: &Scope, i: &RawInheritable)
 
 fn bool_of(entry: Option<bool>, default: Option<bool>) -> bool {
     entry.or(default).unwrap_or(false)
+}
+
+/// The errors of one entry (or of `defaults`), gathered so that one load reports each of
+/// them rather than the first.
+#[derive(Debug, Default)]
+pub(super) struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    /// The value of `r`, or `None` with its error kept.
+    pub(super) fn keep<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    /// All errors so far and `last`: for a check that later ones depend on.
+    pub(super) fn with(&mut self, last: ConfigError) -> Vec<ConfigError> {
+        let mut all = std::mem::take(&mut self.0);
+        all.push(last);
+        all
+    }
+
+    /// The errors kept.
+    pub(super) fn into_vec(self) -> Vec<ConfigError> {
+        self.0
+    }
+
+    /// `Err` with the errors kept, if any.
+    pub(super) fn finish(&mut self) -> Result<(), Vec<ConfigError>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(std::mem::take(&mut self.0))
+        }
+    }
 }

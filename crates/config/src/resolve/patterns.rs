@@ -11,7 +11,8 @@ impl Ctx<'_> {
         scope: &Scope,
         field: &str,
         list: &[Spanned<Scalar>],
-    ) -> Result<Vec<Pattern>, ConfigError> {
+        errs: &mut Errors,
+    ) -> Vec<Pattern> {
         let mut out = Vec::with_capacity(list.len());
         for (i, p) in list.iter().enumerate() {
             let field = format!("{field}[{i}]");
@@ -19,7 +20,7 @@ impl Ctx<'_> {
             let pattern = match Pattern::new(text) {
                 Ok(pattern) => pattern,
                 Err(e) => {
-                    return self.err(
+                    errs.keep(self.err::<()>(
                         scope,
                         &field,
                         Some(p.defined),
@@ -27,7 +28,8 @@ impl Ctx<'_> {
                             pattern: text.clone(),
                             source: Box::new(e),
                         },
-                    );
+                    ));
+                    continue;
                 }
             };
             let reason = if *null {
@@ -76,7 +78,7 @@ impl Ctx<'_> {
             }
             out.push(pattern);
         }
-        Ok(out)
+        out
     }
 
     /// Whether the value at `loc` was written in quotes.
