@@ -109,7 +109,9 @@ impl ConfigError {
     }
 
     /// One error for all of `errors` (in file order, the same error once), or `None`.
-    pub(crate) fn all(errors: Vec<ConfigError>) -> Option<ConfigError> {
+    pub(crate) fn all(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        // Stable: errors without a place keep their order, after the placed ones.
+        errors.sort_by_key(|e| (e.at.line.is_none(), e.at.line, e.at.column));
         let mut seen = std::collections::HashSet::new();
         let mut kept: Vec<ConfigError> = Vec::new();
         let mut omitted = 0;

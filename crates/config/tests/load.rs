@@ -515,6 +515,16 @@ fn every_error_of_one_entry_is_reported_at_once() {
         assert!(text.contains(want), "{want} in:\n{text}");
     }
     assert_eq!(err.count(), 17, "{text}");
+    // In file order: by line, then column.
+    let places: Vec<(u32, u32)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.strip_prefix("e.yaml:")?.splitn(3, ':');
+            Some((p.next()?.parse().ok()?, p.next()?.parse().ok()?))
+        })
+        .collect();
+    assert!(places.len() > 10, "{text}");
+    assert!(places.is_sorted(), "{places:?}\n{text}");
 }
 
 mod no_panic {
