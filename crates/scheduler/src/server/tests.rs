@@ -10,18 +10,18 @@ fn utc(s: &str) -> DateTime<Utc> {
 /// take `run_time` (a run started before the end finishes), and `triggers` arrive at their
 /// offsets from the start. Returns when each run started and what it ran, and the count
 /// of skipped ticks.
+/// Times are in seconds: `[span, run_time, offset]`.
 fn simulate_with(
     schedule: &str,
     start: &str,
-    span: Duration,
-    run_time: Duration,
-    offset: Duration,
+    [span, run_time, offset]: [i64; 3],
     triggers: &[(u64, Only)],
 ) -> (Vec<(DateTime<Utc>, Only)>, u64) {
     let schedule = Schedule::parse(schedule).unwrap();
     let start = utc(start);
-    let end = start + chrono::Duration::from_std(span).unwrap();
-    let run_time = chrono::Duration::from_std(run_time).unwrap();
+    let end = start + chrono::Duration::seconds(span);
+    let run_time = chrono::Duration::seconds(run_time);
+    let offset = Duration::from_secs(offset as u64);
     let mut table = Timetable::default();
     assert!(table.add(0, &schedule, offset, start));
     let mut triggers = triggers.iter().peekable();
@@ -62,14 +62,8 @@ fn simulate_with(
     (runs, skipped)
 }
 
-fn simulate(
-    schedule: &str,
-    start: &str,
-    span: Duration,
-    run_time: Duration,
-    offset: Duration,
-) -> (Vec<DateTime<Utc>>, u64) {
-    let (runs, skipped) = simulate_with(schedule, start, span, run_time, offset, &[]);
+fn simulate(schedule: &str, start: &str, times: [i64; 3]) -> (Vec<DateTime<Utc>>, u64) {
+    let (runs, skipped) = simulate_with(schedule, start, times, &[]);
     (runs.into_iter().map(|(t, _)| t).collect(), skipped)
 }
 
@@ -82,25 +76,13 @@ fn only_tag(t: &str) -> Only {
 
 #[test]
 fn intervals_tick_and_long_runs_skip_ticks() {
-    let (runs, skipped) = simulate(
-        "@every 10m",
-        "2026-11-29T00:00:00Z",
-        Duration::from_secs(3605),
-        Duration::from_secs(1),
-        Duration::ZERO,
-    );
+    let (runs, skipped) = simulate("@every 10m", "2026-11-29T00:00:00Z", [3605, 1, 0]);
     assert_eq!(runs.len(), 6, "{runs:?}");
     assert_eq!(runs[0], utc("2026-11-29T00:10:00Z"));
     assert_eq!(runs[5], utc("2026-11-29T01:00:00Z"));
     assert_eq!(skipped, 0);
     // Runs of 25 minutes on a 10 minute interval: two ticks skipped after each run.
-    let (runs, skipped) = simulate(
-        "@every 10m",
-        "2026-11-29T00:00:00Z",
-        Duration::from_secs(3601),
-        Duration::from_secs(25 * 60),
-        Duration::ZERO,
-    );
+    let (runs, skipped) = simulate("@every 10m", "2026-11-29T00:00:00Z", [3601, 25 * 60, 0]);
     assert_eq!(
         runs,
         vec![utc("2026-11-29T00:10:00Z"), utc("2026-11-29T00:40:00Z")]
@@ -114,9 +96,7 @@ fn cron_with_a_time_zone_fires_at_local_times() {
     let (runs, _) = simulate(
         "CRON_TZ=Europe/Berlin 15 3 * * 1-5",
         "2026-11-27T12:00:00Z",
-        Duration::from_secs(3 * 86_400),
-        Duration::from_secs(1),
-        Duration::ZERO,
+        [3 * 86_400, 1, 0],
     );
     assert_eq!(
         runs,
@@ -127,13 +107,7 @@ fn cron_with_a_time_zone_fires_at_local_times() {
 
 #[test]
 fn offsets_shift_every_tick() {
-    let (runs, _) = simulate(
-        "@hourly",
-        "2026-11-29T00:30:00Z",
-        Duration::from_secs(7200),
-        Duration::from_secs(1),
-        Duration::from_secs(17),
-    );
+    let (runs, _) = simulate("@hourly", "2026-11-29T00:30:00Z", [7200, 1, 17]);
     assert_eq!(
         runs,
         vec![utc("2026-11-29T01:00:17Z"), utc("2026-11-29T02:00:17Z")]
@@ -146,9 +120,7 @@ fn triggers_run_at_once_and_pending_ones_wait_for_the_running_one() {
     let (runs, _) = simulate_with(
         "@every 1h",
         "2026-11-29T00:00:00Z",
-        Duration::from_secs(65),
-        Duration::from_secs(10),
-        Duration::ZERO,
+        [65, 10, 0],
         &[
             (0, only_tag("1")),
             (5, Only::default()),
@@ -169,9 +141,7 @@ fn a_burst_of_different_pushes_becomes_one_full_run() {
     let (runs, _) = simulate_with(
         "@every 1h",
         "2026-11-29T00:00:00Z",
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        Duration::ZERO,
+        [60, 5, 0],
         &[
             (0, only_tag("1")),
             (0, only_tag("1")),
@@ -190,9 +160,7 @@ fn a_burst_of_different_pushes_becomes_one_full_run() {
     let (runs, _) = simulate_with(
         "@every 1h",
         "2026-11-29T00:00:00Z",
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        Duration::ZERO,
+        [60, 5, 0],
         &[(0, only_tag("1")), (1, only_tag("2")), (2, only_tag("2"))],
     );
     let ran: Vec<Only> = runs.into_iter().map(|(_, o)| o).collect();
