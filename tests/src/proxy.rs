@@ -215,6 +215,29 @@ pub struct ProxiedRequest {
 struct Shared {
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<ProxiedRequest>>,
+    /// Requests being handled now (until their response starts), and the most at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = shared.in_flight.fetch_add(1, SeqCst) + 1;
+        shared.most_in_flight.fetch_max(now, SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -323,6 +346,13 @@ impl FaultProxy {
         self.shared.log.lock().expect("log lock").clone()
     }
 
+    /// The most requests the proxy handled at once (each until its response started).
+    pub fn max_in_flight(&self) -> usize {
+        self.shared
+            .most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.shared.log.lock().expect("log lock").clear();
@@ -358,6 +388,8 @@ struct Ctx {
 
 impl Ctx {
     async fn handle(self, req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
+        let shared = self.shared.clone();
+        let _counted = InFlight::new(&shared);
         let method = req.method().as_str().to_owned();
         let path = path_and_query(&req);
         let action = self.shared.take_action(&method, &path);

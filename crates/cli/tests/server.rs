@@ -215,6 +215,17 @@ fn server_syncs_on_its_interval_and_serves_health_and_metrics() {
         metrics.contains("regferry_registry_requests_total{registry=\""),
         "{metrics}"
     );
+    // Each registry's request limit, adaptive here (no reqConcurrent): 2 to 32.
+    let limits: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("regferry_registry_concurrency{registry=\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(limits.len(), 2, "{metrics}");
+    assert!(
+        limits.iter().all(|n| (2.0..=32.0).contains(n)),
+        "{limits:?}"
+    );
     assert!(
         !metrics.contains("manual-only"),
         "an entry without interval or schedule is not run"

@@ -34,8 +34,8 @@ use std::path::Path;
 pub use error::{ConfigError, EntryRef, ErrorKind, Position, Section, Warning, WarningKind};
 pub use filter::{Pattern, ReferrerFilter, RepoFilter, TagFilter, TagSet};
 pub use model::{
-    BackupTemplate, Config, DEFAULT_BLOB_CHUNK, DEFAULT_CRED_EXPIRE, DEFAULT_MEDIA_TYPES,
-    DEFAULT_PARALLEL, DEFAULT_REQ_CONCURRENT, Endpoint, Globals, Host, LimitSettings, Limits,
+    ADAPTIVE_REQ_CONCURRENT, BackupTemplate, Config, DEFAULT_BLOB_CHUNK, DEFAULT_CRED_EXPIRE,
+    DEFAULT_MEDIA_TYPES, DEFAULT_PARALLEL, Endpoint, Globals, Host, LimitSettings, Limits,
     MIN_RATELIMIT_RETRY, RateLimit, RefFields, SyncEntry, SyncKind, TlsMode, Trigger,
     default_entry_name,
 };

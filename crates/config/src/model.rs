@@ -20,9 +20,10 @@ pub const DEFAULT_MEDIA_TYPES: [&str; 4] = [
 ];
 /// regsync's floor for `ratelimit.retry`.
 pub const MIN_RATELIMIT_RETRY: Duration = Duration::from_secs(300);
-/// Default `reqConcurrent` per registry. regsync uses 3, which caps a mirror at three
-/// blob transfers per registry; regferry allows 6 (set `reqConcurrent: 3` for regsync's).
-pub const DEFAULT_REQ_CONCURRENT: u32 = regferry_registry::http::DEFAULT_REQ_CONCURRENT;
+/// Requests in flight per registry without `reqConcurrent`: a limit that starts at the
+/// first and adapts up to the second. regsync's fixed default is 3, which caps a mirror at
+/// three blob transfers per registry (set `reqConcurrent: 3` for regsync's behaviour).
+pub const ADAPTIVE_REQ_CONCURRENT: (u32, u32) = regferry_registry::http::ADAPTIVE_REQ_CONCURRENT;
 /// `parallel` when the file does not set it. regsync copies one image at a time by
 /// default; regferry copies 4 at once (set `parallel: 1` for regsync's behaviour).
 pub const DEFAULT_PARALLEL: u32 = 4;
@@ -204,8 +205,9 @@ pub struct Host {
     pub repo_auth: bool,
     /// Requests per second to this host; `None` is unlimited.
     pub req_per_sec: Option<f64>,
-    /// Requests in flight to this host at once.
-    pub req_concurrent: u32,
+    /// Requests in flight to this host at once: a hard limit, or `None` for the adaptive
+    /// one ([`ADAPTIVE_REQ_CONCURRENT`]).
+    pub req_concurrent: Option<u32>,
     /// Chunk size for chunked uploads.
     pub blob_chunk: u64,
     /// Blobs above this size are uploaded in chunks; `None` disables the limit.
@@ -237,7 +239,7 @@ impl Host {
             priority: 0,
             repo_auth: false,
             req_per_sec: None,
-            req_concurrent: DEFAULT_REQ_CONCURRENT,
+            req_concurrent: None,
             blob_chunk: DEFAULT_BLOB_CHUNK,
             blob_max: None,
             api_opts: BTreeMap::new(),

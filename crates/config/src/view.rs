@@ -49,7 +49,9 @@ struct HostView {
     priority: u32,
     repo_auth: bool,
     req_per_sec: f64,
-    req_concurrent: u32,
+    /// Unset: the adaptive limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    req_concurrent: Option<u32>,
     blob_chunk: u64,
     blob_max: i64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -241,6 +241,19 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP regferry_registry_concurrency Requests allowed in flight to the registry now: reqConcurrent, or where the adaptive limit stands."
+        );
+        let _ = writeln!(out, "# TYPE regferry_registry_concurrency gauge");
+        for c in clients {
+            let _ = writeln!(
+                out,
+                "regferry_registry_concurrency{{registry=\"{}\"}} {}",
+                escape(c.registry()),
+                c.concurrency_limit()
+            );
+        }
         out.push_str("# EOF\n");
         out
     }

@@ -253,8 +253,8 @@ fn resolve_host(
         }
         if let Some(c) = &h.req_concurrent {
             host.req_concurrent = match c.value {
-                0 => DEFAULT_REQ_CONCURRENT,
-                n @ 1..=1024 => n as u32,
+                0 => None,
+                n @ 1..=1024 => Some(n as u32),
                 n => {
                     errs.keep(ctx.err::<()>(
                         &scope,
@@ -262,10 +262,10 @@ fn resolve_host(
                         Some(c.defined),
                         ErrorKind::OutOfRange {
                             value: n.to_string(),
-                            expected: "1 to 1024 (0 means the default, 6)",
+                            expected: "1 to 1024 (0 or unset: a limit that adapts to the registry)",
                         },
                     ));
-                    DEFAULT_REQ_CONCURRENT
+                    None
                 }
             };
         }

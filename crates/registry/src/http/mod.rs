@@ -4,6 +4,7 @@
 //! scopes across repositories (for cross-repository mounts), and client certificates.
 mod auth;
 mod challenge;
+mod concurrency;
 mod ops;
 mod referrers;
 mod send;
@@ -146,8 +147,9 @@ impl Default for Limits {
     }
 }
 
-/// Requests in flight to one registry at once, unless configured (`reqConcurrent`).
-pub const DEFAULT_REQ_CONCURRENT: u32 = 6;
+/// Requests in flight to one registry at once, unless configured (`reqConcurrent`): the
+/// start and the ceiling of the adaptive limit (see `concurrency.rs`).
+pub const ADAPTIVE_REQ_CONCURRENT: (u32, u32) = (concurrency::INITIAL, concurrency::MAX);
 
 /// Chunk size of chunked uploads, unless configured (`blobChunk`).
 pub const DEFAULT_BLOB_CHUNK: u64 = 1 << 20;
@@ -173,8 +175,9 @@ pub struct HostOptions {
     pub token: Secret,
     /// Inserted after `/v2/` on repository requests.
     pub path_prefix: String,
-    /// Requests in flight at once.
-    pub req_concurrent: u32,
+    /// Requests in flight at once: a hard limit, or `None` for one that adapts to the
+    /// registry (see [`ADAPTIVE_REQ_CONCURRENT`]).
+    pub req_concurrent: Option<u32>,
     /// Requests per second; `None` is unlimited.
     pub req_per_sec: Option<f64>,
     /// Chunk size for chunked uploads.
@@ -209,7 +212,7 @@ impl HostOptions {
             login: LoginSource::Anonymous,
             token: Secret::default(),
             path_prefix: String::new(),
-            req_concurrent: DEFAULT_REQ_CONCURRENT,
+            req_concurrent: None,
             req_per_sec: None,
             blob_chunk: DEFAULT_BLOB_CHUNK,
             blob_max: None,
@@ -284,6 +287,12 @@ impl RegistryClient {
     /// Counters of the requests sent so far.
     pub fn stats(&self) -> &RequestStats {
         &self.inner.stats
+    }
+
+    /// Requests allowed in flight to this registry now: `reqConcurrent`, or where the
+    /// adaptive limit stands.
+    pub fn concurrency_limit(&self) -> u32 {
+        self.inner.concurrency.limit()
     }
 
     /// Whether two clients talk to the same registry host (so blobs can be mounted).

@@ -8,12 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
 use super::HostOptions;
 use super::auth::Auth;
+use super::concurrency::{Concurrency, Outcome};
 use crate::blob::ByteStream;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -122,7 +123,7 @@ pub(crate) struct Inner {
     /// [`super::RegistryClient::cancel_abandoned_uploads`].
     pub(crate) uploads: StdMutex<BTreeMap<u64, (String, Url)>>,
     pub(crate) next_upload: AtomicU64,
-    permits: Semaphore,
+    pub(crate) concurrency: Concurrency,
     next_slot: Mutex<Instant>,
     paused_until: Mutex<Option<Instant>>,
 }
@@ -144,7 +145,7 @@ impl Inner {
                 opts.limits,
                 opts.repo_auth,
             ),
-            permits: Semaphore::new(opts.req_concurrent.max(1) as usize),
+            concurrency: Concurrency::new(opts.req_concurrent),
             next_slot: Mutex::new(Instant::now()),
             paused_until: Mutex::new(None),
             stats: RequestStats::default(),
@@ -252,7 +253,8 @@ impl Inner {
                 if let Some(b) = body {
                     rb = rb.body(b);
                 }
-                let permit = self.permits.acquire().await.map_err(|_| Error::Cancelled)?;
+                let permit = self.concurrency.acquire().await.ok_or(Error::Cancelled)?;
+                let sent = Instant::now();
                 // A streamed upload is answered only once the registry has it all: its time
                 // is bounded by the idle timeout of the connection, not a total.
                 let result = if streamed {
@@ -264,7 +266,30 @@ impl Inner {
                         Err(_) => Err(Failure::Timeout),
                     }
                 };
-                drop(permit);
+                let outcome = match &result {
+                    // Another host (a blob store the registry redirects to) says nothing of
+                    // the registry's load.
+                    _ if !own => Outcome::Neutral,
+                    Ok(r)
+                        if matches!(
+                            r.status(),
+                            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                        ) =>
+                    {
+                        Outcome::Refused
+                    }
+                    Ok(_) => Outcome::Answered((!streamed).then(|| sent.elapsed())),
+                    Err(Failure::Timeout) => Outcome::Refused,
+                    Err(Failure::Http(e)) if e.is_timeout() => Outcome::Refused,
+                    Err(Failure::Http(_)) => Outcome::Neutral,
+                };
+                tracing::trace!(method = %req.method, url = %redact(&url), took_ms = sent.elapsed().as_millis() as u64, ?outcome, "Request");
+                let before = self.concurrency.limit();
+                self.concurrency.release(permit, outcome);
+                let after = self.concurrency.limit();
+                if after != before {
+                    tracing::debug!(registry = %self.opts.registry, limit = after, ?outcome, "Requests at once");
+                }
                 if let Ok(resp) = &result
                     && resp.status().is_redirection()
                     && matches!(req.method, Method::GET | Method::HEAD)
