@@ -67,8 +67,22 @@ impl Transfer {
             (None, true) => dst.own_name().map(|n| (n.to_owned(), true)),
             (None, false) => None,
         };
+        // The source's answer, when its read started early.
+        let mut early = None;
         if let Some((from, itself)) = ask {
-            match dst.mount_blob(digest, &from).await {
+            let mount = if itself {
+                // A probe of a repository this run created almost always opens an upload
+                // session: the source read starts at the same time, so that the copy waits
+                // for one round trip to the source rather than one to each side in turn.
+                // When the blob is there after all, the read is dropped unread.
+                let (mount, blob) =
+                    tokio::join!(dst.mount_blob(digest, &from), src.get_blob(digest, size));
+                early = Some(blob);
+                mount
+            } else {
+                dst.mount_blob(digest, &from).await
+            };
+            match mount {
                 Ok(Mount::Mounted) if itself => return Ok(self.existed(dst, digest).await),
                 Ok(Mount::Mounted) => {
                     Stats::add(&self.stats.blobs_mounted, 1);
@@ -106,7 +120,10 @@ impl Transfer {
             attempt += 1;
             let counted = Arc::new(AtomicU64::new(0));
             let result = async {
-                let blob = src.get_blob(digest, size).await?;
+                let blob = match early.take() {
+                    Some(blob) => blob?,
+                    None => src.get_blob(digest, size).await?,
+                };
                 let stream = verify(digest, size.or(blob.size), blob.stream)?;
                 let stats_bytes = counted.clone();
                 let stream = stream.map(move |item: Result<Bytes>| {
