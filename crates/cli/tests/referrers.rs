@@ -655,6 +655,59 @@ fn referrer_loops_terminate_and_copy_each_referrer_once() {
     );
 }
 
+/// An image the source is known to keep no referrers for is pushed with its tag in one
+/// PUT; one with referrers still goes image first, tag last.
+#[test]
+fn an_image_without_referrers_is_pushed_with_its_tag_at_once() {
+    let (src, t) = (TestRegistry::start(), TestRegistry::start());
+    let client = RawClient::for_registry(&src);
+    let signed = image::image(4100, 1, 512);
+    client.push("signed", Some("1"), &signed);
+    let sbom = image::sbom(&signed.descriptor(), 1);
+    client.publish_referrers("signed", &signed.digest(), &[&sbom]);
+    let unsigned = image::image(4200, 1, 512);
+    client.push("unsigned", Some("1"), &unsigned);
+    // `parallel: 0` runs the entries one after another: the first one's referrers teach the
+    // run that the source has no referrers API.
+    let c = config(
+        &plain(&[&src.host(), &t.host()]),
+        "  parallel: 0\n  referrers: true\n",
+        &format!(
+            "  - source: {s}/signed\n    target: {d}/signed\n    type: repository\n\
+             \x20 - source: {s}/unsigned\n    target: {d}/unsigned\n    type: repository\n",
+            s = src.host(),
+            d = t.host()
+        ),
+    );
+    let o = once_ok(&c);
+    assert!(o.stdout.contains("1 referrer copied"), "{}", o.stdout);
+    let by_digest = |repo: &str, img: &image::Image| {
+        puts(&t, &format!("/v2/{repo}/manifests/{}", img.digest()))
+    };
+    assert_eq!(
+        by_digest("signed", &signed),
+        1,
+        "image first: {:?}",
+        t.access_log()
+    );
+    assert_eq!(puts(&t, "/v2/signed/manifests/1"), 1, "tag last");
+    assert_eq!(
+        by_digest("unsigned", &unsigned),
+        0,
+        "no push by digest: {:?}",
+        t.access_log()
+    );
+    assert_eq!(puts(&t, "/v2/unsigned/manifests/1"), 1);
+    assert_eq!(
+        skopeo_digest(&t, "unsigned:1"),
+        unsigned.digest().to_string()
+    );
+    assert_eq!(
+        fallback(&t, "signed", &signed.digest()),
+        vec![sbom.digest()]
+    );
+}
+
 /// `digestTags`: cosign-style `sha256-<hex>.sig|.att` tags come with the image; without it
 /// they stay behind. The bare `sha256-<hex>` referrers index is never a digest tag.
 #[test]

@@ -108,6 +108,13 @@ impl Repo {
         Ok(api_known(self))
     }
 
+    /// Whether `subject` is known to have no referrers here, without asking: the registry
+    /// answered that it has no referrers API, and `tags` (this repository's listing) lacks
+    /// the subject's `sha256-<hex>` tag.
+    pub fn known_without_referrers(&self, subject: &Digest, tags: &TagList) -> bool {
+        api_known(self) == Some(false) && tags.lacks(self, &subject.referrers_tag())
+    }
+
     /// [`Repo::referrers`], given this repository's tags when known: through the tag
     /// schema, a subject whose `sha256-<hex>` tag the listing lacks has no referrers, and
     /// no request is sent.

@@ -10,9 +10,9 @@ use regferry_registry::referrers::{Listing, referrer_descriptor};
 use regferry_registry::repo::Repo;
 use regferry_registry::{Descriptor, Digest, Error, Result, TagList};
 
-use crate::Transfer;
 use crate::image::{CopyOptions, GraphLimits};
 use crate::stats::Stats;
+use crate::{Slots, Transfer};
 
 /// A referrer found (and copied, unless it was a dry run).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct ReferrerWalk<'a> {
     limits: GraphLimits,
     /// Also read every manifest a source layout lists (`referrerSlow`).
     scan_layouts: bool,
+    /// Held while a referrer is copied (the image-copy slots).
+    slots: Option<&'a Slots>,
     /// Referrers read so far.
     read: AtomicUsize,
 }
@@ -70,6 +72,7 @@ impl<'a> ReferrerWalk<'a> {
             dry_run,
             limits,
             scan_layouts: false,
+            slots: None,
             read: AtomicUsize::new(0),
         }
     }
@@ -79,6 +82,13 @@ impl<'a> ReferrerWalk<'a> {
     /// regsync's `referrerSlow`.
     pub fn scanning_layouts(mut self, scan: bool) -> Self {
         self.scan_layouts = scan;
+        self
+    }
+
+    /// Copies each referrer holding one of `slots` (the image-copy slots): only copies wait
+    /// for one, not the listings that find most images have nothing to copy.
+    pub fn holding(mut self, slots: &'a Slots) -> Self {
+        self.slots = Some(slots);
         self
     }
 
@@ -172,6 +182,10 @@ impl Transfer {
                         source: src.to_string(),
                     };
                     if !dry_run {
+                        let _slot = match walk.slots {
+                            Some(s) => Some(s.acquire().await.ok_or(Error::Cancelled)?),
+                            None => None,
+                        };
                         let m = src.get_manifest(&d.digest.to_string()).await?;
                         if m.digest != d.digest {
                             return Err(Error::DigestMismatch {

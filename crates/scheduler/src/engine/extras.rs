@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use regferry_config::{ReferrerFilter, SyncEntry};
 use regferry_registry::repo::Repo;
-use regferry_registry::{Content, Digest, Error, Manifest, Result, TagList};
+use regferry_registry::{Content, Digest, Manifest, Result, TagList};
 use regferry_transfer::{CopyOptions, ReferrerWalk};
 
 use super::run_memo::RunMemo;
@@ -86,6 +86,45 @@ impl Engine {
         )
     }
 
+    /// Whether the source may keep referrers for the image of `decision`, as far as this run
+    /// knows without asking: `false` only when the source has no referrers API and its
+    /// listing lacks the `sha256-<hex>` tag of the image and of each of its children.
+    pub(super) async fn may_have_referrers(
+        &self,
+        entry: &SyncEntry,
+        item: &Item,
+        decision: &Decision,
+        memo: &RunMemo,
+    ) -> bool {
+        if !entry.referrer_sources.is_empty() {
+            return true;
+        }
+        let Some(tags) = memo.listed(&item.src).await else {
+            return true;
+        };
+        // The subjects, from the manifest at hand; an index not read yet may have any.
+        let subjects = match (&decision.manifest, &decision.source) {
+            (Some(m), _) => self.subjects(item, decision, Some(m)).await,
+            (None, Some(h))
+                if !regferry_registry::manifest::media_type::is_index(&h.media_type) =>
+            {
+                Ok(vec![h.digest.clone()])
+            }
+            _ => return true,
+        };
+        let Ok(subjects) = subjects else { return true };
+        let Some(first) = subjects.first() else {
+            return false;
+        };
+        // Learnt once per source registry, before its first image is copied.
+        if item.src.has_referrers_api(first).await.ok().flatten() != Some(false) {
+            return true;
+        }
+        !subjects
+            .iter()
+            .all(|d| item.src.known_without_referrers(d, &tags))
+    }
+
     /// Copies (or, in a dry run, lists) the referrers and digest tags of an image.
     pub(super) async fn extras(
         &self,
@@ -138,13 +177,9 @@ impl Engine {
                 }
             }
             let walk = ReferrerWalk::new(&filter, &known, dry_run, self.graph_limits())
-                .scanning_layouts(entry.referrer_slow);
+                .scanning_layouts(entry.referrer_slow)
+                .holding(&self.copy_slots);
             for s in &subjects {
-                let _slot = if dry_run {
-                    None
-                } else {
-                    Some(self.copy_slots.acquire().await.ok_or(Error::Cancelled)?)
-                };
                 for r in self
                     .transfer
                     .copy_referrers(&sources, &target, s, &walk)

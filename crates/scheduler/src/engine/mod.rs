@@ -577,7 +577,12 @@ impl Engine {
         // Image first, tag last: with referrers or digest tags to copy, the image is pushed
         // by digest, then those, then the tag. A tag whose referrers failed keeps its old
         // image, so a consumer verifying signatures never sees the new one without them.
-        let tag_last = entry.referrers || entry.digest_tags;
+        // An image the source is known to keep no referrers for is pushed with its tag at
+        // once: one manifest PUT instead of two.
+        let tag_last = entry.digest_tags
+            || (entry.referrers
+                && wants_copy
+                && self.may_have_referrers(entry, item, &decision, memo).await);
         let mut untagged = None;
         if wants_copy && !dry_run {
             match self.copy(entry, item, &decision, memo, !tag_last).await {
