@@ -25,6 +25,7 @@ pub(crate) fn run(
     let opts = RunOptions {
         mode,
         abort_on_error,
+        trust_target: false,
     };
     let (report, interrupted) = rt.block_on(async {
         let progress = (mode != Mode::Check && std::io::stderr().is_terminal())

@@ -710,3 +710,111 @@ fn triggers_during_the_first_pass_wait_for_it() {
     let (code, log) = s.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// Requests in `reg`'s access log from index `from` on: (method, path).
+fn requests_since(reg: &TestRegistry, from: usize) -> Vec<(String, String)> {
+    reg.access_log()
+        .into_iter()
+        .skip(from)
+        .map(|e| (e.method, e.path))
+        .collect()
+}
+
+/// In steady state a scheduled run reads the source alone: one HEAD per tag and one tag
+/// list, nothing on the target, which the last clean run has seen. A trigger reads both.
+#[test]
+fn scheduled_no_op_runs_read_the_source_alone() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let client = RawClient::for_registry(&src);
+    let images: Vec<_> = (0..3).map(|i| image::image(300 + i, 1, 100)).collect();
+    for (i, img) in images.iter().enumerate() {
+        client.push("app", Some(&(i + 1).to_string()), img);
+    }
+    let sbom = image::sbom(&images[0].descriptor(), 1);
+    client.publish_referrers("app", &images[0].digest(), &[&sbom]);
+    let entries = format!(
+        "  - name: app\n    source: {}/app\n    target: {}/app\n    type: repository\n    interval: 1s\n    referrers: true\n",
+        src.host(),
+        dst.host()
+    );
+    let s = Server::start(&yaml(&src, &dst, &entries), &[]);
+    let runs = |s: &Server| {
+        s.metric("regferry_entry_runs_total{entry=\"app\",result=\"success\"}")
+            .unwrap_or(0.0) as u64
+    };
+    // The first pass, then a scheduled run that reads both sides in full.
+    s.wait_for(|s| runs(s) >= 2, "a full scheduled run");
+    let (at_src, at_dst) = (src.access_log().len(), dst.access_log().len());
+    let before = runs(&s);
+    s.wait_for(|s| runs(s) >= before + 2, "two more scheduled runs");
+    let (from_src, from_dst) = (requests_since(&src, at_src), requests_since(&dst, at_dst));
+    let seen_runs = runs(&s) - before;
+    // Each run: the tag list, and a HEAD of each tag: 1, 2, 3 and the SBOM's sha256-<hex>
+    // referrers index (compared, not copied, when unchanged). A run may have started
+    // between the counts: at most one more.
+    let lists = from_src
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.ends_with("/tags/list"))
+        .count();
+    let heads = from_src.iter().filter(|(m, _)| m == "HEAD").count();
+    assert!(
+        lists as u64 >= seen_runs && lists as u64 <= seen_runs + 1,
+        "{seen_runs} runs, {lists} listings: {from_src:?}"
+    );
+    assert_eq!(heads, 4 * lists, "one HEAD per tag: {from_src:?}");
+    assert_eq!(
+        from_src.len(),
+        lists + heads,
+        "nothing else on the source: {from_src:?}"
+    );
+    assert!(from_dst.is_empty(), "nothing on the target: {from_dst:?}");
+
+    // A manual trigger never trusts the memory: it reads the target.
+    let at_dst = dst.access_log().len();
+    let (code, _) = s.post(
+        "/v1/sync/app",
+        &[("Authorization", "Bearer hook-s3cret")],
+        "",
+    );
+    assert_eq!(code, 202);
+    s.wait_for(
+        |_| {
+            requests_since(&dst, at_dst)
+                .iter()
+                .any(|(m, p)| m == "GET" && p.ends_with("/tags/list"))
+        },
+        "the triggered run to list the target",
+    );
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// `targetRecheck: 0s`: every scheduled run reads the target too.
+#[test]
+fn target_recheck_zero_reads_the_target_every_run() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    RawClient::for_registry(&src).push("app", Some("1"), &image::image(310, 1, 100));
+    let entries = format!(
+        "  - name: app\n    source: {}/app\n    target: {}/app\n    type: repository\n    interval: 1s\n",
+        src.host(),
+        dst.host()
+    );
+    let yaml =
+        yaml(&src, &dst, &entries).replace("defaults:\n", "defaults:\n  targetRecheck: 0s\n");
+    let s = Server::start(&yaml, &[]);
+    let runs = |s: &Server| {
+        s.metric("regferry_entry_runs_total{entry=\"app\",result=\"success\"}")
+            .unwrap_or(0.0) as u64
+    };
+    s.wait_for(|s| runs(s) >= 2, "a full scheduled run");
+    let at_dst = dst.access_log().len();
+    let before = runs(&s);
+    s.wait_for(|s| runs(s) >= before + 2, "two more scheduled runs");
+    let lists = requests_since(&dst, at_dst)
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.ends_with("/tags/list"))
+        .count();
+    assert!(lists >= 2, "the target listed each run: {lists}");
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+}

@@ -66,7 +66,14 @@ pub struct Globals {
     pub blob_limit: Option<u64>,
     /// `limits` under `defaults`: bounds for every registry, and on one image's graph.
     pub limits: LimitSettings,
+    /// `targetRecheck` (a regferry extension): in `server`, how long an entry's scheduled
+    /// runs may trust what its last clean run saw in the target, before one reads the
+    /// target in full again. Zero: every run reads it.
+    pub target_recheck: Duration,
 }
+
+/// `targetRecheck` when the file does not set it.
+pub const DEFAULT_TARGET_RECHECK: Duration = Duration::from_secs(24 * 3600);
 
 /// `limits` (a regferry extension; regsync ignores the key): bounds on what registries may
 /// send and how long they may take, under `defaults` for every registry and in a `creds`
@@ -154,6 +161,7 @@ impl Default for Globals {
             user_agent: None,
             blob_limit: None,
             limits: LimitSettings::default(),
+            target_recheck: DEFAULT_TARGET_RECHECK,
         }
     }
 }

@@ -160,6 +160,8 @@ with_inheritable! {
         cache_count: Option<S<i64>>,
         cache_time: Option<S<Scalar>>,
         blob_limit: Option<S<i64>>,
+        /// regferry extension: how often `server` reads a target in full.
+        target_recheck: Option<S<Scalar>>,
         /// regferry extension: bounds for every registry and on one image's graph.
         limits: Option<S<RawLimits>>,
     }

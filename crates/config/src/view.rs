@@ -126,6 +126,7 @@ struct DefaultsView {
     blob_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsView>,
+    target_recheck: String,
 }
 
 #[derive(Serialize, Default)]
@@ -301,6 +302,7 @@ pub fn to_yaml(config: &Config) -> String {
             user_agent: g.user_agent.clone(),
             blob_limit: g.blob_limit,
             limits: limits_view(&g.limits),
+            target_recheck: crate::duration::format_go_duration(g.target_recheck),
         },
         sync: config.sync.iter().map(sync_view).collect(),
     };

@@ -48,6 +48,7 @@ async fn a_copy_waits_while_the_source_reports_too_few_pulls_left() {
                 missing_only: false,
             },
             abort_on_error: false,
+            trust_target: false,
         })
         .await;
     let waited = started.elapsed();

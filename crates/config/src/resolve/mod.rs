@@ -473,6 +473,11 @@ fn read_globals(ctx: &Ctx<'_>, d: &RawDefaults, errs: &mut Errors) -> Globals {
             Some(l) => resolve_limits(ctx, &scope, l, LimitsAt::Defaults, errs),
             None => LimitSettings::default(),
         },
+        target_recheck: d
+            .target_recheck
+            .as_ref()
+            .and_then(|t| errs.keep(ctx.duration(&scope, "targetRecheck", t)))
+            .unwrap_or(DEFAULT_TARGET_RECHECK),
     }
 }
 

@@ -1,4 +1,5 @@
 //! Running sync entries: list, compare, copy.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::report::{EntryReport, RunReport, State, TagReport};
 mod extras;
 mod run_memo;
 
-use run_memo::RunMemo;
+use run_memo::{RunMemo, TargetView};
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,10 @@ pub struct RunOptions {
     pub mode: Mode,
     /// Stop at the first failure.
     pub abort_on_error: bool,
+    /// A scheduled run of `server`: it may trust what the entry's last clean run saw in the
+    /// target (see [`TargetView`](run_memo::TargetView)) until `targetRecheck` has passed,
+    /// and a clean full run leaves such a view for the next.
+    pub trust_target: bool,
 }
 
 /// How many tags of one entry are compared at once (HEAD requests; each registry's own
@@ -63,6 +68,10 @@ pub struct Engine {
     /// Entries running at once (see [`entry_slots`]).
     entry_slots: Arc<Slots>,
     shard: Option<(u32, u32)>,
+    /// What each entry's last clean full run saw in its target, by entry name. Not handed
+    /// to the engine of a reloaded configuration: after a reload every target is read in
+    /// full.
+    views: std::sync::Mutex<HashMap<String, Arc<TargetView>>>,
 }
 
 /// Limits a run to what a webhook reported: one repository of a registry entry, one tag.
@@ -136,6 +145,7 @@ impl Engine {
             cancelled: CancellationToken::new(),
             entry_slots: Slots::new(entry_slots(slots)),
             shard: None,
+            views: std::sync::Mutex::new(HashMap::new()),
             config,
         }
     }
@@ -301,11 +311,55 @@ impl Engine {
         opts: RunOptions,
         abort: &AtomicBool,
         only: &Only,
-        mut report: EntryReport,
+        report: EntryReport,
     ) -> EntryReport {
-        let memo = RunMemo::new(entry.kind != SyncKind::Image && only.tag.is_none());
+        let started = Instant::now();
+        let steady = opts.trust_target
+            && opts.mode == (Mode::Copy { missing_only: false })
+            && *only == Only::default()
+            // A backup depends on what the tag holds right now.
+            && entry.backup.is_none()
+            && !self.config.globals.target_recheck.is_zero();
+        let view = steady.then(|| self.view(entry, started)).flatten();
+        let memo = RunMemo::new(entry.kind != SyncKind::Image && only.tag.is_none())
+            .trusting(view.clone());
+        let report = self
+            .run_entry_with(entry, opts, abort, only, report, &memo)
+            .await;
+        // A run that changed nothing and failed nothing leaves what it saw for the next
+        // scheduled run; any other run leaves nothing (the next one reads the target).
+        let clean = report.error.is_none()
+            && report.tags.iter().all(|t| {
+                t.state == State::UpToDate && t.referrers.is_empty() && t.digest_tags.is_empty()
+            });
+        if let Ok(mut views) = self.views.lock() {
+            if !clean {
+                views.remove(&entry.name);
+            } else if steady && view.is_none() {
+                views.insert(entry.name.clone(), Arc::new(memo.into_view(started)));
+            }
+        }
+        report
+    }
+
+    /// The entry's view of its target, while younger than `targetRecheck`.
+    fn view(&self, entry: &SyncEntry, now: Instant) -> Option<Arc<TargetView>> {
+        let views = self.views.lock().ok()?;
+        let v = views.get(&entry.name)?;
+        (now.duration_since(v.read_at) < self.config.globals.target_recheck).then(|| v.clone())
+    }
+
+    async fn run_entry_with(
+        &self,
+        entry: &SyncEntry,
+        opts: RunOptions,
+        abort: &AtomicBool,
+        only: &Only,
+        mut report: EntryReport,
+        memo: &RunMemo,
+    ) -> EntryReport {
         let listing = tokio::select! {
-            r = self.items(entry, opts.mode, only, &memo) => r,
+            r = self.items(entry, opts.mode, only, memo) => r,
             () = self.cancelled.cancelled() => Err(Error::Cancelled),
         };
         let Selected { items, matched } = match listing {
@@ -332,7 +386,7 @@ impl Engine {
         report.tags = stream::iter(
             items
                 .into_iter()
-                .map(|item| self.process(entry, item, opts, abort, &memo)),
+                .map(|item| self.process(entry, item, opts, abort, memo)),
         )
         .buffer_unordered(CHECK_CONCURRENCY)
         .collect()
@@ -457,7 +511,7 @@ impl Engine {
             },
             async {
                 if list_target {
-                    Some(memo.tags(&dst).await)
+                    Some(memo.target_tags(&dst).await)
                 } else {
                     None
                 }
@@ -669,7 +723,7 @@ impl Engine {
         let target = async {
             match &listed {
                 Some(tags) if !tags.contains(&item.dst_tag) => Ok(None),
-                _ => item.dst.head_manifest(&item.dst_tag).await,
+                _ => memo.target_head(&item.dst, &item.dst_tag).await,
             }
         };
         // A tag the target lacks will be copied: read the source manifest now rather than

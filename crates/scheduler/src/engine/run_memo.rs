@@ -1,9 +1,12 @@
 //! What one entry run learns once and reuses (a memo for the run, not a cache kept across
 //! runs): tag listings, and how the referrers indexes of a source and a target compare.
+//! In `server`, what a clean run saw in its targets ([`TargetView`]) is the exception: the
+//! next scheduled runs trust it instead of reading the target again.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
+use regferry_registry::http::ManifestHead;
 use regferry_registry::repo::Repo;
 use regferry_registry::{Digest, Error, Result, TagList};
 use tokio::time::Instant;
@@ -28,6 +31,30 @@ pub(super) struct RunMemo {
     /// The run covers whole repositories (a `repository` or `registry` entry, not limited
     /// to one tag).
     pub(super) whole_repositories: bool,
+    /// What the entry's last clean run saw in its targets, trusted by this run.
+    trusted: Option<Arc<TargetView>>,
+    /// What this run saw in its targets.
+    seen: std::sync::Mutex<HashMap<String, SeenRepo>>,
+}
+
+/// What a run saw in an entry's target repositories: each one's tag listing, the manifest
+/// each tag it looked at held, and whether the registry has the referrers API. After a run
+/// of `server` that read its targets in full, changed nothing and failed nothing, the next
+/// scheduled runs trust it, and read the source alone (one HEAD per tag), until
+/// `targetRecheck` has passed since `read_at`, a run fails or changes something, or the
+/// configuration is reloaded. Triggered runs (webhooks, `POST /v1/sync`) never trust it.
+#[derive(Debug)]
+pub(crate) struct TargetView {
+    /// When the target was read in full.
+    pub(super) read_at: Instant,
+    repos: HashMap<String, SeenRepo>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SeenRepo {
+    tags: Option<Vec<String>>,
+    heads: HashMap<String, ManifestHead>,
+    api: Option<bool>,
 }
 
 /// The source's `sha256-<hex>` tags, split by whether the target holds the same index.
@@ -55,6 +82,66 @@ impl RunMemo {
             whole_repositories,
             ..RunMemo::default()
         }
+    }
+
+    /// A memo that answers from `view` what it says of the targets.
+    pub(super) fn trusting(mut self, view: Option<Arc<TargetView>>) -> RunMemo {
+        if let Some(v) = &view {
+            let cells = self.tags.get_mut();
+            for (key, repo) in &v.repos {
+                if let Some(tags) = &repo.tags {
+                    let list = TagList::requested_at(tags.iter().cloned(), v.read_at);
+                    cells.insert(
+                        key.clone(),
+                        Arc::new(tokio::sync::OnceCell::new_with(Some(Some(Arc::new(list))))),
+                    );
+                }
+            }
+        }
+        self.trusted = view;
+        self
+    }
+
+    /// What this run saw in its targets, as a view for the next runs.
+    pub(super) fn into_view(self, read_at: Instant) -> TargetView {
+        TargetView {
+            read_at,
+            repos: self.seen.into_inner().unwrap_or_default(),
+        }
+    }
+
+    fn saw(&self, dst: &Repo, f: impl FnOnce(&mut SeenRepo)) {
+        if let Ok(mut seen) = self.seen.lock() {
+            f(seen.entry(dst.key()).or_default());
+        }
+    }
+
+    fn trusted(&self, dst: &Repo) -> Option<&SeenRepo> {
+        self.trusted.as_ref()?.repos.get(&dst.key())
+    }
+
+    /// [`RunMemo::tags`] of a target repository, remembered for the view.
+    pub(super) async fn target_tags(&self, dst: &Repo) -> Result<Option<Arc<TagList>>> {
+        let tags = self.tags(dst).await?;
+        if let Some(t) = &tags {
+            self.saw(dst, |r| r.tags = Some(t.iter().cloned().collect()));
+        }
+        Ok(tags)
+    }
+
+    /// The manifest a target tag holds: from the trusted view, or a HEAD remembered for
+    /// the next view.
+    pub(super) async fn target_head(&self, dst: &Repo, tag: &str) -> Result<Option<ManifestHead>> {
+        if let Some(h) = self.trusted(dst).and_then(|r| r.heads.get(tag)) {
+            return Ok(Some(h.clone()));
+        }
+        let head = dst.head_manifest(tag).await?;
+        if let Some(h) = &head {
+            self.saw(dst, |r| {
+                r.heads.insert(tag.to_owned(), h.clone());
+            });
+        }
+        Ok(head)
     }
 
     async fn cell(&self, repo: &Repo) -> TagCell {
@@ -153,11 +240,19 @@ impl RunMemo {
         probe: &Digest,
     ) -> Result<Option<FallbackSync>> {
         // With the API on either side, the indexes are not where the referrers live.
-        let (a, b) = tokio::join!(src.has_referrers_api(probe), dst.has_referrers_api(probe));
-        if a? != Some(false) || b? != Some(false) {
+        let trusted_api = self.trusted(dst).and_then(|r| r.api);
+        let (a, b) = tokio::join!(src.has_referrers_api(probe), async {
+            match trusted_api {
+                Some(known) => Ok(Some(known)),
+                None => dst.has_referrers_api(probe).await,
+            }
+        });
+        let b = b?;
+        self.saw(dst, |r| r.api = b);
+        if a? != Some(false) || b != Some(false) {
             return Ok(None);
         }
-        let (have, want) = tokio::join!(self.tags(dst), self.tags(src));
+        let (have, want) = tokio::join!(self.target_tags(dst), self.tags(src));
         let (Some(have), Some(want)) = (have?, want?) else {
             return Ok(None);
         };
@@ -173,7 +268,7 @@ impl RunMemo {
                     return false;
                 }
                 // Anything but two answers with one digest counts as different.
-                match tokio::join!(src.head_manifest(&tag), dst.head_manifest(&tag)) {
+                match tokio::join!(src.head_manifest(&tag), self.target_head(dst, &tag)) {
                     (Ok(Some(a)), Ok(Some(b))) => a.digest == b.digest,
                     _ => false,
                 }

@@ -263,6 +263,7 @@ pub async fn serve(
                     e,
                     missing,
                     &Only::default(),
+                    false,
                 ))
                 .await;
                 if !ok {
@@ -326,13 +327,13 @@ pub async fn serve(
                     metrics.skipped_ticks(&e.name, missed);
                 }
                 if let Some(only) = again {
-                    runner.start(&engine, generation, slot, i, only);
+                    runner.start(&engine, generation, slot, i, only, false);
                 }
             }
             () = sleep_for(wake) => {
                 let now = clock.now();
                 while let Some(slot) = table.pop_due(now) {
-                    runner.start(&engine, generation, slot, table.entry(slot), Only::default());
+                    runner.start(&engine, generation, slot, table.entry(slot), Only::default(), true);
                 }
             }
             req = requests.recv() => match req {
@@ -343,7 +344,7 @@ pub async fn serve(
                     if let Some((slot, i)) = found
                         && let Some(only) = table.trigger(slot, Only::default())
                     {
-                        runner.start(&engine, generation, slot, i, only);
+                        runner.start(&engine, generation, slot, i, only, false);
                     }
                     let _ = reply.send(found.is_some());
                 }
@@ -367,7 +368,7 @@ pub async fn serve(
                     for (slot, i, only) in matching {
                         started.push(engine.config().sync[i as usize].name.clone());
                         if let Some(only) = table.trigger(slot, only) {
-                            runner.start(&engine, generation, slot, i, only);
+                            runner.start(&engine, generation, slot, i, only, false);
                         }
                     }
                     let _ = reply.send(started);
@@ -393,7 +394,7 @@ pub async fn serve(
                         } else if !old.contains(n)
                             && let Some(only) = next.trigger(slot, Only::default())
                         {
-                            runner.start(&new, generation, slot, i, only);
+                            runner.start(&new, generation, slot, i, only, false);
                         }
                     }
                     table = next;
@@ -468,6 +469,9 @@ struct Runner {
 }
 
 impl Runner {
+    /// Starts a run of `slot`; `scheduled` for a tick of its schedule (which may trust
+    /// what the last clean run saw in the target), not for a trigger.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         engine: &Arc<Engine>,
@@ -475,6 +479,7 @@ impl Runner {
         slot: usize,
         entry: u32,
         only: Only,
+        scheduled: bool,
     ) {
         let (engine, metrics, clock, failed, stop_all) = (
             engine.clone(),
@@ -491,7 +496,7 @@ impl Runner {
             };
             // A panic in a run counts as a failed run; the entry stays scheduled.
             let ok = AssertUnwindSafe(Box::pin(run_once(
-                &engine, &metrics, &*clock, e, full, &only,
+                &engine, &metrics, &*clock, e, full, &only, scheduled,
             )))
             .catch_unwind()
             .await
@@ -553,12 +558,14 @@ async fn run_once(
     entry: &SyncEntry,
     mode: Mode,
     only: &Only,
+    scheduled: bool,
 ) -> bool {
     let started = tokio::time::Instant::now();
     let abort = AtomicBool::new(false);
     let opts = RunOptions {
         mode,
         abort_on_error: false,
+        trust_target: scheduled,
     };
     let report = engine.run_entry_only(entry, opts, &abort, only).await;
     let took = started.elapsed();
