@@ -7,6 +7,8 @@
          (with the lab's inventory.json in $LAB_DIR: GETs beyond the tag lists are shown,
          and one referrers-API probe per registry is allowed; see performance.md)
   RSS:   peak <= 32 MiB
+and of issue 11 for the slow link (bench/run.sh wan: the source behind a 50 ms round trip):
+  wan cold <= 4.5 s, wan no-op <= 0.6 s (each tool's best run)
 """
 import csv
 import json
@@ -66,6 +68,11 @@ def main():
                 print(f"noop {side}: {m.get('HEAD', 0)} HEAD for {tags} tags, {m.get('GET', 0)} GET "
                       f"for {repos} tag lists ({max(extra, 0)} other, {probes} allowed: API probe)")
                 ok &= m.get("HEAD", 0) <= tags and extra <= probes
+    for scen, target in (("wan25-cold", 4.5), ("wan25-noop", 0.6)):
+        w = wall("regferry", scen)
+        if w is not None:
+            print(f"{scen}: regferry best {w:.2f} s (target <= {target})")
+            ok &= w <= target
     for r in data:
         if r["tool"].startswith("regferry"):
             rss = float(r["maxrss_mib"])

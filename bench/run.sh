@@ -6,6 +6,8 @@
 #   bench/run.sh            # default data set (20 repos x 5 tags x 3 layers of 2 MiB);
 #                           # ROUNDS=3 alternations of the raw copier and regferry
 #   bench/run.sh memory     # one 1 GiB layer: peak RSS must stay flat
+#   bench/run.sh wan        # the source behind a 50 ms round trip (the lab's bench-wan.sh,
+#                           # 120 tags of 256 KiB layers): cold and no-op, ROUNDS times
 #
 # Uses the team's lab (LAB=../shared/lab by default): Debian's docker-registry on
 # 127.0.0.1:5001/5002, seed.py, verify.py and the measuring harness (lib.sh).
@@ -39,7 +41,15 @@ case "${1:-default}" in
     "$LAB/registries.sh" start >&2
     "$LAB/bench-regferry.sh" 1gib >&2
     ;;
-  *) echo "usage: bench/run.sh [default|memory]" >&2; exit 2 ;;
+  wan)
+    # The lab script reads the source registry's port from LAB_SRC_PORT; its own default
+    # is missing, so it is set here (the lab's registries.sh serves the source on 5001).
+    export LAB_SRC_PORT=${LAB_SRC_PORT:-5001} WAN_TOOLS=${WAN_TOOLS:-regferry}
+    for _ in $(seq "${ROUNDS:-3}"); do
+      "$LAB/bench-wan.sh" >&2
+    done
+    ;;
+  *) echo "usage: bench/run.sh [default|memory|wan]" >&2; exit 2 ;;
 esac
 "$LAB/registries.sh" stop >&2 || true
 
