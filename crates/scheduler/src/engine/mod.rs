@@ -72,6 +72,8 @@ pub struct Engine {
     /// to the engine of a reloaded configuration: after a reload every target is read in
     /// full.
     views: std::sync::Mutex<HashMap<String, Arc<TargetView>>>,
+    /// Tags being worked on at once, across all entries (see [`tag_slots`]).
+    tag_slots: Arc<Slots>,
 }
 
 /// Limits a run to what a webhook reported: one repository of a registry entry, one tag.
@@ -146,6 +148,7 @@ impl Engine {
             entry_slots: Slots::new(entry_slots(slots)),
             shard: None,
             views: std::sync::Mutex::new(HashMap::new()),
+            tag_slots: Slots::new(tag_slots(slots)),
             config,
         }
     }
@@ -383,11 +386,13 @@ impl Engine {
             tracing::info!(entry = %entry.name, source = %entry.source, tags = matched, "Nothing missing: every selected tag is in the target");
         }
         self.tags_seen.fetch_add(items.len(), Ordering::Relaxed);
-        report.tags = stream::iter(
-            items
-                .into_iter()
-                .map(|item| self.process(entry, item, opts, abort, memo)),
-        )
+        // A tag's work (its comparison, copy and referrers: a large state) is allocated only
+        // once it holds one of the engine's tag slots, so memory is bounded across entries,
+        // however many run at once.
+        report.tags = stream::iter(items.into_iter().map(|item| async move {
+            let _slot = self.tag_slots.acquire().await;
+            Box::pin(self.process(entry, item, opts, abort, memo)).await
+        }))
         .buffer_unordered(CHECK_CONCURRENCY)
         .collect()
         .await;
@@ -971,6 +976,12 @@ impl Engine {
                 .map(|r| r.remaining);
         }
     }
+}
+
+/// Tags worked on at once across entries, for `copies` image copies at once: room for every
+/// copy and for comparisons beside them (an entry compares up to 16 of its tags at once).
+fn tag_slots(copies: usize) -> usize {
+    (copies * 4).max(64)
 }
 
 /// Blobs in flight for `copies` image copies: enough to fill the network, bounded so
