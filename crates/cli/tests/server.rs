@@ -711,13 +711,42 @@ fn triggers_during_the_first_pass_wait_for_it() {
     assert_eq!(code, 0, "{log}");
 }
 
-/// Requests in `reg`'s access log from index `from` on: (method, path).
-fn requests_since(reg: &TestRegistry, from: usize) -> Vec<(String, String)> {
+/// Requests as (method, path).
+type Requests = Vec<(String, String)>;
+
+/// Requests in `reg`'s access log from index `from` on.
+fn requests_since(reg: &TestRegistry, from: usize) -> Requests {
     reg.access_log()
         .into_iter()
         .skip(from)
         .map(|e| (e.method, e.path))
         .collect()
+}
+
+/// Successful runs of entry `app` so far (the first pass counts).
+fn app_runs(s: &Server) -> u64 {
+    s.metric("regferry_entry_runs_total{entry=\"app\",result=\"success\"}")
+        .unwrap_or(0.0) as u64
+}
+
+/// Waits for the first scheduled run of entry `app` after the first pass (which reads
+/// both sides in full), then for two more; returns the requests `src` and `dst` saw
+/// meanwhile, and how many runs that was.
+fn requests_of_two_runs(
+    s: &Server,
+    src: &TestRegistry,
+    dst: &TestRegistry,
+) -> (Requests, Requests, u64) {
+    s.wait_for(|s| app_runs(s) >= 2, "a full scheduled run");
+    let (at_src, at_dst) = (src.access_log().len(), dst.access_log().len());
+    let before = app_runs(s);
+    s.wait_for(|s| app_runs(s) >= before + 2, "two more scheduled runs");
+    let runs = app_runs(s) - before;
+    (
+        requests_since(src, at_src),
+        requests_since(dst, at_dst),
+        runs,
+    )
 }
 
 /// In steady state a scheduled run reads the source alone: one HEAD per tag and one tag
@@ -738,17 +767,7 @@ fn scheduled_no_op_runs_read_the_source_alone() {
         dst.host()
     );
     let s = Server::start(&yaml(&src, &dst, &entries), &[]);
-    let runs = |s: &Server| {
-        s.metric("regferry_entry_runs_total{entry=\"app\",result=\"success\"}")
-            .unwrap_or(0.0) as u64
-    };
-    // The first pass, then a scheduled run that reads both sides in full.
-    s.wait_for(|s| runs(s) >= 2, "a full scheduled run");
-    let (at_src, at_dst) = (src.access_log().len(), dst.access_log().len());
-    let before = runs(&s);
-    s.wait_for(|s| runs(s) >= before + 2, "two more scheduled runs");
-    let (from_src, from_dst) = (requests_since(&src, at_src), requests_since(&dst, at_dst));
-    let seen_runs = runs(&s) - before;
+    let (from_src, from_dst, seen_runs) = requests_of_two_runs(&s, &src, &dst);
     // Each run: the tag list, and a HEAD of each tag: 1, 2, 3 and the SBOM's sha256-<hex>
     // referrers index (compared, not copied, when unchanged). A run may have started
     // between the counts: at most one more.
@@ -802,15 +821,8 @@ fn target_recheck_zero_reads_the_target_every_run() {
     let yaml =
         yaml(&src, &dst, &entries).replace("defaults:\n", "defaults:\n  targetRecheck: 0s\n");
     let s = Server::start(&yaml, &[]);
-    let runs = |s: &Server| {
-        s.metric("regferry_entry_runs_total{entry=\"app\",result=\"success\"}")
-            .unwrap_or(0.0) as u64
-    };
-    s.wait_for(|s| runs(s) >= 2, "a full scheduled run");
-    let at_dst = dst.access_log().len();
-    let before = runs(&s);
-    s.wait_for(|s| runs(s) >= before + 2, "two more scheduled runs");
-    let lists = requests_since(&dst, at_dst)
+    let (_, from_dst, _) = requests_of_two_runs(&s, &src, &dst);
+    let lists = from_dst
         .iter()
         .filter(|(m, p)| m == "GET" && p.ends_with("/tags/list"))
         .count();
