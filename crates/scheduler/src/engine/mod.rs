@@ -331,9 +331,13 @@ impl Engine {
             .await;
         // A run that changed nothing and failed nothing leaves what it saw for the next
         // scheduled run; any other run leaves nothing (the next one reads the target).
+        // (A tag skipped on purpose, its media type not selected, changes nothing either.)
         let clean = report.error.is_none()
             && report.tags.iter().all(|t| {
-                t.state == State::UpToDate && t.referrers.is_empty() && t.digest_tags.is_empty()
+                matches!(t.state, State::UpToDate | State::Skipped)
+                    && !t.copied
+                    && t.referrers.is_empty()
+                    && t.digest_tags.is_empty()
             });
         if let Ok(mut views) = self.views.lock() {
             if !clean {
