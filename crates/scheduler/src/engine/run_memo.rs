@@ -50,9 +50,10 @@ pub(crate) struct TargetView {
     repos: HashMap<String, SeenRepo>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct SeenRepo {
-    tags: Option<Vec<String>>,
+    /// The listing as this run made it (the time it was requested included).
+    tags: Option<Arc<TagList>>,
     heads: HashMap<String, ManifestHead>,
     api: Option<bool>,
 }
@@ -90,10 +91,9 @@ impl RunMemo {
             let cells = self.tags.get_mut();
             for (key, repo) in &v.repos {
                 if let Some(tags) = &repo.tags {
-                    let list = TagList::requested_at(tags.iter().cloned(), v.read_at);
                     cells.insert(
                         key.clone(),
-                        Arc::new(tokio::sync::OnceCell::new_with(Some(Some(Arc::new(list))))),
+                        Arc::new(tokio::sync::OnceCell::new_with(Some(Some(tags.clone())))),
                     );
                 }
             }
@@ -124,7 +124,7 @@ impl RunMemo {
     pub(super) async fn target_tags(&self, dst: &Repo) -> Result<Option<Arc<TagList>>> {
         let tags = self.tags(dst).await?;
         if let Some(t) = &tags {
-            self.saw(dst, |r| r.tags = Some(t.iter().cloned().collect()));
+            self.saw(dst, |r| r.tags = Some(t.clone()));
         }
         Ok(tags)
     }
