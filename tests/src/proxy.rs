@@ -215,6 +215,8 @@ pub struct ProxiedRequest {
 struct Shared {
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<ProxiedRequest>>,
+    /// Every request as it arrived (method, path and query), before any fault or answer.
+    arrivals: Mutex<Vec<(String, String)>>,
     /// Requests being handled now (until their response starts), and the most at once.
     in_flight: std::sync::atomic::AtomicUsize,
     most_in_flight: std::sync::atomic::AtomicUsize,
@@ -358,7 +360,20 @@ impl FaultProxy {
         self.shared.log.lock().expect("log lock").clear();
     }
 
-    /// How many requests had `method` (`"*"`: any) and a path containing `path_substring`.
+    /// Requests with `method` (`"*"`: any) whose path contains `path_substring` that have
+    /// arrived so far, answered or not (a delayed one counts from its arrival).
+    pub fn arrived(&self, method: &str, path_substring: &str) -> usize {
+        self.shared
+            .arrivals
+            .lock()
+            .expect("arrivals lock")
+            .iter()
+            .filter(|(m, p)| (method == "*" || m == method) && p.contains(path_substring))
+            .count()
+    }
+
+    /// How many requests had `method` (`"*"`: any) and a path containing `path_substring`
+    /// (counted when their response started).
     pub fn count(&self, method: &str, path_substring: &str) -> usize {
         self.requests()
             .iter()
@@ -392,6 +407,11 @@ impl Ctx {
         let _counted = InFlight::new(&shared);
         let method = req.method().as_str().to_owned();
         let path = path_and_query(&req);
+        self.shared
+            .arrivals
+            .lock()
+            .expect("arrivals lock")
+            .push((method.clone(), path.clone()));
         let action = self.shared.take_action(&method, &path);
         let fault = action.as_ref().map(Action::kind);
         let mut add_headers = Vec::new();
