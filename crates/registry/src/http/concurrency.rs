@@ -86,17 +86,19 @@ impl Concurrency {
         Some(Permit { permit, pressed })
     }
 
-    /// Gives a place back, learning from how the request ended.
-    pub(crate) fn release(&self, permit: Permit<'_>, outcome: Outcome) {
+    /// Gives a place back, learning from how the request ended; returns the new limit when
+    /// it moved.
+    pub(crate) fn release(&self, permit: Permit<'_>, outcome: Outcome) -> Option<u32> {
         let Some(adaptive) = &self.adaptive else {
             drop(permit);
-            return;
+            return None;
         };
         let Ok(mut a) = adaptive.lock() else {
             drop(permit);
-            return;
+            return None;
         };
         let before = a.issued;
+        let was = a.limit as u32;
         a.learn(outcome, permit.pressed, Instant::now());
         let target = a.limit as u32;
         if target > before {
@@ -112,6 +114,7 @@ impl Concurrency {
         } else {
             drop(permit);
         }
+        (target != was).then_some(target)
     }
 
     /// The limit now (places taken beyond it are given up as they come back).

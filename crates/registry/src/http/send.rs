@@ -284,11 +284,8 @@ impl Inner {
                     Err(Failure::Http(_)) => Outcome::Neutral,
                 };
                 tracing::trace!(method = %req.method, url = %redact(&url), took_ms = sent.elapsed().as_millis() as u64, ?outcome, "Request");
-                let before = self.concurrency.limit();
-                self.concurrency.release(permit, outcome);
-                let after = self.concurrency.limit();
-                if after != before {
-                    tracing::debug!(registry = %self.opts.registry, limit = after, ?outcome, "Requests at once");
+                if let Some(limit) = self.concurrency.release(permit, outcome) {
+                    tracing::debug!(registry = %self.opts.registry, limit, ?outcome, "Requests at once");
                 }
                 if let Ok(resp) = &result
                     && resp.status().is_redirection()
