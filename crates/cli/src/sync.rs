@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regferry_config::Config;
-use regferry_scheduler::{Engine, Mode, RunOptions, RunReport, State};
+use regferry_scheduler::{Engine, EntryReport, Mode, RunOptions, RunReport, State};
 
 use crate::args::OutputFormat;
 use crate::signals::{Stop, StopSignals};
@@ -163,6 +163,7 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
                     ]
                 })
                 .chain(entry_error)
+                .chain(outside_latest_row(e))
         })
         .collect();
     let header = ["ENTRY", "STATE", "SOURCE", "TARGET", "DETAIL"].map(str::to_owned);
@@ -210,6 +211,37 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
         s.blobs_existing,
         report.duration.as_secs_f64()
     )
+}
+
+/// One row for the tags a `latest` count left out: how many, and the first few (JSON has all).
+fn outside_latest_row(e: &EntryReport) -> Option<[String; 5]> {
+    const SHOWN: usize = 5;
+    let all = &e.outside_latest;
+    if all.is_empty() {
+        return None;
+    }
+    let mut named = all
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if all.len() > SHOWN {
+        named.push_str(&format!(
+            " and {} more (all of them in --format json)",
+            all.len() - SHOWN
+        ));
+    }
+    Some([
+        e.display_name.clone(),
+        "outside-latest".to_owned(),
+        e.label.clone(),
+        String::new(),
+        format!(
+            "{} left out by `latest` (older versions): {named}",
+            count(all.len(), "tag")
+        ),
+    ])
 }
 
 /// `1 referrer`, `2 referrers`.

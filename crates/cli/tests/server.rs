@@ -310,6 +310,46 @@ fn webhooks_and_manual_triggers_start_a_sync_and_bad_tokens_run_nothing() {
     assert!(!log.contains("hook-s3cret"), "the token is never logged");
 }
 
+/// `latest` depends on every tag, so a webhook for one tag is judged against the whole
+/// source listing: an old version pushed late is not copied, a new one is.
+#[test]
+fn a_webhook_for_a_version_outside_latest_copies_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(211, 1, 100);
+    for tag in ["1.0", "2.0"] {
+        RawClient::for_registry(&src).push("team/app", Some(tag), &img);
+    }
+    let s = Server::start(&hub_yaml(&src, &dst, "    tags:\n      latest: 1\n"), &[]);
+    s.wait_for(|_| tags(&dst, "app") == vec!["2.0"], "the first pass");
+    let runs = |s: &Server| {
+        s.metric("regferry_entry_runs_total{entry=\"hub\",result=\"success\"}")
+            .unwrap_or(0.0)
+    };
+    s.wait_for(|s| runs(s) >= 1.0, "the first pass in /metrics");
+    let hook = |tag: &str| {
+        let payload =
+            format!(r#"{{"repository":{{"repo_name":"team/app"}},"push_data":{{"tag":"{tag}"}}}}"#);
+        let (code, body) = s.post("/v1/webhooks/dockerhub/hook-s3cret", &[], &payload);
+        assert_eq!(code, 202, "{body}");
+    };
+    RawClient::for_registry(&src).push("team/app", Some("1.5"), &img);
+    hook("1.5");
+    s.wait_for(|s| runs(s) >= 2.0, "the webhook's run");
+    assert_eq!(
+        tags(&dst, "app"),
+        vec!["2.0"],
+        "1.5 is not among the latest"
+    );
+    RawClient::for_registry(&src).push("team/app", Some("3.0"), &img);
+    hook("3.0");
+    s.wait_for(
+        |_| tags(&dst, "app") == vec!["2.0", "3.0"],
+        "the new version",
+    );
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
 /// A webhook with the right token but hostile names (a tag or repository that would leave
 /// the entry's repository in a URL) is refused before anything runs.
 #[test]

@@ -9,7 +9,7 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::semver::RangeSet;
+use crate::semver::{RangeSet, Version};
 
 /// A tag or repository pattern, anchored at both ends.
 #[derive(Clone)]
@@ -80,7 +80,8 @@ impl PartialEq for Pattern {
     }
 }
 
-/// One `tags` block: semverRange, then allow, then deny, each narrowing the result.
+/// One `tags` block: semverRange, then allow, then deny, each narrowing the result, then
+/// `latest` keeping the highest versions of what is left.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TagSet {
     /// Version ranges (ORed); empty means no version constraint.
@@ -89,11 +90,21 @@ pub struct TagSet {
     pub allow: Vec<Pattern>,
     /// Patterns of which none may match.
     pub deny: Vec<Pattern>,
+    /// regferry extension: keep only this many of the highest versions (never 0).
+    pub latest: Option<usize>,
 }
 
 impl TagSet {
-    /// Whether this set selects `tag`.
+    /// Whether `tag` passes semverRange, allow and deny, and could be among the `latest`
+    /// (it is a version); whether it is, depends on the other tags: see [`TagFilter::select`].
     pub fn matches(&self, tag: &str) -> bool {
+        if self.latest.is_some() && Version::parse(tag).is_none() {
+            return false;
+        }
+        self.matches_patterns(tag)
+    }
+
+    fn matches_patterns(&self, tag: &str) -> bool {
         if let Some(range) = &self.semver_range
             && !range.matches_tag(tag)
         {
@@ -107,7 +118,34 @@ impl TagSet {
 
     /// True when the set constrains nothing.
     pub fn is_empty(&self) -> bool {
-        self.semver_range.is_none() && self.allow.is_empty() && self.deny.is_empty()
+        self.semver_range.is_none()
+            && self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.latest.is_none()
+    }
+
+    /// Marks in `keep` the tags of `tags` this set selects, `latest` applied.
+    fn select_into(&self, tags: &[&str], keep: &mut [bool]) {
+        let Some(n) = self.latest else {
+            for (k, t) in keep.iter_mut().zip(tags) {
+                *k |= self.matches_patterns(t);
+            }
+            return;
+        };
+        let mut versions: Vec<(Version, usize)> = tags
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| self.matches_patterns(t))
+            .filter_map(|(i, t)| Version::parse(t).map(|v| (v, i)))
+            .collect();
+        // Highest first; versions that are equal in regsync's order (`1.2`, `v1.2.0`,
+        // `1.2.0+b1`) are ordered by their text, so that the choice does not depend on the
+        // order the registry listed them in.
+        versions
+            .sort_unstable_by(|(a, _), (b, _)| b.cmp(a).then_with(|| b.as_str().cmp(a.as_str())));
+        for (_, i) in versions.into_iter().take(n) {
+            keep[i] = true;
+        }
     }
 }
 
@@ -125,14 +163,49 @@ pub struct TagFilter {
 }
 
 impl TagFilter {
-    /// Whether `tag` is selected.
+    /// Whether `tag` may be selected. Exact unless a set has `latest`, whose choice
+    /// depends on the whole tag list: then a tag that passes here may still be left out by
+    /// [`TagFilter::select`], never the other way round.
     pub fn matches(&self, tag: &str) -> bool {
         self.sets.is_empty() || self.sets.iter().any(|s| s.matches(tag))
     }
 
+    /// Whether a set keeps only the `latest` versions, so that selecting needs the whole list.
+    pub fn has_latest(&self) -> bool {
+        self.sets.iter().any(|s| s.latest.is_some())
+    }
+
     /// The selected tags, in their original order.
     pub fn select<'a, I: IntoIterator<Item = &'a str>>(&self, tags: I) -> Vec<&'a str> {
-        tags.into_iter().filter(|t| self.matches(t)).collect()
+        let tags: Vec<&str> = tags.into_iter().collect();
+        if self.sets.is_empty() {
+            return tags;
+        }
+        let mut keep = vec![false; tags.len()];
+        for set in &self.sets {
+            set.select_into(&tags, &mut keep);
+        }
+        tags.into_iter()
+            .zip(keep)
+            .filter_map(|(t, k)| k.then_some(t))
+            .collect()
+    }
+
+    /// Splits `tags` into the selected ones and those that pass every other rule of a set
+    /// with `latest` but were left out by its count (as `check` shows them), each in the
+    /// original order.
+    pub fn select_explained<'a>(&self, tags: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+        let selected = self.select(tags.iter().copied());
+        if !self.has_latest() {
+            return (selected, Vec::new());
+        }
+        let chosen: std::collections::HashSet<&str> = selected.iter().copied().collect();
+        let left_out = tags
+            .iter()
+            .copied()
+            .filter(|t| !chosen.contains(t) && self.matches(t))
+            .collect();
+        (selected, left_out)
     }
 }
 
@@ -205,6 +278,14 @@ mod tests {
             semver_range: (!semver.is_empty()).then(|| RangeSet::parse(semver).unwrap()),
             allow: pats(allow),
             deny: pats(deny),
+            latest: None,
+        }
+    }
+
+    fn latest(n: usize, semver: &[&str], allow: &[&str], deny: &[&str]) -> TagSet {
+        TagSet {
+            latest: Some(n),
+            ..set(semver, allow, deny)
         }
     }
 
@@ -268,6 +349,61 @@ mod tests {
     }
 
     #[test]
+    fn latest_keeps_the_highest_versions_after_the_other_rules() {
+        let tags = [
+            "latest",
+            "1.9.0",
+            "1.10.0",
+            "v1.10.1",
+            "1.11.0-rc.1",
+            "1.2",
+            "2.0.0-alpine",
+            "2.0.0",
+            "edge",
+            "0.9",
+        ];
+        // Numeric, not text order: 1.10 is above 1.9; a prerelease is below its release;
+        // tags that are not versions are never among the latest.
+        let f = TagFilter {
+            sets: vec![latest(3, &[], &[], &[])],
+        };
+        assert_eq!(f.select(tags), vec!["1.11.0-rc.1", "2.0.0-alpine", "2.0.0"]);
+        let f = TagFilter {
+            sets: vec![latest(1, &[], &[], &[])],
+        };
+        assert_eq!(f.select(tags), vec!["2.0.0"]);
+        // allow/deny/semverRange apply first, then the count.
+        let f = TagFilter {
+            sets: vec![latest(2, &["<2.0.0"], &[], &[".*-.*"])],
+        };
+        assert_eq!(f.select(tags), vec!["1.10.0", "v1.10.1"]);
+        // A second set adds `latest` and `edge` back; the rest is left out, in list order.
+        let f = TagFilter {
+            sets: vec![
+                latest(2, &[], &[], &[".*-.*"]),
+                set(&[], &["latest|edge"], &[]),
+            ],
+        };
+        let (selected, left_out) = f.select_explained(&tags);
+        assert_eq!(selected, vec!["latest", "v1.10.1", "2.0.0", "edge"]);
+        assert_eq!(left_out, vec!["1.9.0", "1.10.0", "1.2", "0.9"]);
+        // Fewer versions than the count: all of them.
+        let f = TagFilter {
+            sets: vec![latest(50, &[], &["1\\..*"], &[])],
+        };
+        assert_eq!(f.select(tags).len(), 4);
+        assert!(f.select_explained(&tags).1.is_empty());
+        // Versions equal in regsync's order are ranked by their text, whatever the listing order.
+        let f = TagFilter {
+            sets: vec![latest(1, &[], &[], &[])],
+        };
+        assert_eq!(f.select(["1.2.0", "v1.2", "1.2"]), vec!["v1.2"]);
+        assert_eq!(f.select(["v1.2", "1.2", "1.2.0"]), vec!["v1.2"]);
+        // `matches` is the upper bound that webhooks use before the list is read.
+        assert!(f.matches("0.1") && !f.matches("latest") && f.has_latest());
+    }
+
+    #[test]
     fn repo_and_referrer_filters() {
         let r = RepoFilter {
             allow: pats(&["team-x/.*"]),
@@ -319,7 +455,7 @@ mod tests {
     proptest! {
         #[test]
         fn deny_always_wins(tag in "[a-z0-9.-]{1,12}") {
-            let s = TagSet { semver_range: None, allow: pats(&[".*"]), deny: vec![Pattern::new(&regex::escape(&tag)).unwrap()] };
+            let s = TagSet { allow: pats(&[".*"]), deny: vec![Pattern::new(&regex::escape(&tag)).unwrap()], ..TagSet::default() };
             prop_assert!(!s.matches(&tag));
         }
 

@@ -192,6 +192,8 @@ pub(crate) struct RawTagFilter {
     pub(crate) deny: Vec<S<Scalar>>,
     #[serde(default)]
     pub(crate) semver_range: Vec<S<Scalar>>,
+    /// regferry extension: keep only the N highest versions.
+    pub(crate) latest: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -138,6 +138,8 @@ struct TagsView {
     deny: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     semver_range: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -208,6 +210,7 @@ fn tags_view(t: &TagSet) -> TagsView {
             .as_ref()
             .map(|r| r.ranges().iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
+        latest: t.latest,
     }
 }
 
@@ -256,6 +259,7 @@ fn sync_view(e: &SyncEntry) -> SyncView {
             allow: texts(&e.repos.allow),
             deny: texts(&e.repos.deny),
             semver_range: Vec::new(),
+            latest: None,
         }),
         platform: e.platform.as_ref().map(ToString::to_string),
         platforms: e

@@ -111,6 +111,9 @@ pub struct EntryReport {
     pub label: String,
     /// The tags looked at, sorted by target.
     pub tags: Vec<TagReport>,
+    /// Source tags that passed the filters but not the `latest` count, so were not looked at.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outside_latest: Vec<String>,
     /// An error that stopped the entry as a whole (listing the source failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

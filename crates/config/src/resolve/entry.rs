@@ -472,10 +472,29 @@ fn tag_set(
         let all: Vec<&str> = t.semver_range.iter().map(|r| r.value.0.as_str()).collect();
         RangeSet::parse(&all).ok()
     };
+    let latest = t
+        .latest
+        .as_ref()
+        .and_then(|n| match usize::try_from(n.value) {
+            Ok(v) if v >= 1 => Some(v),
+            _ => {
+                errs.keep(ctx.err::<()>(
+                    scope,
+                    &format!("{field}.latest"),
+                    Some(n.defined),
+                    ErrorKind::OutOfRange {
+                        value: n.value.to_string(),
+                        expected: "a count of versions, 1 or more",
+                    },
+                ));
+                None
+            }
+        });
     TagSet {
         semver_range,
         allow: ctx.patterns(scope, &format!("{field}.allow"), &t.allow, errs),
         deny: ctx.patterns(scope, &format!("{field}.deny"), &t.deny, errs),
+        latest,
     }
 }
 

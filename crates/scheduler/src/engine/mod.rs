@@ -116,6 +116,8 @@ impl Item {
 struct Selected {
     items: Vec<Item>,
     matched: usize,
+    /// Source references that a `latest` count left out.
+    outside_latest: Vec<String>,
 }
 
 /// What the comparison found for one item.
@@ -288,6 +290,7 @@ impl Engine {
             display_name: entry.display_name(),
             label: format!("{} -> {}", entry.source, entry.target),
             tags: Vec::new(),
+            outside_latest: Vec::new(),
             error: None,
         };
         if abort.load(Ordering::Relaxed) {
@@ -369,7 +372,11 @@ impl Engine {
             r = self.items(entry, opts.mode, only, memo) => r,
             () = self.cancelled.cancelled() => Err(Error::Cancelled),
         };
-        let Selected { items, matched } = match listing {
+        let Selected {
+            items,
+            matched,
+            outside_latest,
+        } = match listing {
             Ok(selected) => selected,
             Err(e) if e.is_cancelled() => {
                 report.error = Some("not finished: the run was interrupted".into());
@@ -384,6 +391,7 @@ impl Engine {
                 return report;
             }
         };
+        report.outside_latest = outside_latest;
         if matched == 0 {
             tracing::warn!(entry = %entry.name, source = %entry.source, "No tags matched the filters");
         } else if items.is_empty() {
@@ -433,6 +441,7 @@ impl Engine {
                         dst_tag,
                     }],
                     matched: 1,
+                    outside_latest: Vec::new(),
                 })
             }
             SyncKind::Repository => {
@@ -477,6 +486,7 @@ impl Engine {
                     let one = self.repo_items(entry, src, dst, mode, only, memo).await?;
                     all.items.extend(one.items);
                     all.matched += one.matched;
+                    all.outside_latest.extend(one.outside_latest);
                 }
                 Ok(all)
             }
@@ -511,11 +521,14 @@ impl Engine {
         // costs one HEAD instead.
         let list_target = only.tag.is_none() || mode == (Mode::Copy { missing_only: true });
         let listed_at = Instant::now();
+        // Which versions are the `latest` depends on every tag, so a webhook's tag is judged
+        // against the whole listing.
+        let whole_listing = only.tag.is_none() || entry.tags.has_latest();
         let (listed, have) = tokio::join!(
             async {
                 match &only.tag {
-                    Some(t) => Ok(vec![t.clone()]),
-                    None => src.list_tags().await,
+                    Some(t) if !whole_listing => Ok(vec![t.clone()]),
+                    _ => src.list_tags().await,
                 }
             },
             async {
@@ -526,11 +539,19 @@ impl Engine {
                 }
             }
         );
-        let mut tags = listed?;
+        let listed = listed?;
         if only.tag.is_none() {
-            memo.put(&src, &tags, listed_at).await;
+            memo.put(&src, &listed, listed_at).await;
         }
-        tags.retain(|t| entry.tags.matches(t));
+        let names: Vec<&str> = listed.iter().map(String::as_str).collect();
+        let (selected, left_out) = entry.tags.select_explained(&names);
+        let mut tags: Vec<String> = selected.into_iter().map(str::to_owned).collect();
+        let mut outside_latest: Vec<String> =
+            left_out.into_iter().map(|t| format!("{src}:{t}")).collect();
+        if let Some(only) = &only.tag {
+            tags.retain(|t| t == only);
+            outside_latest.retain(|r| r.rsplit_once(':').is_some_and(|(_, t)| t == only));
+        }
         if entry.referrers {
             // A `sha256-<hex>` referrers index is the referrers copy's to merge and filter;
             // copied as an image it would replace the target's index with the source's.
@@ -567,6 +588,7 @@ impl Engine {
                 })
                 .collect(),
             matched,
+            outside_latest,
         })
     }
 
