@@ -8,6 +8,8 @@
 #   bench/run.sh memory     # one 1 GiB layer: peak RSS must stay flat
 #   bench/run.sh wan        # the source behind a 50 ms round trip (the lab's bench-wan.sh,
 #                           # 120 tags of 256 KiB layers): cold and no-op, ROUNDS times
+#   bench/run.sh scale      # 1 x 3,000 tags, 200 x 5 tags, one 1 GiB layer (bench-scale.sh),
+#                           # beside ocync when bench/build-ocync.sh has built it
 #
 # Uses the team's lab (LAB=../shared/lab by default): Debian's docker-registry on
 # 127.0.0.1:5001/5002, seed.py, verify.py and the measuring harness (lib.sh).
@@ -49,7 +51,22 @@ case "${1:-default}" in
       "$LAB/bench-wan.sh" >&2
     done
     ;;
-  *) echo "usage: bench/run.sh [default|memory|wan]" >&2; exit 2 ;;
+  scale)
+    # Many tags, many repositories, one big layer (the lab's bench-scale.sh). ocync runs
+    # beside regferry when its lab build is there (bench/build-ocync.sh); the no-op is
+    # measured three times per tool, as single runs vary by 10%.
+    OCYNC_HTTP=${OCYNC_HTTP:-/tmp/ocync-build-http/target/release/ocync}
+    tools=regferry
+    if [[ -x $OCYNC_HTTP ]]; then
+      tools="regferry ocync-http"
+    else
+      echo "no ocync at $OCYNC_HTTP (bench/build-ocync.sh builds it): regferry alone" >&2
+    fi
+    export OCYNC_HTTP SCALE_TOOLS=${SCALE_TOOLS:-$tools} SCALE_NOOP_REPEAT=${SCALE_NOOP_REPEAT:-3}
+    "$LAB/bench-scale.sh" ${SCALE_SETS:-1x3000 200x5 big:1GiB} >&2
+    python3 "$LAB/scale-report.py" "$RESULTS"
+    ;;
+  *) echo "usage: bench/run.sh [default|memory|wan|scale]" >&2; exit 2 ;;
 esac
 "$LAB/registries.sh" stop >&2 || true
 
