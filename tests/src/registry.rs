@@ -64,6 +64,8 @@ pub struct RegistryOptions<'a> {
     /// Serve HTTPS (a fresh CA and a server certificate for `127.0.0.1` and `localhost`),
     /// optionally requiring client certificates; see [`TestRegistry::tls`].
     pub tls: Tls,
+    /// `storage.delete.enabled: false`: the registry refuses every DELETE of a manifest.
+    pub no_delete: bool,
 }
 
 /// One line of the registry's access log.
@@ -168,7 +170,7 @@ storage:
   filesystem:
     rootdirectory: {data}
   delete:
-    enabled: true
+    enabled: {delete}
   maintenance:
     uploadpurging:
       enabled: false
@@ -183,6 +185,7 @@ http:
     enabled: false
 {auth_yaml}",
                 level = opts.log_level.unwrap_or("info"),
+                delete = !opts.no_delete,
                 data = data.display(),
                 relative = opts.relative_urls,
             );

@@ -144,6 +144,23 @@ impl Repo {
         }
     }
 
+    /// Removes a tag and nothing else (other tags on its image stay); `Ok(false)` when the
+    /// tag was not there. See [`RegistryClient::delete_tag`].
+    pub async fn delete_tag(&self, tag: &str) -> Result<bool> {
+        match self {
+            Repo::Registry { client, name, .. } => {
+                let deleted = client.delete_tag(name, tag).await;
+                // Even a failed delete may have moved the tag; listings must not hide it.
+                crate::tags::note_write(self, tag);
+                deleted
+            }
+            Repo::Layout(l) => Err(crate::error::Error::Protocol {
+                what: format!("ocidir://{}:{tag}", l.root().display()),
+                reason: "deleting tags from an OCI layout is not supported yet".into(),
+            }),
+        }
+    }
+
     /// All tags.
     pub async fn list_tags(&self) -> Result<Vec<String>> {
         match self {

@@ -581,6 +581,59 @@ impl RegistryClient {
         }
     }
 
+    /// Removes `tag` from `repo`, and nothing else: other tags on the same image stay.
+    /// `Ok(false)` when the tag was not there.
+    ///
+    /// A registry that deletes tags (`DELETE …/manifests/<tag>`, OCI distribution 1.1) does
+    /// it in one request. One that deletes only by digest (distribution 2.8, where that
+    /// removes every tag on the digest) gets what `regctl tag delete` does: the tag is
+    /// pointed at a small manifest of its own, which is then deleted by digest. Whether the
+    /// registry deletes at all is asked with that manifest untagged first, so a registry
+    /// that refuses deletes leaves the tag as it was.
+    pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+        match self.delete_manifest(repo, tag).await {
+            Ok(found) => return Ok(found),
+            // 400/405: not by tag here (distribution 2.8 answers 400 DIGEST_INVALID for a
+            // tag; others say UNSUPPORTED). Anything else is an error to report as is.
+            Err(Error::Status {
+                status: 400 | 405, ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+        let placeholder = placeholder_manifest(repo, tag);
+        let empty = crate::blob::sha256(EMPTY_JSON);
+        if self.blob_size(repo, &empty).await?.is_none() {
+            let blob = Blob::from_bytes(Bytes::from_static(EMPTY_JSON));
+            self.put_blob(repo, &empty, blob, UploadMode::Monolithic, None)
+                .await?;
+        }
+        let digest = placeholder.digest.to_string();
+        self.put_manifest(repo, &digest, &placeholder).await?;
+        self.delete_manifest(repo, &digest).await?;
+        if self.head_manifest(repo, tag).await?.is_none() {
+            // Gone since the listing (another writer): nothing to move.
+            return Ok(false);
+        }
+        self.put_manifest(repo, tag, &placeholder).await?;
+        self.delete_manifest(repo, &digest).await?;
+        Ok(true)
+    }
+
+    /// `DELETE …/manifests/<reference>`: `Ok(false)` on 404.
+    async fn delete_manifest(&self, repo: &str, reference: &str) -> Result<bool> {
+        let i = &self.inner;
+        let url = i.repo_url(repo, Endpoint::Manifest(reference))?;
+        let scopes = vec![format!("repository:{repo}:delete")];
+        let resp = i
+            .send(self.plain_request(Method::DELETE, url.clone(), scopes))
+            .await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(status_error(&Method::DELETE, &url, resp).await),
+        }
+    }
+
     /// Cancels an upload session nobody will use (best effort: registries expire them).
     pub async fn cancel_upload(&self, repo: &str, session: UploadSession) {
         self.upload_closed(session.id);
@@ -964,6 +1017,35 @@ impl Resume {
 /// `scheme://host:port` of a URL, for messages.
 pub(crate) fn origin_text(u: &Url) -> String {
     u.origin().ascii_serialization()
+}
+
+/// The OCI empty descriptor's content, `{}`.
+const EMPTY_JSON: &[u8] = b"{}";
+
+/// A manifest that exists only to take a tag away from its image before it is deleted:
+/// no layers, the empty config, and annotations naming the tag and the moment, so that its
+/// digest is shared by no other tag.
+fn placeholder_manifest(repo: &str, tag: &str) -> Manifest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": crate::blob::sha256(EMPTY_JSON).to_string(),
+            "size": EMPTY_JSON.len(),
+        },
+        "layers": [],
+        "annotations": {
+            "dev.regferry.pruned": format!("{repo}:{tag}"),
+            "dev.regferry.pruned.at": now.to_string(),
+        },
+    });
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Manifest::new(Bytes::from(bytes), Some(media_type::OCI_MANIFEST))
 }
 
 #[cfg(test)]
