@@ -169,6 +169,19 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
                 })
                 .chain(entry_error)
                 .chain(outside_latest_row(e))
+                .chain(e.pruned.iter().map(move |t| {
+                    [
+                        e.display_name.clone(),
+                        if mode == Mode::Check {
+                            "would prune".to_owned()
+                        } else {
+                            "pruned".to_owned()
+                        },
+                        String::new(),
+                        t.clone(),
+                        "the source no longer has it (prune)".to_owned(),
+                    ]
+                }))
         })
         .collect();
     let header = ["ENTRY", "STATE", "SOURCE", "TARGET", "DETAIL"].map(str::to_owned);
@@ -194,10 +207,16 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
         writeln!(out, "{}", line.join("  ").trim_end())?;
     }
     let n = |s: State| report.count(|t| t.state == s && !t.copied);
+    let pruned: usize = report.entries.iter().map(|e| e.pruned.len()).sum();
+    let pruned = match (pruned, mode) {
+        (0, _) => String::new(),
+        (p, Mode::Check) => format!(", {p} to prune"),
+        (p, _) => format!(", {p} pruned"),
+    };
     let s = report.stats;
     writeln!(
         out,
-        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed; {} {}; {} ({}) copied, {} mounted, {} already there; {:.1}s",
+        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed{pruned}; {} {}; {} ({}) copied, {} mounted, {} already there; {:.1}s",
         report.copied(),
         n(State::Missing),
         n(State::Changed),

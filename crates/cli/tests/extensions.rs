@@ -1,8 +1,12 @@
-//! regferry's extensions to the regsync format (`latest`, …), end to end against real
-//! registries (Debian's distribution), verified with skopeo.
+//! regferry's extensions to the regsync format (`latest`, `prune`), end to end against
+//! real registries (Debian's distribution 2.8, which deletes only by digest), verified with
+//! skopeo.
 use regferry_testkit::cli::{ConfigFile, RunOutput, registry_config, run_regferry};
 use regferry_testkit::image;
-use regferry_testkit::{Content, RawClient, TestRegistry, skopeo_list_tags};
+use regferry_testkit::{
+    Action, Content, FaultProxy, RawClient, Rule, TestRegistry, skopeo::skopeo, skopeo_digest,
+    skopeo_list_tags,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_regferry");
 
@@ -122,4 +126,195 @@ fn a_latest_of_zero_is_refused_with_its_place() {
         "{}",
         o.stderr
     );
+}
+
+/// Removes a tag from the source the way a publisher would (skopeo deletes the manifest by
+/// digest; each source tag here has an image of its own).
+fn unpublish(reg: &TestRegistry, reference: &str) {
+    skopeo(&[
+        "delete",
+        "--tls-verify=false",
+        &format!("docker://{}", reg.reference(reference)),
+    ]);
+}
+
+/// `app` on `src` with one image of its own per tag.
+fn publish(reg: &TestRegistry, tags: &[&str]) {
+    for (i, tag) in tags.iter().enumerate() {
+        push(reg, "app", tag, &image::image(300 + i as u64, 1, 100));
+    }
+}
+
+/// The `pruned` references of the first entry, as tags.
+fn pruned(report: &serde_json::Value) -> Vec<String> {
+    let mut tags: Vec<String> = report["entries"][0]["pruned"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r.as_str().unwrap().rsplit(':').next().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+#[test]
+fn prune_deletes_only_what_left_the_source_within_the_entrys_scope() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    publish(&src, &["1.0", "1.1", "1.2", "edge"]);
+    let c = entry(
+        &src,
+        &dst,
+        "app",
+        "    tags:\n      deny: [local]\n    prune: {maxDelete: 5}\n",
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    // Never pruned: a tag outside the entry's filters, here on the very image 1.0 has
+    // (deleting 1.0 by digest would take it along), and a `sha256-…` tag (a referrers
+    // fallback), which the filters would select.
+    let old = skopeo_digest(&dst, "app:1.0");
+    let dst_raw = RawClient::for_registry(&dst);
+    let img = image::image(300, 1, 100);
+    dst_raw.push("app", Some("local"), &img);
+    let fallback = format!("sha256-{}", "a".repeat(64));
+    dst_raw.push("app", Some(&fallback), &image::image(399, 1, 100));
+    assert_eq!(skopeo_digest(&dst, "app:local"), old);
+
+    unpublish(&src, "app:1.0");
+    let plan = regferry(&["check", "--format", "json"], &c);
+    assert_eq!(plan.code, 3, "drift: {}{}", plan.stdout, plan.stderr);
+    assert_eq!(pruned(&json(&plan)), vec!["1.0"]);
+    let table = regferry(&["check"], &c);
+    assert!(
+        table.stdout.contains("would prune") && table.stdout.contains("1 to prune"),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(
+        skopeo_list_tags(&dst, "app").len(),
+        6,
+        "check wrote nothing"
+    );
+
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("1 pruned"), "{}", o.stdout);
+    let mut want = vec![
+        "1.1".to_owned(),
+        "1.2".to_owned(),
+        "edge".to_owned(),
+        "local".to_owned(),
+        fallback,
+    ];
+    want.sort();
+    assert_eq!(skopeo_list_tags(&dst, "app"), want);
+    assert_eq!(
+        skopeo_digest(&dst, "app:local"),
+        old,
+        "the shared image stays"
+    );
+
+    // `--missing` never prunes; the next full run does.
+    unpublish(&src, "app:1.1");
+    let o = regferry(&["once", "--missing"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(skopeo_list_tags(&dst, "app").contains(&"1.1".to_owned()));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(!skopeo_list_tags(&dst, "app").contains(&"1.1".to_owned()));
+}
+
+#[test]
+fn prune_with_latest_keeps_a_rolling_window() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    publish(&src, &["1.0", "1.1", "1.2"]);
+    let c = entry(
+        &src,
+        &dst,
+        "app",
+        "    tags:\n      latest: 2\n    prune: true\n",
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_list_tags(&dst, "app"), vec!["1.1", "1.2"]);
+    push(&src, "app", "1.3", &image::image(310, 1, 100));
+    // 10% of two tags rounds up to one: the window moves by one.
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_list_tags(&dst, "app"), vec!["1.2", "1.3"]);
+}
+
+#[test]
+fn prune_deletes_nothing_beyond_max_delete_or_without_both_listings() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    publish(&src, &["1", "2", "3", "4"]);
+    let with = |extra: &str, s: &str, d: &str| {
+        let hosts = vec![(s.to_owned(), None), (d.to_owned(), None)];
+        registry_config(
+            &hosts,
+            "  parallel: 2\n",
+            &format!("  - source: {s}/app\n    target: {d}/app\n    type: repository\n{extra}"),
+        )
+    };
+    let o = regferry(&["once"], &with("", &src.host(), &dst.host()));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    for t in ["1", "2", "3"] {
+        unpublish(&src, &format!("app:{t}"));
+    }
+    let all = vec!["1", "2", "3", "4"];
+
+    // Three of four would go: more than maxDelete 2 allows, so none go, and the run fails.
+    let c = with("    prune: {maxDelete: 2}\n", &src.host(), &dst.host());
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("3 of the 4 tags in scope") && o.stdout.contains("prune.maxDelete"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(skopeo_list_tags(&dst, "app"), all);
+
+    // The source's listing fails: the entry fails before anything is compared or deleted.
+    let src_proxy = FaultProxy::start(&src);
+    src_proxy.add_rule(Rule::new("GET", "/tags/list", Action::respond(403, &[])));
+    let c = with(
+        "    prune: {maxDelete: '100%'}\n",
+        &src_proxy.host(),
+        &dst.host(),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_list_tags(&dst, "app"), all);
+
+    // The target's listing fails: what the source no longer has is unknown there.
+    let dst_proxy = FaultProxy::start(&dst);
+    dst_proxy.add_rule(Rule::new("GET", "/tags/list", Action::respond(403, &[])));
+    let c = with(
+        "    prune: {maxDelete: '100%'}\n",
+        &src.host(),
+        &dst_proxy.host(),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("could not be listed"), "{}", o.stdout);
+    assert_eq!(skopeo_list_tags(&dst, "app"), all);
+
+    // Backups written into the target repository look like tags the source lacks.
+    let c = with(
+        "    backup: 'bkp-{{ .Ref.Tag }}'\n    prune: {maxDelete: '100%'}\n",
+        &src.host(),
+        &dst.host(),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("backup writes into"), "{}", o.stdout);
+    assert_eq!(skopeo_list_tags(&dst, "app"), all);
+
+    // With the limit raised, the three go.
+    let c = with("    prune: {maxDelete: '75%'}\n", &src.host(), &dst.host());
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_list_tags(&dst, "app"), vec!["4"]);
 }

@@ -311,7 +311,8 @@ fn webhooks_and_manual_triggers_start_a_sync_and_bad_tokens_run_nothing() {
 }
 
 /// `latest` depends on every tag, so a webhook for one tag is judged against the whole
-/// source listing: an old version pushed late is not copied, a new one is.
+/// source listing: an old version pushed late is not copied, a new one is. A webhook's run
+/// never prunes; a run of the whole entry does.
 #[test]
 fn a_webhook_for_a_version_outside_latest_copies_nothing() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
@@ -319,7 +320,14 @@ fn a_webhook_for_a_version_outside_latest_copies_nothing() {
     for tag in ["1.0", "2.0"] {
         RawClient::for_registry(&src).push("team/app", Some(tag), &img);
     }
-    let s = Server::start(&hub_yaml(&src, &dst, "    tags:\n      latest: 1\n"), &[]);
+    let s = Server::start(
+        &hub_yaml(
+            &src,
+            &dst,
+            "    tags:\n      latest: 1\n    prune: {maxDelete: '100%'}\n",
+        ),
+        &[],
+    );
     s.wait_for(|_| tags(&dst, "app") == vec!["2.0"], "the first pass");
     let runs = |s: &Server| {
         s.metric("regferry_entry_runs_total{entry=\"hub\",result=\"success\"}")
@@ -345,6 +353,22 @@ fn a_webhook_for_a_version_outside_latest_copies_nothing() {
     s.wait_for(
         |_| tags(&dst, "app") == vec!["2.0", "3.0"],
         "the new version",
+    );
+    s.wait_for(|s| runs(s) >= 3.0, "the second webhook's run");
+    assert_eq!(
+        tags(&dst, "app"),
+        vec!["2.0", "3.0"],
+        "a webhook never prunes"
+    );
+    let trigger = s.post(
+        "/v1/sync/hub",
+        &[("Authorization", "Bearer hook-s3cret")],
+        "",
+    );
+    assert_eq!(trigger.0, 202, "{}", trigger.1);
+    s.wait_for(
+        |_| tags(&dst, "app") == vec!["3.0"],
+        "the whole entry's run to prune 2.0",
     );
     let (code, log) = s.stop();
     assert_eq!(code, 0, "{log}");

@@ -467,6 +467,49 @@ impl PartialEq for BackupTemplate {
     }
 }
 
+/// `prune` (regferry extension): after a run that read the source's tag list completely,
+/// delete the target tags in the entry's scope that the source no longer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prune {
+    /// The most one run may delete in one repository; above it, nothing is deleted.
+    pub max_delete: MaxDelete,
+}
+
+/// `prune.maxDelete`: an absolute count, or a percentage of the target's tags in scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxDelete {
+    /// At most this many tags.
+    Count(usize),
+    /// At most this percentage (1-100) of the tags in scope, rounded up.
+    Percent(u32),
+}
+
+impl Default for MaxDelete {
+    fn default() -> Self {
+        MaxDelete::Percent(10)
+    }
+}
+
+impl MaxDelete {
+    /// How many of `in_scope` tags one run may delete. A percentage rounds up, so that a
+    /// window of a few tags (`latest: 5`) can still move by one.
+    pub fn limit(self, in_scope: usize) -> usize {
+        match self {
+            MaxDelete::Count(n) => n,
+            MaxDelete::Percent(p) => (in_scope * p as usize).div_ceil(100),
+        }
+    }
+}
+
+impl fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxDelete::Count(n) => write!(f, "{n}"),
+            MaxDelete::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 /// One `sync` entry with defaults applied, templates expanded and everything parsed.
 #[derive(Debug, Clone)]
 pub struct SyncEntry {
@@ -520,6 +563,8 @@ pub struct SyncEntry {
     /// `.Sync` for the backup template: the entry as regsync's Go struct would show it
     /// (nil when the entry has no backup, the only template read at run time).
     pub template_data: Value,
+    /// regferry extension: delete target tags the source no longer has; `None` when off.
+    pub prune: Option<Prune>,
 }
 
 /// The default name of an entry: `e-` and 8 hex digits of an FNV-1a hash of

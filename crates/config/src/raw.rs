@@ -180,6 +180,52 @@ with_inheritable! {
         platforms: Option<Vec<S<String>>>,
         /// regferry extension: a name for the admin API and metrics.
         name: Option<S<String>>,
+        /// regferry extension: delete target tags the source no longer has.
+        prune: Option<S<RawPrune>>,
+    }
+}
+
+/// `prune: true|false`, or `prune: {maxDelete: 10}` / `{maxDelete: "10%"}` (which enables it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RawPrune {
+    pub(crate) enabled: bool,
+    pub(crate) max_delete: Option<Scalar>,
+}
+
+impl<'de> Deserialize<'de> for RawPrune {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawPrune;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or a map with `maxDelete` (a count, or a percentage such as \"10%\")")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawPrune, E> {
+                Ok(RawPrune {
+                    enabled: v,
+                    max_delete: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawPrune, A::Error> {
+                let mut out = RawPrune {
+                    enabled: true,
+                    max_delete: None,
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "maxDelete" => out.max_delete = Some(map.next_value::<Scalar>()?),
+                        other => {
+                            return Err(serde::de::Error::unknown_field(other, &["maxDelete"]));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -195,6 +195,22 @@ struct SyncView {
     referrer_slow: bool,
     fast_check: bool,
     force_recursive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<PruneView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PruneView {
+    max_delete: MaxDeleteView,
+}
+
+/// A count prints as a number, a percentage as text (`10%`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum MaxDeleteView {
+    Count(usize),
+    Percent(String),
 }
 
 fn texts(p: &[Pattern]) -> Vec<String> {
@@ -291,6 +307,12 @@ fn sync_view(e: &SyncEntry) -> SyncView {
         referrer_slow: e.referrer_slow,
         fast_check: e.fast_check,
         force_recursive: e.force_recursive,
+        prune: e.prune.map(|p| PruneView {
+            max_delete: match p.max_delete {
+                crate::MaxDelete::Count(n) => MaxDeleteView::Count(n),
+                m @ crate::MaxDelete::Percent(_) => MaxDeleteView::Percent(m.to_string()),
+            },
+        }),
     }
 }
 

@@ -621,3 +621,73 @@ mod no_panic {
         }
     }
 }
+
+#[test]
+fn prune_is_on_with_a_limit_only_where_it_can_work() {
+    use regferry_config::{MaxDelete, Prune};
+    let yaml = "sync:\n\
+                - {source: a/b, target: r.example.com/b, type: repository, prune: true}\n\
+                - {source: a/c, target: r.example.com/c, type: repository, prune: {maxDelete: 3}}\n\
+                - {source: a/d, target: r.example.com/d, type: repository, prune: {maxDelete: '25%'}}\n\
+                - {source: a/e, target: r.example.com/e, type: repository, prune: false}\n\
+                - {source: a/f, target: r.example.com/f, type: repository}\n";
+    let l = load_str(yaml, "p.yaml", &FakeHost::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let prunes: Vec<Option<Prune>> = l.config.sync.iter().map(|e| e.prune).collect();
+    let p = |m| Some(Prune { max_delete: m });
+    assert_eq!(
+        prunes,
+        vec![
+            p(MaxDelete::Percent(10)),
+            p(MaxDelete::Count(3)),
+            p(MaxDelete::Percent(25)),
+            None,
+            None
+        ]
+    );
+    // A percentage rounds up, so that a window of a few tags can move by one.
+    assert_eq!(MaxDelete::Percent(10).limit(6), 1);
+    assert_eq!(MaxDelete::Percent(10).limit(0), 0);
+    assert_eq!(MaxDelete::Percent(25).limit(8), 2);
+    assert_eq!(MaxDelete::Count(3).limit(1000), 3);
+    let shown = regferry_config::to_yaml(&l.config);
+    for want in ["maxDelete: 10%", "maxDelete: 3\n", "maxDelete: 25%"] {
+        assert!(shown.contains(want), "{want} in:\n{shown}");
+    }
+
+    // Each error names its entry and field, all in one load.
+    let yaml = "sync:\n\
+                - {source: a/b:1, target: r.example.com/b:1, type: image, prune: true}\n\
+                - {source: a/c, target: 'ocidir://out', type: repository, prune: true}\n\
+                - {source: a/d, target: r.example.com/d, type: repository, prune: {maxDelete: '0%'}}\n\
+                - {source: a/e, target: r.example.com/e, type: repository, prune: {maxDelete: -1}}\n";
+    let err = load_str(yaml, "p.yaml", &FakeHost::new()).unwrap_err();
+    let text = err.to_string();
+    for want in [
+        "p.yaml:2:",
+        "sync[0]",
+        "nothing to prune",
+        "sync[1]",
+        "OCI layout",
+        "sync[2]",
+        "prune.maxDelete",
+        "\"0%\"",
+        "sync[3]",
+        "\"-1\"",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+    // A value of the wrong shape is a parse error at its place.
+    for (value, want) in [("{maxDelet: 2}", "maxDelet"), ("sometimes", "maxDelete")] {
+        let yaml = format!(
+            "sync:\n- source: a/b\n  target: r.example.com/b\n  type: repository\n  prune: {value}\n"
+        );
+        let text = load_str(&yaml, "p.yaml", &FakeHost::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("p.yaml:5:") && text.contains(want),
+            "{want:?} in:\n{text}"
+        );
+    }
+}

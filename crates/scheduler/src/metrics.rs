@@ -93,7 +93,7 @@ impl Metrics {
         );
         r.register(
             "regferry_entry_tags",
-            "Tags by result: copied, up_to_date, skipped, failed; outside_latest for tags a `latest` count left out",
+            "Tags by result: copied, up_to_date, skipped, failed; outside_latest for tags a `latest` count left out; pruned for target tags deleted by `prune`",
             tags.clone(),
         );
         r.register(
@@ -153,6 +153,14 @@ impl Metrics {
         self.duration
             .get_or_create(&label)
             .observe(took.as_secs_f64());
+        if !report.pruned.is_empty() {
+            self.tags
+                .get_or_create(&EntryResult {
+                    entry: entry.to_owned(),
+                    result: "pruned".to_owned(),
+                })
+                .inc_by(report.pruned.len() as u64);
+        }
         if !report.outside_latest.is_empty() {
             self.tags
                 .get_or_create(&EntryResult {
@@ -320,6 +328,7 @@ mod tests {
                 tag(State::Failed, false),
             ],
             outside_latest: vec!["s:1.0".into(), "s:0.9".into()],
+            pruned: vec!["t:0.8".into()],
             error: None,
         };
         m.record_run(
@@ -346,6 +355,7 @@ mod tests {
             "regferry_entry_tags_total{entry=\"mirror\",result=\"up_to_date\"} 1",
             "regferry_entry_tags_total{entry=\"mirror\",result=\"failed\"} 1",
             "regferry_entry_tags_total{entry=\"mirror\",result=\"outside_latest\"} 2",
+            "regferry_entry_tags_total{entry=\"mirror\",result=\"pruned\"} 1",
             "regferry_entry_skipped_ticks_total{entry=\"mirror\"} 2",
             "regferry_blob_bytes_copied_total 1024",
             "regferry_entry_last_run_timestamp_seconds{entry=\"mirror\"} 1700000000.0",

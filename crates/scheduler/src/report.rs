@@ -114,7 +114,10 @@ pub struct EntryReport {
     /// Source tags that passed the filters but not the `latest` count, so were not looked at.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outside_latest: Vec<String>,
-    /// An error that stopped the entry as a whole (listing the source failed).
+    /// Target tags `prune` deleted (in `check`: would delete), as references.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
+    /// An error that stopped the entry as a whole (listing the source failed), or its prune.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -145,13 +148,13 @@ impl RunReport {
     }
 
     /// Tags whose target differs from the source (before this run), counting tags whose
-    /// referrers or digest tags are missing.
+    /// referrers or digest tags are missing, and target tags `prune` deletes.
     pub fn drift(&self) -> usize {
         self.count(|t| {
             matches!(t.state, State::Missing | State::Changed)
                 || !t.referrers.is_empty()
                 || !t.digest_tags.is_empty()
-        })
+        }) + self.entries.iter().map(|e| e.pruned.len()).sum::<usize>()
     }
 
     /// Referrers copied (or missing, for `check`).

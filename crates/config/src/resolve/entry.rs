@@ -415,6 +415,8 @@ pub(super) fn resolve_entry(
         Value::Nil
     };
 
+    let prune = prune(ctx, &scope, &s, kind, target_ep.as_ref(), &mut errs);
+
     let (Some(source_ep), Some(target_ep)) = (source_ep, target_ep) else {
         return Err(errs.into_vec());
     };
@@ -446,7 +448,70 @@ pub(super) fn resolve_entry(
         fast_check,
         force_recursive,
         template_data,
+        prune,
     })
+}
+
+/// `prune`: on only for entries that list tags, into a registry; `maxDelete` a count or
+/// a percentage.
+fn prune(
+    ctx: &mut Ctx<'_>,
+    scope: &Scope,
+    s: &RawSync,
+    kind: SyncKind,
+    target: Option<&Endpoint>,
+    errs: &mut Errors,
+) -> Option<Prune> {
+    let p = s.prune.as_ref().filter(|p| p.value.enabled)?;
+    let mut fail = |field: &str, kind: ErrorKind| {
+        errs.keep(ctx.err::<()>(scope, field, Some(p.defined), kind));
+        None
+    };
+    if kind == SyncKind::Image {
+        return fail(
+            "prune",
+            ErrorKind::Misplaced {
+                reason: "prune needs type repository or registry: an image entry has one tag, nothing to prune",
+            },
+        );
+    }
+    if let Some(Endpoint::OciDir { .. }) = target {
+        return fail(
+            "prune",
+            ErrorKind::Misplaced {
+                reason: "prune into an OCI layout (ocidir://) is not supported yet; only registry targets can be pruned",
+            },
+        );
+    }
+    let max_delete = match &p.value.max_delete {
+        None => MaxDelete::default(),
+        Some(m) => match parse_max_delete(&m.0) {
+            Some(v) => v,
+            None => {
+                return fail(
+                    "prune.maxDelete",
+                    ErrorKind::Invalid {
+                        value: m.0.clone(),
+                        expected: "a count of tags (0 or more) or a percentage from 1% to 100%",
+                    },
+                );
+            }
+        },
+    };
+    Some(Prune { max_delete })
+}
+
+fn parse_max_delete(text: &str) -> Option<MaxDelete> {
+    let text = text.trim();
+    match text.strip_suffix('%') {
+        Some(p) => p
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=100).contains(p))
+            .map(MaxDelete::Percent),
+        None => text.parse::<usize>().ok().map(MaxDelete::Count),
+    }
 }
 
 fn tag_set(

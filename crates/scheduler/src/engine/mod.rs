@@ -19,6 +19,7 @@ use crate::clients::Clients;
 use crate::report::{EntryReport, RunReport, State, TagReport};
 
 mod extras;
+mod prune;
 mod run_memo;
 
 use run_memo::{RunMemo, TargetView};
@@ -118,6 +119,8 @@ struct Selected {
     matched: usize,
     /// Source references that a `latest` count left out.
     outside_latest: Vec<String>,
+    /// Per target repository, what `prune` deletes after the copies.
+    prunes: Vec<prune::PrunePlan>,
 }
 
 /// What the comparison found for one item.
@@ -291,6 +294,7 @@ impl Engine {
             label: format!("{} -> {}", entry.source, entry.target),
             tags: Vec::new(),
             outside_latest: Vec::new(),
+            pruned: Vec::new(),
             error: None,
         };
         if abort.load(Ordering::Relaxed) {
@@ -336,6 +340,7 @@ impl Engine {
         // scheduled run; any other run leaves nothing (the next one reads the target).
         // (A tag skipped on purpose, its media type not selected, changes nothing either.)
         let clean = report.error.is_none()
+            && report.pruned.is_empty()
             && report.tags.iter().all(|t| {
                 matches!(t.state, State::UpToDate | State::Skipped)
                     && !t.copied
@@ -376,6 +381,7 @@ impl Engine {
             items,
             matched,
             outside_latest,
+            prunes,
         } = match listing {
             Ok(selected) => selected,
             Err(e) if e.is_cancelled() => {
@@ -409,7 +415,73 @@ impl Engine {
         .collect()
         .await;
         report.tags.sort_by(|a, b| a.target.cmp(&b.target));
+        self.prune(entry, opts, prunes, &mut report).await;
         report
+    }
+
+    /// Deletes what the plans say (in `check`, lists it), after the entry's copies. A run in
+    /// which a tag failed deletes nothing: the source or the target may not be what they
+    /// seem, and a deleted tag cannot be taken back.
+    async fn prune(
+        &self,
+        entry: &SyncEntry,
+        opts: RunOptions,
+        plans: Vec<prune::PrunePlan>,
+        report: &mut EntryReport,
+    ) {
+        let failed = report
+            .tags
+            .iter()
+            .filter(|t| t.state == State::Failed)
+            .count();
+        let mut errors = Vec::new();
+        for plan in plans {
+            let tags = match plan.tags {
+                Ok(tags) => tags,
+                Err(reason) => {
+                    tracing::error!(entry = %entry.name, target = %plan.dst, "{reason}");
+                    errors.push(reason);
+                    continue;
+                }
+            };
+            if tags.is_empty() {
+                continue;
+            }
+            if opts.mode == Mode::Check {
+                report
+                    .pruned
+                    .extend(tags.iter().map(|t| format!("{}:{t}", plan.dst)));
+                continue;
+            }
+            if failed > 0 {
+                tracing::warn!(entry = %entry.name, target = %plan.dst, failed, would_delete = tags.len(), "Not pruning: tags failed in this run");
+                continue;
+            }
+            for tag in tags {
+                if self.cancelled.is_cancelled() {
+                    return;
+                }
+                match plan.dst.delete_tag(&tag).await {
+                    Ok(_) => {
+                        tracing::info!(entry = %entry.name, target = %format!("{}:{tag}", plan.dst), "Pruned: the source no longer has the tag");
+                        report.pruned.push(format!("{}:{tag}", plan.dst));
+                    }
+                    Err(e) => {
+                        let reason = format!("pruning {}:{tag} failed: {e}", plan.dst);
+                        tracing::error!(entry = %entry.name, "{reason}");
+                        errors.push(reason);
+                        break;
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            let joined = errors.join("; ");
+            report.error = Some(match report.error.take() {
+                Some(e) => format!("{e}; {joined}"),
+                None => joined,
+            });
+        }
     }
 
     /// The images an entry covers, after listing and filtering.
@@ -442,6 +514,7 @@ impl Engine {
                     }],
                     matched: 1,
                     outside_latest: Vec::new(),
+                    prunes: Vec::new(),
                 })
             }
             SyncKind::Repository => {
@@ -487,6 +560,7 @@ impl Engine {
                     all.items.extend(one.items);
                     all.matched += one.matched;
                     all.outside_latest.extend(one.outside_latest);
+                    all.prunes.extend(one.prunes);
                 }
                 Ok(all)
             }
@@ -559,6 +633,30 @@ impl Engine {
         }
         tags.sort();
         let matched = tags.len();
+        // Only a full run prunes: not `--missing`, not a webhook's single tag.
+        let mut prunes = Vec::new();
+        if let Some(p) = entry.prune
+            && mode != (Mode::Copy { missing_only: true })
+            && only.tag.is_none()
+        {
+            let plan = if self.backs_up_into(entry, &dst) {
+                prune::PrunePlan {
+                    dst: dst.clone(),
+                    tags: Err(format!(
+                        "not pruned: the entry's backup writes into {dst} itself, where backups cannot be told from tags the source no longer has; write backups to another repository"
+                    )),
+                }
+            } else {
+                let chosen: std::collections::HashSet<&str> =
+                    tags.iter().map(String::as_str).collect();
+                let listing = match &have {
+                    Some(Ok(Some(h))) => Some(&**h),
+                    _ => None,
+                };
+                prune::plan(entry, p, &dst, &chosen, listing)
+            };
+            prunes.push(plan);
+        }
         // A target that cannot be listed (some registries allow HEAD but not listing) is
         // asked tag by tag, and counts as empty for --missing.
         match have {
@@ -589,6 +687,7 @@ impl Engine {
                 .collect(),
             matched,
             outside_latest,
+            prunes,
         })
     }
 
