@@ -46,7 +46,10 @@ case "${1:-default}" in
   wan)
     # The lab script reads the source registry's port from LAB_SRC_PORT; its own default
     # is missing, so it is set here (the lab's registries.sh serves the source on 5001).
-    export LAB_SRC_PORT=${LAB_SRC_PORT:-5001} WAN_TOOLS=${WAN_TOOLS:-regferry}
+    # ocync runs beside regferry when its lab build is there (bench/build-ocync.sh).
+    tools=regferry
+    [[ -x ${OCYNC_HTTP:-/tmp/ocync-build-http/target/release/ocync} ]] && tools="regferry ocync-http"
+    export LAB_SRC_PORT=${LAB_SRC_PORT:-5001} WAN_TOOLS=${WAN_TOOLS:-$tools}
     for _ in $(seq "${ROUNDS:-3}"); do
       "$LAB/bench-wan.sh" >&2
     done

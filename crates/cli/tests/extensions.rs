@@ -312,9 +312,22 @@ fn prune_deletes_nothing_beyond_max_delete_or_without_both_listings() {
     assert!(o.stdout.contains("backup writes into"), "{}", o.stdout);
     assert_eq!(skopeo_list_tags(&dst, "app"), all);
 
+    // A tag failed in this run (a new one the target refused): nothing is deleted.
+    push(&src, "app", "5", &image::image(320, 1, 100));
+    let refusing = FaultProxy::start(&dst);
+    refusing.add_rule(Rule::new("PUT", "/manifests/5", Action::respond(403, &[])));
+    let c = with(
+        "    prune: {maxDelete: '100%'}\n",
+        &src.host(),
+        &refusing.host(),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_list_tags(&dst, "app"), all);
+
     // With the limit raised, the three go.
     let c = with("    prune: {maxDelete: '75%'}\n", &src.host(), &dst.host());
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    assert_eq!(skopeo_list_tags(&dst, "app"), vec!["4"]);
+    assert_eq!(skopeo_list_tags(&dst, "app"), vec!["4", "5"]);
 }
