@@ -39,9 +39,10 @@ fn json(o: &RunOutput) -> serde_json::Value {
     serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.stdout))
 }
 
-/// The `outside_latest` references of the first entry, as tags.
-fn outside_latest(report: &serde_json::Value) -> Vec<String> {
-    let mut tags: Vec<String> = report["entries"][0]["outside_latest"]
+/// The references listed under `key` (`outside_latest`, `pruned`) in the first entry of a
+/// report, as tags, sorted.
+fn listed(report: &serde_json::Value, key: &str) -> Vec<String> {
+    let mut tags: Vec<String> = report["entries"][0][key]
         .as_array()
         .map(|a| {
             a.iter()
@@ -78,7 +79,7 @@ fn latest_mirrors_a_rolling_window_of_versions_and_check_names_the_rest() {
     );
 
     let plan = json(&regferry(&["check", "--format", "json"], &c));
-    assert_eq!(outside_latest(&plan), vec!["0.1", "1.9.0"]);
+    assert_eq!(listed(&plan, "outside_latest"), vec!["0.1", "1.9.0"]);
     let looked_at: Vec<&str> = plan["entries"][0]["tags"]
         .as_array()
         .unwrap()
@@ -106,7 +107,10 @@ fn latest_mirrors_a_rolling_window_of_versions_and_check_names_the_rest() {
     // the target, as nothing is deleted without `prune`).
     push(&src, "app", "1.11.0", &img);
     let plan = json(&regferry(&["check", "--format", "json"], &c));
-    assert_eq!(outside_latest(&plan), vec!["0.1", "1.10.0", "1.9.0"]);
+    assert_eq!(
+        listed(&plan, "outside_latest"),
+        vec!["0.1", "1.10.0", "1.9.0"]
+    );
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_eq!(
@@ -145,20 +149,6 @@ fn publish(reg: &TestRegistry, tags: &[&str]) {
     }
 }
 
-/// The `pruned` references of the first entry, as tags.
-fn pruned(report: &serde_json::Value) -> Vec<String> {
-    let mut tags: Vec<String> = report["entries"][0]["pruned"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| r.as_str().unwrap().rsplit(':').next().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    tags.sort();
-    tags
-}
-
 #[test]
 fn prune_deletes_only_what_left_the_source_within_the_entrys_scope() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
@@ -185,7 +175,7 @@ fn prune_deletes_only_what_left_the_source_within_the_entrys_scope() {
     unpublish(&src, "app:1.0");
     let plan = regferry(&["check", "--format", "json"], &c);
     assert_eq!(plan.code, 3, "drift: {}{}", plan.stdout, plan.stderr);
-    assert_eq!(pruned(&json(&plan)), vec!["1.0"]);
+    assert_eq!(listed(&json(&plan), "pruned"), vec!["1.0"]);
     let table = regferry(&["check"], &c);
     assert!(
         table.stdout.contains("would prune") && table.stdout.contains("1 to prune"),

@@ -153,21 +153,18 @@ impl Metrics {
         self.duration
             .get_or_create(&label)
             .observe(took.as_secs_f64());
-        if !report.pruned.is_empty() {
-            self.tags
-                .get_or_create(&EntryResult {
-                    entry: entry.to_owned(),
-                    result: "pruned".to_owned(),
-                })
-                .inc_by(report.pruned.len() as u64);
-        }
-        if !report.outside_latest.is_empty() {
-            self.tags
-                .get_or_create(&EntryResult {
-                    entry: entry.to_owned(),
-                    result: "outside_latest".to_owned(),
-                })
-                .inc_by(report.outside_latest.len() as u64);
+        for (result, tags) in [
+            ("pruned", &report.pruned),
+            ("outside_latest", &report.outside_latest),
+        ] {
+            if !tags.is_empty() {
+                self.tags
+                    .get_or_create(&EntryResult {
+                        entry: entry.to_owned(),
+                        result: result.to_owned(),
+                    })
+                    .inc_by(tags.len() as u64);
+            }
         }
         for t in &report.tags {
             let result = match (t.copied, t.state) {
