@@ -321,3 +321,75 @@ fn prune_deletes_nothing_beyond_max_delete_or_without_both_listings() {
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_eq!(skopeo_list_tags(&dst, "app"), vec!["4", "5"]);
 }
+
+/// Every blob file of an OCI layout, made an hour old (as if written by an earlier run).
+fn age_blobs(layout: &std::path::Path) -> Vec<String> {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let dir = layout.join("blobs/sha256");
+    let mut names = Vec::new();
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(f.path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        names.push(f.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn prune_into_an_oci_layout_removes_the_tag_and_the_blobs_only_it_used() {
+    let src = TestRegistry::start();
+    // Two images that share nothing but are alike in size; a third tag on the first image.
+    push(&src, "app", "1.0", &image::image(330, 2, 1000));
+    push(&src, "app", "1.1", &image::image(331, 2, 1000));
+    push(&src, "app", "same", &image::image(331, 2, 1000));
+    let dir = regferry_testkit::temp_dir();
+    let layout = dir.path().join("layout");
+    let c = registry_config(
+        &[(src.host(), None)],
+        "  parallel: 2\n",
+        &format!(
+            "  - source: {s}/app\n    target: ocidir://{l}\n    type: repository\n    prune: {{maxDelete: '50%'}}\n",
+            s = src.host(),
+            l = layout.display()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let before = age_blobs(&layout);
+    // 1.0's image: manifest, config and two layers.
+    assert_eq!(before.len(), 8, "{before:?}");
+
+    unpublish(&src, "app:1.0");
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("1 pruned"), "{}", o.stdout);
+    let tags = String::from_utf8(skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}:1.1", layout.display()),
+    ]))
+    .unwrap();
+    assert!(tags.contains("schemaVersion"), "1.1 still reads: {tags}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{index}");
+    assert!(
+        !names.contains(&"1.0") && names.contains(&"same"),
+        "{names:?}"
+    );
+    let after = age_blobs(&layout);
+    assert_eq!(after.len(), 4, "1.0's four blobs are collected: {after:?}");
+    assert!(after.iter().all(|b| before.contains(b)));
+}

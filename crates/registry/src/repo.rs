@@ -154,10 +154,11 @@ impl Repo {
                 crate::tags::note_write(self, tag);
                 deleted
             }
-            Repo::Layout(l) => Err(crate::error::Error::Protocol {
-                what: format!("ocidir://{}:{tag}", l.root().display()),
-                reason: "deleting tags from an OCI layout is not supported yet".into(),
-            }),
+            Repo::Layout(l) => {
+                let deleted = l.delete_tag(tag).await;
+                crate::tags::note_write(self, tag);
+                deleted
+            }
         }
     }
 

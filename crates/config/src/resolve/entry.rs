@@ -415,7 +415,7 @@ pub(super) fn resolve_entry(
         Value::Nil
     };
 
-    let prune = prune(ctx, &scope, &s, kind, target_ep.as_ref(), &mut errs);
+    let prune = prune(ctx, &scope, &s, kind, &mut errs);
 
     let (Some(source_ep), Some(target_ep)) = (source_ep, target_ep) else {
         return Err(errs.into_vec());
@@ -452,14 +452,12 @@ pub(super) fn resolve_entry(
     })
 }
 
-/// `prune`: on only for entries that list tags, into a registry; `maxDelete` a count or
-/// a percentage.
+/// `prune`: on only for entries that list tags; `maxDelete` a count or a percentage.
 fn prune(
     ctx: &mut Ctx<'_>,
     scope: &Scope,
     s: &RawSync,
     kind: SyncKind,
-    target: Option<&Endpoint>,
     errs: &mut Errors,
 ) -> Option<Prune> {
     let p = s.prune.as_ref().filter(|p| p.value.enabled)?;
@@ -472,14 +470,6 @@ fn prune(
             "prune",
             ErrorKind::Misplaced {
                 reason: "prune needs type repository or registry: an image entry has one tag, nothing to prune",
-            },
-        );
-    }
-    if let Some(Endpoint::OciDir { .. }) = target {
-        return fail(
-            "prune",
-            ErrorKind::Misplaced {
-                reason: "prune into an OCI layout (ocidir://) is not supported yet; only registry targets can be pruned",
             },
         );
     }

@@ -116,6 +116,13 @@ impl Index {
         named.all(|e| e.digest == first.digest).then_some(first)
     }
 
+    /// Removes every entry whose `ref.name` `names` the tag; returns whether any was there.
+    pub(super) fn remove_tag(&mut self, names: impl Fn(&str) -> bool) -> bool {
+        let before = self.manifests.len();
+        self.manifests.retain(|e| !e.ref_name().is_some_and(&names));
+        self.manifests.len() != before
+    }
+
     /// Points `tag` at `entry`: the first entry with that `ref.name` is replaced in place
     /// (kept as is if it already names the same digest, so its annotations survive), later
     /// duplicates are dropped, and a new tag is appended. Returns whether anything changed.
@@ -231,16 +238,7 @@ pub(super) fn init_layout(root: &Path) -> Result<()> {
 /// Readers take no lock: the index is replaced by rename, so they see the old or the new one.
 pub(super) fn update_index(root: &Path, change: impl FnOnce(&mut Index) -> bool) -> Result<()> {
     ensure_layout(root)?;
-    let lock_path = root.join(LOCK);
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| Error::io(&lock_path, e))?;
-    // flock on Unix, LockFileEx on Windows; released when `lock` is closed, also on a crash.
-    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    let _lock = lock_index(root)?;
     let (mut index, fresh) = match read_index(root)? {
         Some(index) => (index, false),
         None => (Index::empty(), true),
@@ -251,6 +249,21 @@ pub(super) fn update_index(root: &Path, change: impl FnOnce(&mut Index) -> bool)
     let bytes =
         serde_json::to_vec(&index).map_err(|e| Error::io(root.join(INDEX), io::Error::other(e)))?;
     write_atomic(root, INDEX, &bytes)
+}
+
+/// The exclusive lock on `index.json.lock`, held until the returned file is dropped.
+pub(super) fn lock_index(root: &Path) -> Result<File> {
+    let lock_path = root.join(LOCK);
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, e))?;
+    // flock on Unix, LockFileEx on Windows; released when `lock` is closed, also on a crash.
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    Ok(lock)
 }
 
 /// Writes `dir/name` so that a crash leaves the old content or the new, never a mix:

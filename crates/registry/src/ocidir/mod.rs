@@ -35,9 +35,12 @@ use crate::reference::Reference;
 
 use self::index::{Entry, INDEX, TempPath};
 
+mod gc;
 mod index;
 #[cfg(test)]
 mod tests;
+
+pub use gc::Collected;
 
 /// Largest manifest read from a layout (the HTTP client's bound too, and regclient's).
 const MAX_MANIFEST: u64 = 8 << 20;
@@ -229,6 +232,38 @@ impl OciLayout {
             index::update_index(&root, |index| index.set_tag(&tag, entry))
         })
         .await
+    }
+
+    /// Removes `tag` from `index.json` (every entry whose `ref.name` lists as that tag);
+    /// `Ok(false)` when it was not there. The blobs stay until [`OciLayout::collect_garbage`].
+    pub async fn delete_tag(&self, tag: &str) -> Result<bool> {
+        let tag = tag.to_owned();
+        let root = self.root.clone();
+        let _queued = self.index_update.lock().await;
+        blocking(&self.root, move || {
+            if index::read_index(&root)?.is_none() {
+                return Ok(false);
+            }
+            let mut removed = false;
+            index::update_index(&root, |index| {
+                removed = index.remove_tag(|name| name == tag || listed_tag(name) == Some(&tag));
+                removed
+            })?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Deletes the blobs nothing in `index.json` reaches, except those written after
+    /// `keep_newer_than` (another writer's image may still be on its way to the index).
+    /// Holds the index lock throughout, so no index update interleaves.
+    pub async fn collect_garbage(
+        &self,
+        keep_newer_than: std::time::SystemTime,
+    ) -> Result<Collected> {
+        let root = self.root.clone();
+        let _queued = self.index_update.lock().await;
+        blocking(&self.root, move || gc::collect(&root, keep_newer_than)).await
     }
 
     /// Tags in `index.json` (`ref.name` annotations), sorted, deduplicated.

@@ -749,3 +749,74 @@ async fn ref_names_that_are_no_tag_are_skipped_from_the_listing() {
     std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
     assert_eq!(layout.list_tags().await.unwrap(), ["ok"]);
 }
+
+/// Stores `data` as a blob and returns its descriptor.
+async fn stored(layout: &OciLayout, media: &str, data: Bytes) -> Value {
+    let digest = sha256(&data);
+    layout
+        .put_blob(&digest, Blob::from_bytes(data.clone()))
+        .await
+        .unwrap();
+    json!({"mediaType": media, "digest": digest.to_string(), "size": data.len()})
+}
+
+#[tokio::test]
+async fn a_deleted_tag_leaves_its_blobs_until_collected_and_shared_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::new(dir.path());
+    let layer = "application/vnd.oci.image.layer.v1.tar";
+    let config = "application/vnd.oci.image.config.v1+json";
+    let shared = stored(&layout, layer, content(100)).await;
+    let mut manifests = Vec::new();
+    for n in 0..2u8 {
+        let own = stored(&layout, layer, Bytes::from(vec![n; 50])).await;
+        let cfg = stored(&layout, config, Bytes::from(format!("{{\"n\":{n}}}"))).await;
+        let body = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg, "layers": [shared, own]});
+        manifests.push(Manifest::new(
+            Bytes::from(body.to_string()),
+            Some(OCI_MANIFEST),
+        ));
+    }
+    layout.put_manifest(Some("a"), &manifests[0]).await.unwrap();
+    layout.put_manifest(Some("b"), &manifests[1]).await.unwrap();
+    // An index reaches `b`'s image as a child, untagged: collecting must follow it.
+    let child = json!({"mediaType": OCI_MANIFEST, "digest": manifests[1].digest.to_string(), "size": manifests[1].bytes.len()});
+    let idx = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child]});
+    let idx = Manifest::new(Bytes::from(idx.to_string()), Some(OCI_INDEX));
+    layout.put_manifest(Some("i"), &idx).await.unwrap();
+    layout.put_manifest(Some("b"), &idx).await.unwrap();
+    let before = blob_files(dir.path());
+    assert_eq!(before.len(), 8, "{before:?}");
+
+    assert!(layout.delete_tag("a").await.unwrap());
+    assert!(!layout.delete_tag("a").await.unwrap(), "already gone");
+    assert_eq!(layout.list_tags().await.unwrap(), ["b", "i"]);
+    // Written just now: a younger blob is kept, whatever names it.
+    let none = layout
+        .collect_garbage(std::time::SystemTime::UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(none, Collected::default());
+    assert_eq!(blob_files(dir.path()), before);
+
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let got = layout.collect_garbage(later).await.unwrap();
+    // `a`'s manifest, config and own layer; the shared layer and all of `b` stay.
+    assert_eq!(got.blobs, 3, "{:?}", blob_files(dir.path()));
+    let gone = manifests[0].digest.encoded().to_owned();
+    assert!(!blob_files(dir.path()).iter().any(|f| f.ends_with(&gone)));
+    let b = layout.get_manifest("b").await.unwrap();
+    assert_eq!(b, idx);
+    let kept = Digest::parse(shared["digest"].as_str().unwrap()).unwrap();
+    assert!(layout.blob_size(&kept).await.unwrap().is_some());
+    assert!(
+        layout
+            .get_manifest(&manifests[1].digest.to_string())
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        layout.collect_garbage(later).await.unwrap(),
+        Collected::default()
+    );
+}

@@ -75,6 +75,9 @@ pub struct Engine {
     views: std::sync::Mutex<HashMap<String, Arc<TargetView>>>,
     /// Tags being worked on at once, across all entries (see [`tag_slots`]).
     tag_slots: Arc<Slots>,
+    /// Entries running now into each OCI layout, so that a prune collects a layout's
+    /// blobs only while no other entry copies into it (see [`prune::LayoutWriters`]).
+    layout_writers: prune::LayoutWriters,
 }
 
 /// Limits a run to what a webhook reported: one repository of a registry entry, one tag.
@@ -154,6 +157,7 @@ impl Engine {
             shard: None,
             views: std::sync::Mutex::new(HashMap::new()),
             tag_slots: Slots::new(tag_slots(slots)),
+            layout_writers: prune::LayoutWriters::default(),
             config,
         }
     }
@@ -182,6 +186,7 @@ impl Engine {
         Engine {
             copy_slots: previous.copy_slots.clone(),
             transfer: previous.transfer.clone(),
+            layout_writers: previous.layout_writers.clone(),
             shard,
             ..Engine::with_clients(clients, config)
         }
@@ -333,6 +338,7 @@ impl Engine {
         let view = steady.then(|| self.view(entry, started)).flatten();
         let memo = RunMemo::new(entry.kind != SyncKind::Image && only.tag.is_none())
             .trusting(view.clone());
+        let _writing = self.layout_writers.enter(&entry.target);
         let report = self
             .run_entry_with(entry, opts, abort, only, report, &memo)
             .await;
@@ -457,6 +463,7 @@ impl Engine {
                 tracing::warn!(entry = %entry.name, target = %plan.dst, failed, would_delete = tags.len(), "Not pruning: tags failed in this run");
                 continue;
             }
+            let mut deleted = 0;
             for tag in tags {
                 if self.cancelled.is_cancelled() {
                     return;
@@ -465,6 +472,7 @@ impl Engine {
                     Ok(_) => {
                         tracing::info!(entry = %entry.name, target = %format!("{}:{tag}", plan.dst), "Pruned: the source no longer has the tag");
                         report.pruned.push(format!("{}:{tag}", plan.dst));
+                        deleted += 1;
                     }
                     Err(e) => {
                         let reason = format!("pruning {}:{tag} failed: {e}", plan.dst);
@@ -473,6 +481,11 @@ impl Engine {
                         break;
                     }
                 }
+            }
+            if deleted > 0
+                && let Repo::Layout(layout) = &plan.dst
+            {
+                self.collect_layout(entry, layout).await;
             }
         }
         if !errors.is_empty() {

@@ -6,10 +6,19 @@
 //! when the target could not be listed, and anything at all in a repository where more than
 //! `maxDelete` would go. Backups written into the target repository itself cannot be told
 //! from the tags to delete, so such an entry does not prune.
-use std::collections::HashSet;
+//!
+//! In an OCI layout, a deleted tag leaves its blobs; they are collected right after, under
+//! the layout's index lock, but only while no other entry of this process is copying into
+//! the same layout (its blobs may be on disk before its manifest is in the index), and
+//! never a blob younger than [`KEEP_FRESH`] (another process may be copying).
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use regferry_config::template::SystemHost;
 use regferry_config::{Endpoint, Prune, RefFields, SyncEntry};
+use regferry_registry::ocidir::OciLayout;
 use regferry_registry::repo::Repo;
 use regferry_registry::{Reference, TagList};
 
@@ -94,5 +103,80 @@ impl Engine {
         self.clients
             .repo(&Endpoint::Registry(r), None)
             .map_or(true, |repo| repo.key() == dst.key())
+    }
+}
+
+/// Blobs younger than this are never collected: a copy by another process may not have
+/// put its manifest into the index yet.
+const KEEP_FRESH: Duration = Duration::from_secs(600);
+
+/// How many entries are running into each OCI layout directory right now.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LayoutWriters(Arc<Mutex<HashMap<PathBuf, usize>>>);
+
+/// One entry running into a layout; leaving it is dropping this.
+pub(super) struct Writing {
+    writers: LayoutWriters,
+    root: Option<PathBuf>,
+}
+
+impl LayoutWriters {
+    /// Counts an entry whose target is `target` as running, if that is an OCI layout.
+    pub(super) fn enter(&self, target: &Endpoint) -> Writing {
+        let root = match target {
+            Endpoint::OciDir { path, .. } => Some(path.clone()),
+            _ => None,
+        };
+        if let (Some(root), Ok(mut m)) = (&root, self.0.lock()) {
+            *m.entry(root.clone()).or_insert(0) += 1;
+        }
+        Writing {
+            writers: self.clone(),
+            root,
+        }
+    }
+
+    /// Whether at most one entry (the caller) is running into `root`.
+    fn alone(&self, root: &std::path::Path) -> bool {
+        self.0
+            .lock()
+            .map(|m| m.get(root).copied().unwrap_or(0) <= 1)
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if let (Some(root), Ok(mut m)) = (&self.root, self.writers.0.lock())
+            && let Some(n) = m.get_mut(root)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(root);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Deletes the blobs of `layout` that its index no longer reaches, after a prune, when
+    /// no other entry is copying into it. A failure only warns: the tags are gone, and the
+    /// next prune collects again.
+    pub(super) async fn collect_layout(&self, entry: &SyncEntry, layout: &OciLayout) {
+        if !self.layout_writers.alone(layout.root()) {
+            tracing::info!(entry = %entry.name, layout = %layout.root().display(), "Not collecting the pruned images' blobs: another entry is copying into this layout");
+            return;
+        }
+        let keep = SystemTime::now()
+            .checked_sub(KEEP_FRESH)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match layout.collect_garbage(keep).await {
+            Ok(c) => {
+                tracing::info!(entry = %entry.name, layout = %layout.root().display(), blobs = c.blobs, bytes = c.bytes, "Collected the blobs nothing references any more");
+            }
+            Err(e) => {
+                tracing::warn!(entry = %entry.name, layout = %layout.root().display(), error = %e, "Collecting unreferenced blobs failed");
+            }
+        }
     }
 }

@@ -1,0 +1,126 @@
+//! Garbage collection of a layout's blobs: what no manifest reachable from `index.json`
+//! names is deleted, under the index lock, so that no index update of this or another
+//! process interleaves with it.
+//!
+//! A blob written less than `keep_newer_than` ago is kept even when nothing names it yet:
+//! another writer may be copying the image it belongs to, whose manifest lands in the
+//! index last. Temporary files (`*.tmp`) are never touched.
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::index::{self, INDEX};
+use super::{BLOBS, MAX_MANIFEST};
+use crate::error::{Error, Result};
+use crate::manifest::media_type;
+
+/// What a collection removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Blob files deleted.
+    pub blobs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Deletes the blobs of the layout at `root` that nothing in its index reaches and that are
+/// older than `keep_newer_than`.
+pub(super) fn collect(root: &Path, keep_newer_than: SystemTime) -> Result<Collected> {
+    let _lock = index::lock_index(root)?;
+    let Some(idx) = index::read_index(root)? else {
+        return Ok(Collected::default());
+    };
+    let mut reachable = HashSet::new();
+    let mut todo: Vec<(String, Option<String>)> = idx
+        .manifests
+        .iter()
+        .map(|e| (e.digest.clone(), e.media_type.clone()))
+        .collect();
+    while let Some((digest, media)) = todo.pop() {
+        if !reachable.insert(digest.clone()) {
+            continue;
+        }
+        // Only manifests name other blobs; a layer is never opened.
+        if media
+            .as_deref()
+            .is_some_and(|m| !media_type::is_manifest(m))
+        {
+            continue;
+        }
+        let Some((alg, hex)) = digest.split_once(':') else {
+            continue;
+        };
+        let path = root.join(BLOBS).join(alg).join(hex);
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if meta.len() > MAX_MANIFEST {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let mut named = |d: &Value| {
+            if let Some(digest) = d.get("digest").and_then(Value::as_str) {
+                let media = d
+                    .get("mediaType")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                todo.push((digest.to_owned(), media));
+            }
+        };
+        if let Some(c) = v.get("config") {
+            named(c);
+        }
+        for list in ["manifests", "layers", "blobs"] {
+            for d in v.get(list).and_then(Value::as_array).into_iter().flatten() {
+                named(d);
+            }
+        }
+    }
+    let mut out = Collected::default();
+    let blobs = root.join(BLOBS);
+    let algs = match fs::read_dir(&blobs) {
+        Ok(a) => a,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(&blobs, e)),
+    };
+    for alg in algs {
+        let alg = alg.map_err(|e| Error::io(&blobs, e))?;
+        let alg_name = alg.file_name().to_string_lossy().into_owned();
+        let dir = alg.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let file = file.map_err(|e| Error::io(&dir, e))?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") || reachable.contains(&format!("{alg_name}:{name}")) {
+                continue;
+            }
+            let path = file.path();
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            let fresh = meta.modified().map_or(true, |m| m >= keep_newer_than);
+            if !meta.is_file() || fresh {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    out.blobs += 1;
+                    out.bytes += meta.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+    tracing::debug!(layout = %root.display(), index = INDEX, blobs = out.blobs, bytes = out.bytes, "Collected unreferenced blobs");
+    Ok(out)
+}
