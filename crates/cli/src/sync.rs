@@ -179,7 +179,7 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
                         },
                         String::new(),
                         t.clone(),
-                        "the source no longer has it (prune)".to_owned(),
+                        "no longer in the source's selection (prune)".to_owned(),
                     ]
                 }))
         })

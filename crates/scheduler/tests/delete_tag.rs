@@ -1,11 +1,20 @@
 //! Deleting one tag from a real registry (Debian's distribution 2.8, which deletes only by
 //! digest) without touching the other tags of its image, verified with skopeo.
+use std::time::Duration;
+
 use regferry_registry::http::{HostOptions, RegistryClient, TlsMode};
 use regferry_testkit::image;
-use regferry_testkit::{RawClient, RegistryOptions, TestRegistry, skopeo_digest, skopeo_list_tags};
+use regferry_testkit::{
+    Action, FaultProxy, RawClient, RegistryOptions, Rule, TestRegistry, skopeo_digest,
+    skopeo_list_tags,
+};
 
 fn client(reg: &TestRegistry) -> RegistryClient {
-    let mut opts = HostOptions::new(&reg.host());
+    client_at(&reg.host())
+}
+
+fn client_at(host: &str) -> RegistryClient {
+    let mut opts = HostOptions::new(host);
     opts.tls = TlsMode::Disabled;
     RegistryClient::new(opts).expect("client")
 }
@@ -53,4 +62,32 @@ async fn a_registry_that_refuses_deletes_keeps_the_tag_where_it_was() {
     assert!(err.to_string().contains("405"), "{err}");
     assert_eq!(skopeo_list_tags(&reg, "app"), vec!["a", "b", "c"]);
     assert_eq!(skopeo_digest(&reg, "app:a"), x, "a was not moved");
+}
+
+#[tokio::test]
+async fn a_placeholder_that_cannot_be_deleted_gives_the_tag_back() {
+    let reg = TestRegistry::start();
+    let (x, _) = seed(&reg);
+    let proxy = FaultProxy::start(&reg);
+    // The check (the placeholder deleted untagged) passes; the delete after the move fails.
+    proxy.add_rule(
+        Rule::new(
+            "DELETE",
+            "/manifests/sha256:",
+            Action::Delay(Duration::ZERO),
+        )
+        .times(1),
+    );
+    proxy.add_rule(Rule::new(
+        "DELETE",
+        "/manifests/sha256:",
+        Action::respond(403, &[]),
+    ));
+    let err = client_at(&proxy.host())
+        .delete_tag("app", "a")
+        .await
+        .expect_err("the second delete is refused");
+    assert!(err.to_string().contains("put back"), "{err}");
+    assert_eq!(skopeo_list_tags(&reg, "app"), vec!["a", "b", "c"]);
+    assert_eq!(skopeo_digest(&reg, "app:a"), x, "a names its image again");
 }

@@ -592,7 +592,9 @@ impl RegistryClient {
     /// that refuses deletes leaves the tag as it was.
     pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
         match self.delete_manifest(repo, tag).await {
-            Ok(found) => return Ok(found),
+            Ok(true) => return Ok(true),
+            // A 404 may mean "no such tag" or "no deleting by tag here": only a HEAD tells.
+            Ok(false) => {}
             // 400/405: not by tag here (distribution 2.8 answers 400 DIGEST_INVALID for a
             // tag; others say UNSUPPORTED). Anything else is an error to report as is.
             Err(Error::Status {
@@ -600,6 +602,9 @@ impl RegistryClient {
             }) => {}
             Err(e) => return Err(e),
         }
+        let Some(old) = self.head_manifest(repo, tag).await? else {
+            return Ok(false);
+        };
         let placeholder = placeholder_manifest(repo, tag);
         let empty = crate::blob::sha256(EMPTY_JSON);
         if self.blob_size(repo, &empty).await?.is_none() {
@@ -608,15 +613,46 @@ impl RegistryClient {
                 .await?;
         }
         let digest = placeholder.digest.to_string();
+        let refused = |status| Error::Protocol {
+            what: format!("{}/{repo}@{digest}", self.inner.opts.registry),
+            reason: format!(
+                "the registry answered {status} to deleting a manifest it had just stored: it does not delete, so {tag} was left as it was"
+            ),
+        };
+        // Deletes must work before the tag is moved, or the tag would stay on the placeholder.
         self.put_manifest(repo, &digest, &placeholder).await?;
-        self.delete_manifest(repo, &digest).await?;
-        if self.head_manifest(repo, tag).await?.is_none() {
-            // Gone since the listing (another writer): nothing to move.
-            return Ok(false);
+        if !self.delete_manifest(repo, &digest).await? {
+            return Err(refused("404"));
         }
         self.put_manifest(repo, tag, &placeholder).await?;
-        self.delete_manifest(repo, &digest).await?;
-        Ok(true)
+        match self.delete_manifest(repo, &digest).await {
+            Ok(true) => Ok(true),
+            failed => {
+                // Put the tag back where it was; the image itself was never touched.
+                let restored = async {
+                    let m = self.get_manifest(repo, &old.digest.to_string()).await?;
+                    self.put_manifest(repo, tag, &m).await
+                }
+                .await;
+                let reason = match failed {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "404".to_owned(),
+                };
+                Err(Error::Protocol {
+                    what: format!("{}/{repo}:{tag}", self.inner.opts.registry),
+                    reason: match restored {
+                        Ok(_) => format!(
+                            "deleting its placeholder failed ({reason}); the tag was put back on {}",
+                            old.digest
+                        ),
+                        Err(e) => format!(
+                            "deleting its placeholder failed ({reason}), and putting the tag back on {} failed too ({e}): the tag names an empty placeholder image until the next run",
+                            old.digest
+                        ),
+                    },
+                })
+            }
+        }
     }
 
     /// `DELETE …/manifests/<reference>`: `Ok(false)` on 404.

@@ -469,7 +469,9 @@ impl Engine {
                     return;
                 }
                 match plan.dst.delete_tag(&tag).await {
-                    Ok(_) => {
+                    // Gone already (another writer): nothing was deleted here.
+                    Ok(false) => {}
+                    Ok(true) => {
                         tracing::info!(entry = %entry.name, target = %format!("{}:{tag}", plan.dst), "Pruned: the source no longer has the tag");
                         report.pruned.push(format!("{}:{tag}", plan.dst));
                         deleted += 1;
