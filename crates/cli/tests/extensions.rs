@@ -322,9 +322,9 @@ fn prune_deletes_nothing_beyond_max_delete_or_without_both_listings() {
     assert_eq!(skopeo_list_tags(&dst, "app"), vec!["4", "5"]);
 }
 
-/// Every blob file of an OCI layout, made an hour old (as if written by an earlier run).
+/// Every blob file of an OCI layout, made two days old (as if written by an earlier run).
 fn age_blobs(layout: &std::path::Path) -> Vec<String> {
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
     let dir = layout.join("blobs/sha256");
     let mut names = Vec::new();
     for f in std::fs::read_dir(&dir).unwrap() {
@@ -392,4 +392,19 @@ fn prune_into_an_oci_layout_removes_the_tag_and_the_blobs_only_it_used() {
     let after = age_blobs(&layout);
     assert_eq!(after.len(), 4, "1.0's four blobs are collected: {after:?}");
     assert!(after.iter().all(|b| before.contains(b)));
+}
+
+#[test]
+fn prune_deletes_nothing_when_the_source_selects_nothing() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    publish(&src, &["1", "2"]);
+    let c = entry(&src, &dst, "app", "    prune: {maxDelete: '100%'}\n");
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    unpublish(&src, "app:1");
+    unpublish(&src, "app:2");
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("selected no tags"), "{}", o.stdout);
+    assert_eq!(skopeo_list_tags(&dst, "app"), vec!["1", "2"]);
 }

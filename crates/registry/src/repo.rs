@@ -194,6 +194,14 @@ impl Repo {
         }
     }
 
+    /// Tells the target that a copy reuses a blob it has: an OCI layout marks it as used
+    /// now, so that another process's garbage collection keeps it; a registry needs nothing.
+    pub async fn keep_blob(&self, digest: &Digest) {
+        if let Repo::Layout(l) = self {
+            l.keep_blob(digest).await;
+        }
+    }
+
     /// Stores a blob whose stream is already verified.
     pub async fn put_blob(
         &self,

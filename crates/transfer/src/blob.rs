@@ -55,6 +55,7 @@ impl Transfer {
         // A blob this run already put in `dst` is most likely still there: a HEAD says so.
         let probe = likely_absent && !self.landed_in(dst, digest).await && self.probes(dst).await;
         if !probe && dst.blob_size(digest).await?.is_some() {
+            dst.keep_blob(digest).await;
             return Ok(self.existed(dst, digest).await);
         }
         let _slot = self.blob_slots.acquire().await.ok_or(Error::Cancelled)?;

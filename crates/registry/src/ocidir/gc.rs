@@ -18,6 +18,9 @@ use super::{BLOBS, MAX_MANIFEST};
 use crate::error::{Error, Result};
 use crate::manifest::media_type;
 
+/// The media type schema 1 layers are taken for (the manifest gives none): not a manifest.
+const SCHEMA1_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
 /// What a collection removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Collected {
@@ -35,19 +38,20 @@ pub(super) fn collect(root: &Path, keep_newer_than: SystemTime) -> Result<Collec
         return Ok(Collected::default());
     };
     let mut reachable = HashSet::new();
+    let mut opened = HashSet::new();
     let mut todo: Vec<(String, Option<String>)> = idx
         .manifests
         .iter()
         .map(|e| (e.digest.clone(), e.media_type.clone()))
         .collect();
     while let Some((digest, media)) = todo.pop() {
-        if !reachable.insert(digest.clone()) {
-            continue;
-        }
-        // Only manifests name other blobs; a layer is never opened.
+        reachable.insert(digest.clone());
+        // Only manifests name other blobs; a layer is never opened. A digest named once as
+        // a layer and once as a manifest is opened for the latter.
         if media
             .as_deref()
             .is_some_and(|m| !media_type::is_manifest(m))
+            || !opened.insert(digest.clone())
         {
             continue;
         }
@@ -62,6 +66,10 @@ pub(super) fn collect(root: &Path, keep_newer_than: SystemTime) -> Result<Collec
             continue;
         }
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        // Read as JSON rather than as a typed manifest, so that every kind names its blobs:
+        // images and artifacts (`config`, `layers`, `blobs`), indexes (`manifests`), and
+        // Docker schema 1 (`fsLayers[].blobSum`). Not JSON (a layer reached without a media
+        // type): a leaf.
         let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
             continue;
         };
@@ -80,6 +88,16 @@ pub(super) fn collect(root: &Path, keep_newer_than: SystemTime) -> Result<Collec
         for list in ["manifests", "layers", "blobs"] {
             for d in v.get(list).and_then(Value::as_array).into_iter().flatten() {
                 named(d);
+            }
+        }
+        for l in v
+            .get("fsLayers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(digest) = l.get("blobSum").and_then(Value::as_str) {
+                todo.push((digest.to_owned(), Some(SCHEMA1_LAYER.to_owned())));
             }
         }
     }

@@ -234,7 +234,7 @@ impl OciLayout {
         .await
     }
 
-    /// Removes `tag` from `index.json` (every entry whose `ref.name` lists as that tag);
+    /// Removes `tag` from `index.json` (the entries whose `ref.name` is exactly `tag`);
     /// `Ok(false)` when it was not there. The blobs stay until [`OciLayout::collect_garbage`].
     pub async fn delete_tag(&self, tag: &str) -> Result<bool> {
         let tag = tag.to_owned();
@@ -246,7 +246,9 @@ impl OciLayout {
             }
             let mut removed = false;
             index::update_index(&root, |index| {
-                removed = index.remove_tag(|name| name == tag || listed_tag(name) == Some(&tag));
+                // Only the exact name: a full name another tool wrote
+                // (`quay.io/x/y:1.0`) is that tool's image, not this tag.
+                removed = index.remove_tag(|name| name == tag);
                 removed
             })?;
             Ok(removed)
@@ -342,6 +344,21 @@ impl OciLayout {
         }
     }
 
+    /// Marks a blob a copy reuses as used now (its modification time), so that a garbage
+    /// collection by another process, which keeps young blobs, leaves it while the image
+    /// that reuses it is on its way into the index. Best effort: a layout on read-only
+    /// media, or a blob gone meanwhile, is left as it is.
+    pub async fn keep_blob(&self, digest: &Digest) {
+        let path = self.blob_path(digest);
+        let _ = tokio::task::spawn_blocking(move || {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        })
+        .await;
+    }
+
     /// Streams a blob from disk in bounded chunks; [`Error::NotFound`] if absent.
     ///
     /// The bytes are not verified here: like a registry download, the consumer verifies
@@ -383,7 +400,10 @@ impl OciLayout {
         let dir = self.root.join(BLOBS).join(digest.algorithm());
         let target = dir.join(digest.encoded());
         match tokio::fs::metadata(&target).await {
-            Ok(m) if m.is_file() && size.is_none_or(|s| s == m.len()) => return Ok(()),
+            Ok(m) if m.is_file() && size.is_none_or(|s| s == m.len()) => {
+                self.keep_blob(digest).await;
+                return Ok(());
+            }
             Ok(m) if m.is_file() => tracing::warn!(
                 path = %target.display(),
                 expected = size,

@@ -820,3 +820,68 @@ async fn a_deleted_tag_leaves_its_blobs_until_collected_and_shared_ones_stay() {
         Collected::default()
     );
 }
+
+#[tokio::test]
+async fn deleting_a_tag_leaves_a_full_name_another_tool_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::new(dir.path());
+    layout.put_manifest(Some("1.0"), &image(1)).await.unwrap();
+    layout
+        .put_manifest(Some("quay.io/x/y:1.0"), &image(2))
+        .await
+        .unwrap();
+    assert!(layout.delete_tag("1.0").await.unwrap());
+    let index = read_json(&dir.path().join("index.json"));
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
+    assert_eq!(names, ["quay.io/x/y:1.0"]);
+    // Nothing of this process's own is named `1.0` any more.
+    assert!(!layout.delete_tag("1.0").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_reused_blob_is_young_again_for_the_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::new(dir.path());
+    layout.put_manifest(Some("other"), &image(5)).await.unwrap();
+    let data = content(64);
+    let digest = sha256(&data);
+    layout
+        .put_blob(&digest, Blob::from_bytes(data.clone()))
+        .await
+        .unwrap();
+    let path = layout.blob_path(&digest);
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
+    let set_old = || {
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    };
+    let age = || std::fs::metadata(&path).unwrap().modified().unwrap();
+    set_old();
+    // Stored again (a copy that finds it present), or reused after a size check: touched.
+    layout
+        .put_blob(&digest, Blob::from_bytes(data))
+        .await
+        .unwrap();
+    assert!(age() > old + std::time::Duration::from_secs(86_400));
+    set_old();
+    layout.keep_blob(&digest).await;
+    assert!(age() > old + std::time::Duration::from_secs(86_400));
+    // Nothing in the index names it, yet it is younger than a day: kept; once old, not.
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    assert_eq!(
+        layout.collect_garbage(day_ago).await.unwrap(),
+        Collected::default()
+    );
+    set_old();
+    assert_eq!(layout.collect_garbage(day_ago).await.unwrap().blobs, 1);
+    assert_eq!(layout.blob_size(&digest).await.unwrap(), None);
+}

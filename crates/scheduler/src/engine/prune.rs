@@ -10,7 +10,8 @@
 //! In an OCI layout, a deleted tag leaves its blobs; they are collected right after, under
 //! the layout's index lock, but only while no other entry of this process is copying into
 //! the same layout (its blobs may be on disk before its manifest is in the index), and
-//! never a blob younger than [`KEEP_FRESH`] (another process may be copying).
+//! never a blob younger than [`KEEP_FRESH`] (another process may be copying; a copy that
+//! reuses a blob touches it).
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,7 @@ pub(super) fn plan(
         Some(have) => {
             let in_scope: Vec<&String> = have
                 .iter()
-                .filter(|t| !t.starts_with("sha256-") && entry.tags.matches(t))
+                .filter(|t| !is_digest_tag(t) && entry.tags.matches(t))
                 .collect();
             let mut delete: Vec<String> = in_scope
                 .iter()
@@ -55,7 +56,14 @@ pub(super) fn plan(
                 .collect();
             delete.sort();
             let limit = prune.max_delete.limit(in_scope.len());
-            if delete.len() > limit {
+            if selected.is_empty() && !delete.is_empty() {
+                // A source that suddenly selects nothing (a permission problem answering an
+                // empty list, a migration) would otherwise drain the target a few tags a run.
+                Err(format!(
+                    "not pruned: the source selected no tags at all, while {dst} has {} in scope; nothing was deleted",
+                    in_scope.len()
+                ))
+            } else if delete.len() > limit {
                 Err(format!(
                     "not pruned: {} of the {} tags in scope in {dst} are gone from the source, more than prune.maxDelete {} allows ({limit}); nothing was deleted. Raise prune.maxDelete to let the run delete them",
                     delete.len(),
@@ -71,6 +79,12 @@ pub(super) fn plan(
         dst: dst.clone(),
         tags,
     }
+}
+
+/// `sha256-…` and `sha512-…` tags: referrers fallback indexes and `digestTags`
+/// (`sha256-<hex>.sig`), which go with images, not with the source's tag list.
+fn is_digest_tag(tag: &str) -> bool {
+    tag.starts_with("sha256-") || tag.starts_with("sha512-")
 }
 
 impl Engine {
@@ -107,8 +121,9 @@ impl Engine {
 }
 
 /// Blobs younger than this are never collected: a copy by another process may not have
-/// put its manifest into the index yet.
-const KEEP_FRESH: Duration = Duration::from_secs(600);
+/// put its manifest into the index yet. Copies touch a layout blob they reuse, so an old
+/// blob another process's image is about to name is young again.
+const KEEP_FRESH: Duration = Duration::from_secs(24 * 3600);
 
 /// How many entries are running into each OCI layout directory right now.
 #[derive(Debug, Clone, Default)]
@@ -124,7 +139,7 @@ impl LayoutWriters {
     /// Counts an entry whose target is `target` as running, if that is an OCI layout.
     pub(super) fn enter(&self, target: &Endpoint) -> Writing {
         let root = match target {
-            Endpoint::OciDir { path, .. } => Some(path.clone()),
+            Endpoint::OciDir { path, .. } => Some(layout_key(path)),
             _ => None,
         };
         if let (Some(root), Ok(mut m)) = (&root, self.0.lock()) {
@@ -140,8 +155,29 @@ impl LayoutWriters {
     fn alone(&self, root: &std::path::Path) -> bool {
         self.0
             .lock()
-            .map(|m| m.get(root).copied().unwrap_or(0) <= 1)
+            .map(|m| m.get(&layout_key(root)).copied().unwrap_or(0) <= 1)
             .unwrap_or(false)
+    }
+}
+
+/// One key for one directory however it is written (`out`, `./out`, a symlink): its
+/// canonical path, or its parent's joined with its name while it does not exist yet.
+fn layout_key(path: &std::path::Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                parent
+            };
+            std::fs::canonicalize(parent)
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
     }
 }
 
