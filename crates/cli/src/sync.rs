@@ -88,7 +88,9 @@ pub(crate) fn run(
     if let Some(signal) = interrupted {
         return Ok(signal.exit_code());
     }
-    let code = if report.failures() > 0 {
+    // A tag held by `require` is a failure only with --abort-on-error.
+    let held = report.count(|t| t.state == State::Held);
+    let code = if report.failures() > 0 || (abort_on_error && held > 0) {
         1
     } else if mode == Mode::Check && report.drift() > 0 {
         EXIT_DRIFT
@@ -208,11 +210,15 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
     }
     let n = |s: State| report.count(|t| t.state == s && !t.copied);
     let pruned: usize = report.entries.iter().map(|e| e.pruned.len()).sum();
-    let pruned = match (pruned, mode) {
+    let mut pruned = match (pruned, mode) {
         (0, _) => String::new(),
         (p, Mode::Check) => format!(", {p} to prune"),
         (p, _) => format!(", {p} pruned"),
     };
+    let held = report.count(|t| t.state == State::Held);
+    if held > 0 {
+        pruned.push_str(&format!(", {held} held"));
+    }
     let s = report.stats;
     writeln!(
         out,

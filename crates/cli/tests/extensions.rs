@@ -408,3 +408,85 @@ fn prune_deletes_nothing_when_the_source_selects_nothing() {
     assert!(o.stdout.contains("selected no tags"), "{}", o.stdout);
     assert_eq!(skopeo_list_tags(&dst, "app"), vec!["1", "2"]);
 }
+
+#[test]
+fn require_holds_an_image_without_the_referrers_it_names_and_the_target_keeps_its_own() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let with_sbom = image::image(340, 1, 100);
+    let without = image::image(341, 1, 100);
+    let raw = RawClient::for_registry(&src);
+    raw.push("app", Some("1"), &with_sbom);
+    raw.push("app", Some("2"), &without);
+    let sbom = image::sbom(&with_sbom.descriptor(), 1);
+    raw.publish_referrers("app", &with_sbom.digest(), &[&sbom]);
+    // The target has an older image under 2: a held tag leaves it there.
+    let old = image::image(342, 1, 100);
+    RawClient::for_registry(&dst).push("app", Some("2"), &old);
+    let old_digest = skopeo_digest(&dst, "app:2");
+    // From `defaults`, as a policy for every entry.
+    let c = registry_config(
+        &[(src.host(), None), (dst.host(), None)],
+        "  parallel: 2\n  referrers: true\n  require:\n    referrers:\n      - artifactType: application/spdx+json\n",
+        &format!(
+            "  - source: {s}/app\n    target: {d}/app\n    type: repository\n",
+            s = src.host(),
+            d = dst.host()
+        ),
+    );
+    let plan = json(&regferry(&["check", "--format", "json"], &c));
+    let tags = plan["entries"][0]["tags"].as_array().unwrap();
+    let state = |t: &str| {
+        tags.iter()
+            .find(|x| x["target"].as_str().unwrap().ends_with(&format!(":{t}")))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(state("1")["state"], "missing");
+    assert_eq!(state("2")["state"], "held", "{plan}");
+    assert!(
+        state("2")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no referrer of type application/spdx+json"),
+        "{plan}"
+    );
+
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "held is not a failure: {}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("1 held"), "{}", o.stdout);
+    assert_eq!(skopeo_digest(&dst, "app:1"), with_sbom.digest());
+    assert_eq!(
+        skopeo_digest(&dst, "app:2"),
+        old_digest,
+        "the target keeps its image"
+    );
+    // With --abort-on-error a held tag fails the run.
+    let o = regferry(&["once", "--abort-on-error"], &c);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_digest(&dst, "app:2"), old_digest);
+
+    // Once the referrer is there, the image goes.
+    let late = image::sbom(&without.descriptor(), 2);
+    raw.publish_referrers("app", &without.digest(), &[&late]);
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(skopeo_digest(&dst, "app:2"), without.digest());
+}
+
+#[test]
+fn require_signature_is_refused_until_it_is_verified() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let c = entry(
+        &src,
+        &dst,
+        "app",
+        "    require:\n      signature:\n        key: 'not checked'\n",
+    );
+    let o = regferry(&["check"], &c);
+    assert_eq!(o.code, 2, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("require.signature") && o.stderr.contains("not supported yet"),
+        "{}",
+        o.stderr
+    );
+}

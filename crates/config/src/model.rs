@@ -467,6 +467,14 @@ impl PartialEq for BackupTemplate {
     }
 }
 
+/// `require` (regferry extension): what a source image must have before it is copied. An
+/// image that lacks it is held: not copied, and the target keeps what it had.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Require {
+    /// Each needs at least one matching referrer of the image, where its referrers are read.
+    pub referrers: Vec<ReferrerFilter>,
+}
+
 /// `prune` (regferry extension): after a run that read the source's tag list completely,
 /// delete the target tags in the entry's scope that the source no longer has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -565,6 +573,8 @@ pub struct SyncEntry {
     pub template_data: Value,
     /// regferry extension: delete target tags the source no longer has; `None` when off.
     pub prune: Option<Prune>,
+    /// regferry extension: what an image needs before it is copied; `None` when nothing.
+    pub require: Option<Require>,
 }
 
 /// The default name of an entry: `e-` and 8 hex digits of an FNV-1a hash of

@@ -103,6 +103,8 @@ macro_rules! with_inheritable {
             pub(crate) force_recursive: Option<bool>,
             /// Parsed but never executed by regsync (regclient#578).
             pub(crate) hooks: Option<IgnoredAny>,
+            /// regferry extension: what a source image needs before it is copied.
+            pub(crate) require: Option<S<RawRequire>>,
         }
 
         impl $name {
@@ -125,10 +127,21 @@ macro_rules! with_inheritable {
                     fast_copy: self.fast_copy.take(),
                     force_recursive: self.force_recursive.take(),
                     hooks: self.hooks.take(),
+                    require: self.require.take(),
                 }
             }
         }
     };
+}
+
+/// `require`: referrers the source image must have, and signatures it must carry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawRequire {
+    #[serde(default)]
+    pub(crate) referrers: Vec<S<RawReferrerFilter>>,
+    /// Not verified yet: refused wherever it is given.
+    pub(crate) signature: Option<S<IgnoredAny>>,
 }
 
 /// The keys an entry inherits from `defaults`, taken out of either.
@@ -150,6 +163,7 @@ pub(crate) struct RawInheritable {
     pub(crate) fast_copy: Option<bool>,
     pub(crate) force_recursive: Option<bool>,
     pub(crate) hooks: Option<IgnoredAny>,
+    pub(crate) require: Option<S<RawRequire>>,
 }
 
 with_inheritable! {

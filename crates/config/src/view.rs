@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::duration::format_go_duration;
-use crate::filter::{Pattern, TagSet};
+use crate::filter::{Pattern, ReferrerFilter, TagSet};
 use crate::model::{Config, Endpoint, Host, LimitSettings, SyncEntry, SyncKind, Trigger};
 
 #[derive(Serialize)]
@@ -197,6 +197,14 @@ struct SyncView {
     force_recursive: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     prune: Option<PruneView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    require: Option<RequireView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequireView {
+    referrers: Vec<ReferrerFilterView>,
 }
 
 #[derive(Serialize)]
@@ -215,6 +223,16 @@ enum MaxDeleteView {
 
 fn texts(p: &[Pattern]) -> Vec<String> {
     p.iter().map(|p| p.as_str().to_owned()).collect()
+}
+
+fn filter_views(filters: &[ReferrerFilter]) -> Vec<ReferrerFilterView> {
+    filters
+        .iter()
+        .map(|f| ReferrerFilterView {
+            artifact_type: f.artifact_type.clone(),
+            annotations: f.annotations.clone(),
+        })
+        .collect()
 }
 
 fn tags_view(t: &TagSet) -> TagsView {
@@ -294,19 +312,15 @@ fn sync_view(e: &SyncEntry) -> SyncView {
         include_external: e.include_external,
         digest_tags: e.digest_tags,
         referrers: e.referrers,
-        referrer_filters: e
-            .referrer_filters
-            .iter()
-            .map(|f| ReferrerFilterView {
-                artifact_type: f.artifact_type.clone(),
-                annotations: f.annotations.clone(),
-            })
-            .collect(),
+        referrer_filters: filter_views(&e.referrer_filters),
         referrer_source: e.referrer_sources.iter().map(Endpoint::to_string).collect(),
         referrer_target: e.referrer_target.as_ref().map(ToString::to_string),
         referrer_slow: e.referrer_slow,
         fast_check: e.fast_check,
         force_recursive: e.force_recursive,
+        require: e.require.as_ref().map(|r| RequireView {
+            referrers: filter_views(&r.referrers),
+        }),
         prune: e.prune.map(|p| PruneView {
             max_delete: match p.max_delete {
                 crate::MaxDelete::Count(n) => MaxDeleteView::Count(n),

@@ -93,7 +93,7 @@ impl Metrics {
         );
         r.register(
             "regferry_entry_tags",
-            "Tags by result: copied, up_to_date, skipped, failed; outside_latest for tags a `latest` count left out; pruned for target tags deleted by `prune`",
+            "Tags by result: copied, up_to_date, skipped, failed, held (`require` not met); outside_latest for tags a `latest` count left out; pruned for target tags deleted by `prune`",
             tags.clone(),
         );
         r.register(
@@ -171,6 +171,7 @@ impl Metrics {
                 (true, _) => "copied",
                 (false, State::UpToDate) => "up_to_date",
                 (false, State::Failed) => "failed",
+                (false, State::Held) => "held",
                 (false, _) => "skipped",
             };
             self.tags
@@ -323,6 +324,7 @@ mod tests {
                 tag(State::Missing, true),
                 tag(State::UpToDate, false),
                 tag(State::Failed, false),
+                tag(State::Held, false),
             ],
             outside_latest: vec!["s:1.0".into(), "s:0.9".into()],
             pruned: vec!["t:0.8".into()],
@@ -351,6 +353,7 @@ mod tests {
             "regferry_entry_tags_total{entry=\"mirror\",result=\"copied\"} 1",
             "regferry_entry_tags_total{entry=\"mirror\",result=\"up_to_date\"} 1",
             "regferry_entry_tags_total{entry=\"mirror\",result=\"failed\"} 1",
+            "regferry_entry_tags_total{entry=\"mirror\",result=\"held\"} 1",
             "regferry_entry_tags_total{entry=\"mirror\",result=\"outside_latest\"} 2",
             "regferry_entry_tags_total{entry=\"mirror\",result=\"pruned\"} 1",
             "regferry_entry_skipped_ticks_total{entry=\"mirror\"} 2",

@@ -16,6 +16,9 @@ pub enum State {
     UpToDate,
     /// Not copied on purpose (`--missing` with an existing tag, a media type not selected).
     Skipped,
+    /// Not copied because the source image does not meet the entry's `require`; the
+    /// target keeps what it had. Not a failure (unless `--abort-on-error`).
+    Held,
     /// Checking or copying failed.
     Failed,
 }
@@ -28,6 +31,7 @@ impl State {
             State::Changed => "changed",
             State::UpToDate => "up-to-date",
             State::Skipped => "skipped",
+            State::Held => "held",
             State::Failed => "failed",
         }
     }

@@ -160,20 +160,13 @@ pub(super) fn resolve_entry(
         None => (d.referrer_filters.as_ref(), Scope::top("defaults")),
     };
     let referrer_filters: Vec<ReferrerFilter> = filters_raw
-        .map(|list| {
-            list.iter()
-                .map(|f| ReferrerFilter {
-                    artifact_type: f.value.artifact_type.clone().filter(|t| !t.is_empty()),
-                    annotations: f
-                        .value
-                        .annotations
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.0.clone()))
-                        .collect(),
-                })
-                .collect()
-        })
+        .map(|list| referrer_filter_list(list))
         .unwrap_or_default();
+    let require = own
+        .require
+        .as_ref()
+        .or(d.require.as_ref())
+        .and_then(|r| require(ctx, &scope, r, &mut errs));
     let _ = filters_scope;
 
     // String options inherit when the entry leaves them empty (regsync's syncSetDefaults).
@@ -449,7 +442,47 @@ pub(super) fn resolve_entry(
         force_recursive,
         template_data,
         prune,
+        require,
     })
+}
+
+fn referrer_filter_list(list: &[Spanned<RawReferrerFilter>]) -> Vec<ReferrerFilter> {
+    list.iter()
+        .map(|f| ReferrerFilter {
+            artifact_type: f.value.artifact_type.clone().filter(|t| !t.is_empty()),
+            annotations: f
+                .value
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
+        })
+        .collect()
+}
+
+/// `require`: referrer requirements as filters; `signature` is not verified yet, so it is
+/// refused rather than silently ignored.
+fn require(
+    ctx: &mut Ctx<'_>,
+    scope: &Scope,
+    r: &Spanned<RawRequire>,
+    errs: &mut Errors,
+) -> Option<Require> {
+    if let Some(sig) = &r.value.signature {
+        errs.keep(ctx.err::<()>(
+            scope,
+            "require.signature",
+            Some(sig.defined),
+            ErrorKind::Misplaced {
+                reason: "verifying cosign signatures is not supported yet; require a referrer of cosign's signature type with require.referrers instead",
+            },
+        ));
+        return None;
+    }
+    let out = Require {
+        referrers: referrer_filter_list(&r.value.referrers),
+    };
+    (!out.referrers.is_empty()).then_some(out)
 }
 
 /// `prune`: on only for entries that list tags; `maxDelete` a count or a percentage.

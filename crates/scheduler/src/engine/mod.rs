@@ -20,6 +20,7 @@ use crate::report::{EntryReport, RunReport, State, TagReport};
 
 mod extras;
 mod prune;
+mod require;
 mod run_memo;
 
 use run_memo::{RunMemo, TargetView};
@@ -759,6 +760,21 @@ impl Engine {
             report.source_digest = Some(m.digest.to_string());
         }
         let wants_copy = matches!(decision.state, State::Missing | State::Changed);
+        if wants_copy && let (Some(req), Some(head)) = (&entry.require, &decision.source) {
+            match self.unmet(entry, item, req, &head.digest).await {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    tracing::warn!(source = %report.source, target = %report.target, reason = %reason, "Held: the image does not meet the entry's require");
+                    report.state = State::Held;
+                    report.reason = Some(reason);
+                    if opts.abort_on_error {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    return report;
+                }
+                Err(e) => return self.failed(report, e, opts, abort),
+            }
+        }
         let dry_run = opts.mode == Mode::Check;
         if wants_copy && dry_run {
             tracing::info!(source = %report.source, target = %report.target, state = %decision.state.as_str(), "Image sync needed");
