@@ -473,19 +473,229 @@ fn require_holds_an_image_without_the_referrers_it_names_and_the_target_keeps_it
     assert_eq!(skopeo_digest(&dst, "app:2"), without.digest());
 }
 
+/// Signs each payload the way cosign does (ECDSA P-256 over SHA-256, ASN.1 DER, base64),
+/// with Python's `cryptography`: an implementation independent of regferry's. Returns the
+/// signing key's public PEM, and per payload its signature by that key and by another key.
+fn cosign_sign(payloads: &[String]) -> (String, Vec<String>, Vec<String>) {
+    use std::io::Write as _;
+    let script = r#"
+import sys, json, base64
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+payloads = [p.encode() for p in json.load(sys.stdin)]
+key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+sign = lambda k, p: base64.b64encode(k.sign(p, ec.ECDSA(hashes.SHA256()))).decode()
+pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+print(json.dumps({"pub": pem, "sigs": [sign(key, p) for p in payloads], "other": [sign(other, p) for p in payloads]}))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (with the cryptography package) signs the test images");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(payloads).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3 cryptography failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    (
+        v["pub"].as_str().unwrap().to_owned(),
+        list("sigs"),
+        list("other"),
+    )
+}
+
+/// cosign's simple-signing payload for the image `digest`.
+fn simple_signing(repo: &str, digest: &str) -> String {
+    serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": repo},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature"
+        },
+        "optional": null
+    })
+    .to_string()
+}
+
+/// Pushes a cosign signature of the image `subject` (`payload` and its base64 `sig`) into
+/// `app`: as the `sha256-<hex>.sig` tag, or as an OCI 1.1 referrer (with its fallback index,
+/// distribution 2.8 having no referrers API).
+fn push_signature(
+    raw: &RawClient,
+    subject: &image::Descriptor,
+    payload: &str,
+    sig: &str,
+    referrer: bool,
+) {
+    let config = raw.push_blob("app", b"{}");
+    let layer = raw.push_blob("app", payload.as_bytes());
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": layer,
+            "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": sig}
+        }]
+    });
+    let fallback = image::referrers_tag(&subject.digest);
+    if !referrer {
+        let m = image::Manifest {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes: m.to_string().into_bytes(),
+        };
+        raw.push_manifest("app", &format!("{fallback}.sig"), &m);
+        return;
+    }
+    m["artifactType"] = "application/vnd.dev.cosign.artifact.sig.v1+json".into();
+    m["subject"] = serde_json::json!({
+        "mediaType": subject.media_type, "digest": subject.digest, "size": subject.size
+    });
+    let m = image::Manifest {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        bytes: m.to_string().into_bytes(),
+    };
+    let digest = raw.push_manifest("app", &m.digest(), &m);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": m.bytes.len(),
+            "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"
+        }]
+    });
+    let index = image::Manifest {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        bytes: index.to_string().into_bytes(),
+    };
+    raw.push_manifest("app", &fallback, &index);
+}
+
 #[test]
-fn require_signature_is_refused_until_it_is_verified() {
+fn require_signature_copies_only_images_a_key_verifies_wherever_cosign_put_the_signature() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let raw = RawClient::for_registry(&src);
+    let images: Vec<image::Image> = (0..6).map(|i| image::image(350 + i, 1, 100)).collect();
+    for (i, img) in images.iter().enumerate() {
+        raw.push("app", Some(&(i + 1).to_string()), img);
+    }
+    let repo = format!("{}/app", src.host());
+    let d = |i: usize| images[i].digest();
+    // 1: a `.sig` tag; 2: an OCI referrer; 3: signed by another key; 4: a payload naming
+    // another image; 5: a payload changed after signing; 6: no signature at all.
+    let payloads = vec![
+        simple_signing(&repo, &d(0)),
+        simple_signing(&repo, &d(1)),
+        simple_signing(&repo, &d(2)),
+        simple_signing(&repo, &d(0)),
+        simple_signing(&repo, &d(4)),
+    ];
+    let (public, sigs, others) = cosign_sign(&payloads);
+    push_signature(&raw, &images[0].descriptor(), &payloads[0], &sigs[0], false);
+    push_signature(&raw, &images[1].descriptor(), &payloads[1], &sigs[1], true);
+    push_signature(
+        &raw,
+        &images[2].descriptor(),
+        &payloads[2],
+        &others[2],
+        false,
+    );
+    push_signature(&raw, &images[3].descriptor(), &payloads[3], &sigs[3], false);
+    let tampered = payloads[4].replace(
+        "cosign container image signature",
+        "cosign container image signaturE",
+    );
+    push_signature(&raw, &images[4].descriptor(), &tampered, &sigs[4], true);
+
+    let dir = regferry_testkit::temp_dir();
+    let key = dir.path().join("cosign.pub");
+    std::fs::write(&key, public).unwrap();
+    let c = entry(
+        &src,
+        &dst,
+        "app",
+        &format!(
+            "    tags:\n      allow: ['[0-9]+']\n    referrers: true\n    require:\n      signature:\n        key: '{{{{ file \"{}\" }}}}'\n",
+            key.display()
+        ),
+    );
+    let shown = regferry(&["config"], &c);
+    assert!(
+        shown.stdout.contains("signatureKeys:\n    - sha256:"),
+        "{}",
+        shown.stdout
+    );
+
+    let plan = json(&regferry(&["check", "--format", "json"], &c));
+    let tags = plan["entries"][0]["tags"].as_array().unwrap();
+    let find = |t: usize| {
+        tags.iter()
+            .find(|x| x["target"].as_str().unwrap().ends_with(&format!(":{t}")))
+            .unwrap_or_else(|| panic!("tag {t} in {plan}"))
+            .clone()
+    };
+    for t in [1, 2] {
+        assert_eq!(find(t)["state"], "missing", "{}", find(t));
+    }
+    for t in [3, 4, 5] {
+        assert_eq!(find(t)["state"], "held", "{}", find(t));
+        assert!(
+            find(t)["reason"]
+                .as_str()
+                .unwrap()
+                .contains("verified by key sha256:")
+        );
+    }
+    assert_eq!(find(6)["state"], "held");
+    assert!(
+        find(6)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no cosign signature")
+    );
+
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("4 held"), "{}", o.stdout);
+    let copied: Vec<String> = skopeo_list_tags(&dst, "app")
+        .into_iter()
+        .filter(|t| !t.starts_with("sha256-"))
+        .collect();
+    assert_eq!(copied, vec!["1", "2"]);
+    assert_eq!(skopeo_digest(&dst, "app:1"), d(0));
+    assert_eq!(skopeo_digest(&dst, "app:2"), d(1));
+}
+
+#[test]
+fn a_signature_key_that_is_not_a_p256_public_key_is_refused() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let c = entry(
         &src,
         &dst,
         "app",
-        "    require:\n      signature:\n        key: 'not checked'\n",
+        "    require:\n      signature:\n        key: 'not a key'\n",
     );
     let o = regferry(&["check"], &c);
     assert_eq!(o.code, 2, "{}{}", o.stdout, o.stderr);
     assert!(
-        o.stderr.contains("require.signature") && o.stderr.contains("not supported yet"),
+        o.stderr.contains("require.signature.key") && o.stderr.contains("PEM public key"),
         "{}",
         o.stderr
     );

@@ -37,7 +37,7 @@ pub use model::{
     ADAPTIVE_REQ_CONCURRENT, BackupTemplate, Config, DEFAULT_BLOB_CHUNK, DEFAULT_CRED_EXPIRE,
     DEFAULT_MEDIA_TYPES, DEFAULT_PARALLEL, DEFAULT_TARGET_RECHECK, Endpoint, Globals, Host,
     LimitSettings, Limits, MIN_RATELIMIT_RETRY, MaxDelete, Prune, RateLimit, RefFields, Require,
-    SyncEntry, SyncKind, TlsMode, Trigger, default_entry_name,
+    SignatureKey, SyncEntry, SyncKind, TlsMode, Trigger, default_entry_name,
 };
 pub use resolve::Loaded;
 pub use view::to_yaml;

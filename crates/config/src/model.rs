@@ -473,6 +473,34 @@ impl PartialEq for BackupTemplate {
 pub struct Require {
     /// Each needs at least one matching referrer of the image, where its referrers are read.
     pub referrers: Vec<ReferrerFilter>,
+    /// cosign public keys; when any is given, the image needs a signature one of them
+    /// verifies.
+    pub keys: Vec<SignatureKey>,
+}
+
+/// A cosign public key (ECDSA P-256) of `require.signature`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureKey {
+    /// The key.
+    pub key: p256::ecdsa::VerifyingKey,
+    /// `sha256:` and the first 16 hex digits of the key's PEM text (trimmed), to name it.
+    pub fingerprint: String,
+}
+
+impl SignatureKey {
+    /// Parses a PEM public key (`-----BEGIN PUBLIC KEY-----`, as `cosign generate-key-pair`
+    /// writes `cosign.pub`).
+    pub fn from_pem(pem: &str) -> Option<SignatureKey> {
+        use p256::pkcs8::DecodePublicKey as _;
+        let pem = pem.trim();
+        let key = p256::ecdsa::VerifyingKey::from_public_key_pem(pem).ok()?;
+        let digest = regferry_registry::blob::sha256(pem.as_bytes()).to_string();
+        let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
+        Some(SignatureKey {
+            key,
+            fingerprint: format!("sha256:{}", &hex[..16]),
+        })
+    }
 }
 
 /// `prune` (regferry extension): after a run that read the source's tag list completely,

@@ -140,8 +140,14 @@ macro_rules! with_inheritable {
 pub(crate) struct RawRequire {
     #[serde(default)]
     pub(crate) referrers: Vec<S<RawReferrerFilter>>,
-    /// Not verified yet: refused wherever it is given.
-    pub(crate) signature: Option<S<IgnoredAny>>,
+    pub(crate) signature: Option<S<RawSignature>>,
+}
+
+/// `require.signature`: cosign public keys (PEM), one or a list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawSignature {
+    pub(crate) key: Option<S<OneOrMany>>,
 }
 
 /// The keys an entry inherits from `defaults`, taken out of either.

@@ -204,7 +204,11 @@ struct SyncView {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RequireView {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     referrers: Vec<ReferrerFilterView>,
+    /// The keys' fingerprints, not the keys.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    signature_keys: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -320,6 +324,7 @@ fn sync_view(e: &SyncEntry) -> SyncView {
         force_recursive: e.force_recursive,
         require: e.require.as_ref().map(|r| RequireView {
             referrers: filter_views(&r.referrers),
+            signature_keys: r.keys.iter().map(|k| k.fingerprint.clone()).collect(),
         }),
         prune: e.prune.map(|p| PruneView {
             max_delete: match p.max_delete {

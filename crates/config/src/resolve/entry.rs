@@ -162,11 +162,7 @@ pub(super) fn resolve_entry(
     let referrer_filters: Vec<ReferrerFilter> = filters_raw
         .map(|list| referrer_filter_list(list))
         .unwrap_or_default();
-    let require = own
-        .require
-        .as_ref()
-        .or(d.require.as_ref())
-        .and_then(|r| require(ctx, &scope, r, &mut errs));
+
     let _ = filters_scope;
 
     // String options inherit when the entry leaves them empty (regsync's syncSetDefaults).
@@ -409,6 +405,11 @@ pub(super) fn resolve_entry(
     };
 
     let prune = prune(ctx, &scope, &s, kind, &mut errs);
+    let require = own
+        .require
+        .as_ref()
+        .or(d.require.as_ref())
+        .and_then(|r| require(ctx, &scope, r, &data.value(), &mut errs));
 
     let (Some(source_ep), Some(target_ep)) = (source_ep, target_ep) else {
         return Err(errs.into_vec());
@@ -460,29 +461,65 @@ fn referrer_filter_list(list: &[Spanned<RawReferrerFilter>]) -> Vec<ReferrerFilt
         .collect()
 }
 
-/// `require`: referrer requirements as filters; `signature` is not verified yet, so it is
-/// refused rather than silently ignored.
+/// `require`: referrer requirements as filters, and cosign public keys (templates expanded,
+/// so `{{ file "/etc/regferry/cosign.pub" }}` works).
 fn require(
     ctx: &mut Ctx<'_>,
     scope: &Scope,
     r: &Spanned<RawRequire>,
+    data: &Value,
     errs: &mut Errors,
 ) -> Option<Require> {
+    let mut keys = Vec::new();
     if let Some(sig) = &r.value.signature {
-        errs.keep(ctx.err::<()>(
-            scope,
-            "require.signature",
-            Some(sig.defined),
-            ErrorKind::Misplaced {
-                reason: "verifying cosign signatures is not supported yet; require a referrer of cosign's signature type with require.referrers instead",
-            },
-        ));
-        return None;
+        let Some(list) = &sig.value.key else {
+            errs.keep(ctx.err::<()>(
+                scope,
+                "require.signature.key",
+                Some(sig.defined),
+                ErrorKind::Missing,
+            ));
+            return None;
+        };
+        let many = list.value.0.len() > 1;
+        for (i, text) in list.value.0.iter().enumerate() {
+            let field = if many {
+                format!("require.signature.key[{i}]")
+            } else {
+                "require.signature.key".to_owned()
+            };
+            let sp = Spanned {
+                value: text.clone(),
+                referenced: list.referenced,
+                defined: list.defined,
+            };
+            let Some(pem) = errs.keep(ctx.expand(scope, &field, &sp, data)) else {
+                continue;
+            };
+            match SignatureKey::from_pem(&pem) {
+                Some(k) => keys.push(k),
+                None => {
+                    errs.keep(ctx.err::<()>(
+                        scope,
+                        &field,
+                        Some(list.defined),
+                        ErrorKind::Invalid {
+                            value: pem.lines().next().unwrap_or_default().chars().take(40).collect(),
+                            expected: "a PEM public key of ECDSA P-256 (cosign.pub: -----BEGIN PUBLIC KEY-----)",
+                        },
+                    ));
+                }
+            }
+        }
+        if keys.is_empty() {
+            return None;
+        }
     }
     let out = Require {
         referrers: referrer_filter_list(&r.value.referrers),
+        keys,
     };
-    (!out.referrers.is_empty()).then_some(out)
+    (!out.referrers.is_empty() || !out.keys.is_empty()).then_some(out)
 }
 
 /// `prune`: on only for entries that list tags; `maxDelete` a count or a percentage.

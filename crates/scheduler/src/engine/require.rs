@@ -1,9 +1,18 @@
 //! `require` (regferry extension): a policy gate before an image is copied. Each
 //! `require.referrers` item needs at least one referrer of the image that it matches,
 //! looked up where the entry's referrers come from (`referrerSource`, else the source).
-use regferry_config::{ReferrerFilter, Require, SyncEntry};
+//! `require.signature` needs a cosign signature that one of its keys verifies, found where
+//! cosign puts them: the `sha256-<hex>.sig` tag, or an OCI 1.1 referrer of cosign's
+//! signature type. A signature counts when the ECDSA P-256 signature over the payload
+//! verifies, the payload's bytes match their digest, and the payload's
+//! `critical.image.docker-manifest-digest` is the digest being copied.
+use futures_util::StreamExt as _;
+use p256::ecdsa::Signature;
+use p256::ecdsa::signature::Verifier as _;
+
+use regferry_config::{ReferrerFilter, Require, SignatureKey, SyncEntry};
 use regferry_registry::repo::Repo;
-use regferry_registry::{Descriptor, Digest, Result};
+use regferry_registry::{Content, Descriptor, Digest, Result};
 
 use super::{Engine, Item};
 
@@ -25,15 +34,15 @@ impl Engine {
                 .map(|e| self.clients.repo(e, None))
                 .collect::<Result<_>>()?
         };
-        let mut found: Vec<Descriptor> = Vec::new();
-        for repo in &sources {
-            found.extend(repo.referrers(digest).await?);
+        let mut found: Vec<(usize, Descriptor)> = Vec::new();
+        for (i, repo) in sources.iter().enumerate() {
+            found.extend(repo.referrers(digest).await?.into_iter().map(|d| (i, d)));
         }
-        let missing: Vec<String> = req
+        let mut missing: Vec<String> = req
             .referrers
             .iter()
             .filter(|want| {
-                !found.iter().any(|d| {
+                !found.iter().any(|(_, d)| {
                     want.matches(
                         d.artifact_type.as_deref().unwrap_or_default(),
                         &d.annotations,
@@ -42,6 +51,14 @@ impl Engine {
             })
             .map(describe)
             .collect();
+        if !req.keys.is_empty() {
+            let signed = self
+                .signature_verified(&sources, &found, &req.keys, digest)
+                .await?;
+            if let Some(why) = signed {
+                missing.push(why);
+            }
+        }
         if missing.is_empty() {
             return Ok(None);
         }
@@ -52,6 +69,125 @@ impl Engine {
             places.join(", ")
         )))
     }
+}
+
+/// cosign's artifact type for a signature stored as an OCI 1.1 referrer.
+const COSIGN_SIGNATURE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+/// The layer annotation that holds a cosign signature (base64, ASN.1 DER).
+const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// The largest payload read: a simple-signing document is a few hundred bytes.
+const MAX_PAYLOAD: u64 = 64 << 10;
+/// The most signature layers looked at per image, so a hostile source cannot make the
+/// check read without end.
+const MAX_SIGNATURES: usize = 64;
+
+impl Engine {
+    /// `None` when a signature over `digest` verifies with one of `keys`; else why not.
+    async fn signature_verified(
+        &self,
+        sources: &[Repo],
+        referrers: &[(usize, Descriptor)],
+        keys: &[SignatureKey],
+        digest: &Digest,
+    ) -> Result<Option<String>> {
+        // Where cosign puts signatures: the `.sig` tag in each place referrers are read
+        // from, and referrers of its artifact type.
+        let tag = format!("{}.sig", digest.to_string().replacen(':', "-", 1));
+        let mut manifests = Vec::new();
+        for repo in sources {
+            if repo.head_manifest(&tag).await?.is_some() {
+                manifests.push((repo, repo.get_manifest(&tag).await?));
+            }
+        }
+        for (i, d) in referrers {
+            if d.artifact_type.as_deref() == Some(COSIGN_SIGNATURE) {
+                let repo = &sources[*i];
+                manifests.push((repo, repo.get_manifest(&d.digest.to_string()).await?));
+            }
+        }
+        let names: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+        if manifests.is_empty() {
+            return Ok(Some(format!(
+                "no cosign signature of {digest} (no {tag} tag, no referrer of type {COSIGN_SIGNATURE}) for key {}",
+                names.join(", ")
+            )));
+        }
+        let mut looked = 0;
+        for (repo, m) in &manifests {
+            let Ok(Content::Image { layers, .. }) = m.content(&tag) else {
+                continue;
+            };
+            for layer in layers {
+                let Some(sig) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
+                    continue;
+                };
+                looked += 1;
+                if looked > MAX_SIGNATURES {
+                    break;
+                }
+                if layer.size > MAX_PAYLOAD {
+                    continue;
+                }
+                let Some(payload) = read_payload(repo, &layer).await? else {
+                    continue;
+                };
+                if verifies(keys, &payload, sig) && names_digest(&payload, digest) {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(format!(
+            "no signature of {digest} verified by key {}",
+            names.join(", ")
+        )))
+    }
+}
+
+/// A payload's bytes, when they match their digest (else `None`: not a signature of
+/// anything).
+async fn read_payload(repo: &Repo, layer: &Descriptor) -> Result<Option<Vec<u8>>> {
+    let blob = repo.get_blob(&layer.digest, Some(layer.size)).await?;
+    let Ok(mut stream) =
+        regferry_registry::blob::verify(&layer.digest, Some(layer.size), blob.stream)
+    else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Ok(None);
+        };
+        out.extend_from_slice(&chunk);
+        if out.len() as u64 > MAX_PAYLOAD {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Whether `sig` (base64 of an ASN.1 DER ECDSA signature, as cosign writes it) over
+/// `payload` verifies with one of `keys`.
+fn verifies(keys: &[SignatureKey], payload: &[u8], sig: &str) -> bool {
+    use base64::Engine as _;
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(sig.trim()) else {
+        return false;
+    };
+    let Ok(sig) = Signature::from_der(&der) else {
+        return false;
+    };
+    keys.iter().any(|k| k.key.verify(payload, &sig).is_ok())
+}
+
+/// Whether a simple-signing payload names `digest` as the signed image.
+fn names_digest(payload: &[u8], digest: &Digest) -> bool {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/critical/image/docker-manifest-digest")
+                .and_then(serde_json::Value::as_str)
+                .map(|d| d == digest.to_string())
+        })
+        .unwrap_or(false)
 }
 
 /// "no referrer of type X" (with the annotations it needs, if any).
