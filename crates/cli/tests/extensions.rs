@@ -592,20 +592,22 @@ fn push_signature(
 fn require_signature_copies_only_images_a_key_verifies_wherever_cosign_put_the_signature() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let raw = RawClient::for_registry(&src);
-    let images: Vec<image::Image> = (0..6).map(|i| image::image(350 + i, 1, 100)).collect();
+    let images: Vec<image::Image> = (0..7).map(|i| image::image(350 + i, 1, 100)).collect();
     for (i, img) in images.iter().enumerate() {
         raw.push("app", Some(&(i + 1).to_string()), img);
     }
     let repo = format!("{}/app", src.host());
     let d = |i: usize| images[i].digest();
     // 1: a `.sig` tag; 2: an OCI referrer; 3: signed by another key; 4: a payload naming
-    // another image; 5: a payload changed after signing; 6: no signature at all.
+    // another image; 5: a payload changed after signing; 6: no signature at all; 7: a
+    // payload of another kind than an image signature (a `sign-blob` with the same key).
     let payloads = vec![
         simple_signing(&repo, &d(0)),
         simple_signing(&repo, &d(1)),
         simple_signing(&repo, &d(2)),
         simple_signing(&repo, &d(0)),
         simple_signing(&repo, &d(4)),
+        simple_signing(&repo, &d(6)).replace("cosign container image signature", "blob"),
     ];
     let (public, sigs, others) = cosign_sign(&payloads);
     push_signature(&raw, &images[0].descriptor(), &payloads[0], &sigs[0], false);
@@ -623,6 +625,7 @@ fn require_signature_copies_only_images_a_key_verifies_wherever_cosign_put_the_s
         "cosign container image signaturE",
     );
     push_signature(&raw, &images[4].descriptor(), &tampered, &sigs[4], true);
+    push_signature(&raw, &images[6].descriptor(), &payloads[5], &sigs[5], false);
 
     let dir = regferry_testkit::temp_dir();
     let key = dir.path().join("cosign.pub");
@@ -654,7 +657,7 @@ fn require_signature_copies_only_images_a_key_verifies_wherever_cosign_put_the_s
     for t in [1, 2] {
         assert_eq!(find(t)["state"], "missing", "{}", find(t));
     }
-    for t in [3, 4, 5] {
+    for t in [3, 4, 5, 7] {
         assert_eq!(find(t)["state"], "held", "{}", find(t));
         assert!(
             find(t)["reason"]
@@ -673,7 +676,7 @@ fn require_signature_copies_only_images_a_key_verifies_wherever_cosign_put_the_s
 
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    assert!(o.stdout.contains("4 held"), "{}", o.stdout);
+    assert!(o.stdout.contains("5 held"), "{}", o.stdout);
     let copied: Vec<String> = skopeo_list_tags(&dst, "app")
         .into_iter()
         .filter(|t| !t.starts_with("sha256-"))

@@ -9,6 +9,7 @@ use futures_util::stream::{self, StreamExt};
 use regferry_config::template::SystemHost;
 use regferry_config::{BackupTemplate, Config, Endpoint, RefFields, SyncEntry, SyncKind};
 use regferry_registry::http::ManifestHead;
+use regferry_registry::manifest::media_type;
 use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Digest, Error, Manifest, Reference, Result};
 use regferry_transfer::{CopyOptions, GraphLimits, Slots, Transfer, select_platform};
@@ -96,6 +97,19 @@ struct Item {
     src_ref: String,
     dst: Repo,
     dst_tag: String,
+}
+
+/// A manifest read by digest, checked to be that digest: a registry must not answer a read
+/// of one digest with other bytes. Signed schema 1 manifests are exempt (their digest is
+/// over the bytes without the signatures), as everywhere in the client.
+fn bound(m: Manifest, digest: &Digest) -> Result<Manifest> {
+    if m.media_type != media_type::DOCKER_SCHEMA1_SIGNED && m.digest != *digest {
+        return Err(Error::DigestMismatch {
+            expected: digest.clone(),
+            actual: m.digest,
+        });
+    }
+    Ok(m)
 }
 
 /// How many entries run at once, for `copy_slots` image copies at once (64 per copy, at
@@ -760,8 +774,15 @@ impl Engine {
             report.source_digest = Some(m.digest.to_string());
         }
         let wants_copy = matches!(decision.state, State::Missing | State::Changed);
-        if wants_copy && let (Some(req), Some(head)) = (&entry.require, &decision.source) {
-            match self.unmet(entry, item, req, &head.digest).await {
+        if wants_copy && let Some(req) = &entry.require {
+            let Some(head) = &decision.source else {
+                let e = Error::Protocol {
+                    what: format!("{}:{}", item.src, item.src_ref),
+                    reason: "no source digest to check `require` against".into(),
+                };
+                return self.failed(report, e, opts, abort);
+            };
+            match self.unmet(entry, item, req, head).await {
                 Ok(None) => {}
                 Ok(Some(reason)) => {
                     tracing::warn!(source = %report.source, target = %report.target, reason = %reason, "Held: the image does not meet the entry's require");
@@ -944,7 +965,10 @@ impl Engine {
         if is_index && (entry.platform.is_some() || !entry.platforms.is_empty()) {
             let index = match fetched.take() {
                 Some(m) => m,
-                None => item.src.get_manifest(&source.digest.to_string()).await?,
+                None => bound(
+                    item.src.get_manifest(&source.digest.to_string()).await?,
+                    &source.digest,
+                )?,
             };
             let m = match &entry.platform {
                 Some(p) => {
@@ -957,7 +981,10 @@ impl Engine {
                     let child = select_platform(&manifests, p).ok_or_else(|| Error::NotFound {
                         what: format!("platform {p} in {}:{}", item.src, item.src_ref),
                     })?;
-                    item.src.get_manifest(&child.digest.to_string()).await?
+                    bound(
+                        item.src.get_manifest(&child.digest.to_string()).await?,
+                        &child.digest,
+                    )?
                 }
                 None => regferry_transfer::filter_index(&index, &entry.platforms, &item.src_ref)?,
             };
@@ -1003,13 +1030,21 @@ impl Engine {
         }
         let manifest = match &decision.manifest {
             Some(m) => m.clone(),
-            None => {
-                let digest = decision.source.as_ref().map(|h| h.digest.to_string());
-                item.src
-                    .get_manifest(digest.as_deref().unwrap_or(&item.src_ref))
-                    .await?
-            }
+            None => match &decision.source {
+                // What is copied is what was compared (and, with `require`, verified).
+                Some(h) => bound(
+                    item.src.get_manifest(&h.digest.to_string()).await?,
+                    &h.digest,
+                )?,
+                None => item.src.get_manifest(&item.src_ref).await?,
+            },
         };
+        if entry.require.is_some() && manifest.media_type == media_type::DOCKER_SCHEMA1_SIGNED {
+            return Err(Error::Protocol {
+                what: format!("{}:{}", item.src, item.src_ref),
+                reason: "a signed schema 1 manifest's bytes do not hash to its digest, so it cannot be bound to what `require` verified".into(),
+            });
+        }
         let backup = match (&entry.backup, &decision.target) {
             (Some(b), Some(old))
                 if decision.state == State::Changed && old.digest != manifest.digest =>

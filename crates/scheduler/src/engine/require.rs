@@ -11,6 +11,8 @@ use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier as _;
 
 use regferry_config::{ReferrerFilter, Require, SignatureKey, SyncEntry};
+use regferry_registry::http::ManifestHead;
+use regferry_registry::manifest::media_type;
 use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Descriptor, Digest, Result};
 
@@ -23,8 +25,14 @@ impl Engine {
         entry: &SyncEntry,
         item: &Item,
         req: &Require,
-        digest: &Digest,
+        head: &ManifestHead,
     ) -> Result<Option<String>> {
+        let digest = &head.digest;
+        if head.media_type == media_type::DOCKER_SCHEMA1_SIGNED {
+            return Ok(Some(format!(
+                "{digest} is a signed schema 1 manifest, whose bytes do not hash to its digest: nothing can be verified about it"
+            )));
+        }
         let sources: Vec<Repo> = if entry.referrer_sources.is_empty() {
             vec![item.src.clone()]
         } else {
@@ -83,6 +91,8 @@ const MAX_SIGNATURES: usize = 64;
 
 impl Engine {
     /// `None` when a signature over `digest` verifies with one of `keys`; else why not.
+    /// Signature manifests are read one at a time, at most [`MAX_SIGNATURES`] of them, and
+    /// the first that verifies ends the search.
     async fn signature_verified(
         &self,
         sources: &[Repo],
@@ -93,28 +103,24 @@ impl Engine {
         // Where cosign puts signatures: the `.sig` tag in each place referrers are read
         // from, and referrers of its artifact type.
         let tag = format!("{}.sig", digest.to_string().replacen(':', "-", 1));
-        let mut manifests = Vec::new();
-        for repo in sources {
-            if repo.head_manifest(&tag).await?.is_some() {
-                manifests.push((repo, repo.get_manifest(&tag).await?));
-            }
-        }
-        for (i, d) in referrers {
-            if d.artifact_type.as_deref() == Some(COSIGN_SIGNATURE) {
-                let repo = &sources[*i];
-                manifests.push((repo, repo.get_manifest(&d.digest.to_string()).await?));
-            }
-        }
+        let mut places: Vec<(&Repo, String)> = sources.iter().map(|r| (r, tag.clone())).collect();
+        places.extend(
+            referrers
+                .iter()
+                .filter(|(_, d)| d.artifact_type.as_deref() == Some(COSIGN_SIGNATURE))
+                .map(|(i, d)| (&sources[*i], d.digest.to_string())),
+        );
         let names: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
-        if manifests.is_empty() {
-            return Ok(Some(format!(
-                "no cosign signature of {digest} (no {tag} tag, no referrer of type {COSIGN_SIGNATURE}) for key {}",
-                names.join(", ")
-            )));
-        }
-        let mut looked = 0;
-        for (repo, m) in &manifests {
-            let Ok(Content::Image { layers, .. }) = m.content(&tag) else {
+        let (mut found, mut looked) = (false, 0);
+        for (repo, reference) in places.into_iter().take(MAX_SIGNATURES) {
+            // A `.sig` tag that is not there, or a referrer listed but gone, is no signature.
+            let m = match repo.get_manifest(&reference).await {
+                Ok(m) => m,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            found = true;
+            let Ok(Content::Image { layers, .. }) = m.content(&reference) else {
                 continue;
             };
             for layer in layers {
@@ -122,10 +128,7 @@ impl Engine {
                     continue;
                 };
                 looked += 1;
-                if looked > MAX_SIGNATURES {
-                    break;
-                }
-                if layer.size > MAX_PAYLOAD {
+                if looked > MAX_SIGNATURES || layer.size > MAX_PAYLOAD {
                     continue;
                 }
                 let Some(payload) = read_payload(repo, &layer).await? else {
@@ -135,6 +138,15 @@ impl Engine {
                     return Ok(None);
                 }
             }
+            if looked > MAX_SIGNATURES {
+                break;
+            }
+        }
+        if !found {
+            return Ok(Some(format!(
+                "no cosign signature of {digest} (no {tag} tag, no referrer of type {COSIGN_SIGNATURE}) for key {}",
+                names.join(", ")
+            )));
         }
         Ok(Some(format!(
             "no signature of {digest} verified by key {}",
@@ -144,9 +156,14 @@ impl Engine {
 }
 
 /// A payload's bytes, when they match their digest (else `None`: not a signature of
-/// anything).
+/// anything). A gone blob is no payload either; a transfer error fails the check, so the
+/// tag fails and is looked at again next run, rather than being held.
 async fn read_payload(repo: &Repo, layer: &Descriptor) -> Result<Option<Vec<u8>>> {
-    let blob = repo.get_blob(&layer.digest, Some(layer.size)).await?;
+    let blob = match repo.get_blob(&layer.digest, Some(layer.size)).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let Ok(mut stream) =
         regferry_registry::blob::verify(&layer.digest, Some(layer.size), blob.stream)
     else {
@@ -154,10 +171,15 @@ async fn read_payload(repo: &Repo, layer: &Descriptor) -> Result<Option<Vec<u8>>
     };
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
-            return Ok(None);
-        };
-        out.extend_from_slice(&chunk);
+        match chunk {
+            Ok(chunk) => out.extend_from_slice(&chunk),
+            // Other bytes than the digest says: not what was signed.
+            Err(
+                regferry_registry::Error::DigestMismatch { .. }
+                | regferry_registry::Error::SizeMismatch { .. },
+            ) => return Ok(None),
+            Err(e) => return Err(e),
+        }
         if out.len() as u64 > MAX_PAYLOAD {
             return Ok(None);
         }
@@ -178,16 +200,15 @@ fn verifies(keys: &[SignatureKey], payload: &[u8], sig: &str) -> bool {
     keys.iter().any(|k| k.key.verify(payload, &sig).is_ok())
 }
 
-/// Whether a simple-signing payload names `digest` as the signed image.
+/// Whether a payload is a cosign image signature (not, say, a `sign-blob` made with the
+/// same key) that names `digest` as the signed image.
 fn names_digest(payload: &[u8], digest: &Digest) -> bool {
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/critical/image/docker-manifest-digest")
-                .and_then(serde_json::Value::as_str)
-                .map(|d| d == digest.to_string())
-        })
-        .unwrap_or(false)
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return false;
+    };
+    let field = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str);
+    field("/critical/type") == Some("cosign container image signature")
+        && field("/critical/image/docker-manifest-digest") == Some(digest.to_string().as_str())
 }
 
 /// "no referrer of type X" (with the annotations it needs, if any).
