@@ -13,6 +13,18 @@ use super::{Decision, Engine, Item};
 use crate::report::{ReferrerReport, State};
 
 impl Engine {
+    /// Where an image's referrers are read: `referrerSource` when set, else the source.
+    pub(super) fn referrer_sources(&self, entry: &SyncEntry, item: &Item) -> Result<Vec<Repo>> {
+        if entry.referrer_sources.is_empty() {
+            return Ok(vec![item.src.clone()]);
+        }
+        entry
+            .referrer_sources
+            .iter()
+            .map(|e| self.clients.repo(e, None))
+            .collect()
+    }
+
     /// The manifests whose referrers and digest tags go with an image: the top manifest and,
     /// for an index, each child (platform manifests carry their own attestations).
     async fn subjects(
@@ -147,15 +159,7 @@ impl Engine {
         };
         let mut referrers = Vec::new();
         if entry.referrers && !settled {
-            let sources: Vec<Repo> = if entry.referrer_sources.is_empty() {
-                vec![item.src.clone()]
-            } else {
-                entry
-                    .referrer_sources
-                    .iter()
-                    .map(|e| self.clients.repo(e, None))
-                    .collect::<Result<_>>()?
-            };
+            let sources = self.referrer_sources(entry, item)?;
             let target = match &entry.referrer_target {
                 Some(e) => self.clients.repo(e, None)?,
                 None => item.dst.clone(),

@@ -33,15 +33,7 @@ impl Engine {
                 "{digest} is a signed schema 1 manifest, whose bytes do not hash to its digest: nothing can be verified about it"
             )));
         }
-        let sources: Vec<Repo> = if entry.referrer_sources.is_empty() {
-            vec![item.src.clone()]
-        } else {
-            entry
-                .referrer_sources
-                .iter()
-                .map(|e| self.clients.repo(e, None))
-                .collect::<Result<_>>()?
-        };
+        let sources = self.referrer_sources(entry, item)?;
         let mut found: Vec<(usize, Descriptor)> = Vec::new();
         for (i, repo) in sources.iter().enumerate() {
             found.extend(repo.referrers(digest).await?.into_iter().map(|d| (i, d)));
