@@ -488,7 +488,20 @@ sign = lambda k, p: base64.b64encode(k.sign(p, ec.ECDSA(hashes.SHA256()))).decod
 pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 print(json.dumps({"pub": pem, "sigs": [sign(key, p) for p in payloads], "other": [sign(other, p) for p in payloads]}))
 "#;
-    let mut child = std::process::Command::new("python3")
+    // The `python3` on PATH may be another interpreter than Debian's (pyenv, say), without
+    // the python3-cryptography package that scripts/setup installs for /usr/bin/python3.
+    let python = ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| {
+            std::process::Command::new(p)
+                .args(["-c", "import cryptography"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect(
+            "a python3 with the cryptography package (scripts/setup installs python3-cryptography)",
+        );
+    let mut child = std::process::Command::new(python)
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
