@@ -13,8 +13,9 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use super::index::{self, INDEX};
+use super::index;
 use super::{BLOBS, MAX_MANIFEST};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::media_type;
 
@@ -55,10 +56,15 @@ pub(super) fn collect(root: &Path, keep_newer_than: SystemTime) -> Result<Collec
         {
             continue;
         }
-        let Some((alg, hex)) = digest.split_once(':') else {
+        // A digest from a manifest becomes a path only once it parses as one: `sha256:../x`
+        // must not read outside `blobs/`.
+        let Ok(parsed) = Digest::parse(&digest) else {
             continue;
         };
-        let path = root.join(BLOBS).join(alg).join(hex);
+        let path = root
+            .join(BLOBS)
+            .join(parsed.algorithm())
+            .join(parsed.encoded());
         let Ok(meta) = fs::metadata(&path) else {
             continue;
         };
@@ -139,6 +145,6 @@ pub(super) fn collect(root: &Path, keep_newer_than: SystemTime) -> Result<Collec
             }
         }
     }
-    tracing::debug!(layout = %root.display(), index = INDEX, blobs = out.blobs, bytes = out.bytes, "Collected unreferenced blobs");
+    tracing::debug!(layout = %root.display(), blobs = out.blobs, bytes = out.bytes, "Collected unreferenced blobs");
     Ok(out)
 }

@@ -885,3 +885,33 @@ async fn a_reused_blob_is_young_again_for_the_collector() {
     assert_eq!(layout.collect_garbage(day_ago).await.unwrap().blobs, 1);
     assert_eq!(layout.blob_size(&digest).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn collecting_never_reads_outside_the_layout_for_a_digest_that_is_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("layout");
+    let layout = OciLayout::new(&root);
+    layout.put_manifest(Some("kept"), &image(7)).await.unwrap();
+    // An unreferenced blob, and outside the layout a "manifest" that names it as a layer.
+    let data = content(32);
+    let orphan = sha256(&data);
+    layout
+        .put_blob(&orphan, Blob::from_bytes(data))
+        .await
+        .unwrap();
+    let outside = json!({"layers": [{"mediaType": "x", "digest": orphan.to_string(), "size": 32}]});
+    std::fs::write(dir.path().join("evil"), outside.to_string()).unwrap();
+    // index.json names that file by a digest that is a relative path out of blobs/sha256.
+    let mut index = read_json(&root.join("index.json"));
+    index["manifests"].as_array_mut().unwrap().push(json!({
+        "mediaType": OCI_MANIFEST, "digest": "sha256:../../../evil", "size": 1
+    }));
+    std::fs::write(root.join("index.json"), index.to_string()).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let got = layout.collect_garbage(later).await.unwrap();
+    assert_eq!(
+        got.blobs, 1,
+        "the orphan goes: the file outside was never read"
+    );
+    assert_eq!(layout.blob_size(&orphan).await.unwrap(), None);
+}
