@@ -209,20 +209,21 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
         writeln!(out, "{}", line.join("  ").trim_end())?;
     }
     let n = |s: State| report.count(|t| t.state == s && !t.copied);
+    // Counts shown only when there are any: pruned (or to prune) and held tags.
     let pruned: usize = report.entries.iter().map(|e| e.pruned.len()).sum();
-    let mut pruned = match (pruned, mode) {
+    let mut extensions = match (pruned, mode) {
         (0, _) => String::new(),
         (p, Mode::Check) => format!(", {p} to prune"),
         (p, _) => format!(", {p} pruned"),
     };
     let held = report.count(|t| t.state == State::Held);
     if held > 0 {
-        pruned.push_str(&format!(", {held} held"));
+        extensions.push_str(&format!(", {held} held"));
     }
     let s = report.stats;
     writeln!(
         out,
-        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed{pruned}; {} {}; {} ({}) copied, {} mounted, {} already there; {:.1}s",
+        "\n{} copied, {} missing, {} changed, {} up-to-date, {} skipped, {} failed{extensions}; {} {}; {} ({}) copied, {} mounted, {} already there; {:.1}s",
         report.copied(),
         n(State::Missing),
         n(State::Changed),

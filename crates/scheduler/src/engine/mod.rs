@@ -440,80 +440,6 @@ impl Engine {
         report
     }
 
-    /// Deletes what the plans say (in `check`, lists it), after the entry's copies. A run in
-    /// which a tag failed deletes nothing: the source or the target may not be what they
-    /// seem, and a deleted tag cannot be taken back.
-    async fn prune(
-        &self,
-        entry: &SyncEntry,
-        opts: RunOptions,
-        plans: Vec<prune::PrunePlan>,
-        report: &mut EntryReport,
-    ) {
-        let failed = report
-            .tags
-            .iter()
-            .filter(|t| t.state == State::Failed)
-            .count();
-        let mut errors = Vec::new();
-        for plan in plans {
-            let tags = match plan.tags {
-                Ok(tags) => tags,
-                Err(reason) => {
-                    tracing::error!(entry = %entry.name, target = %plan.dst, "{reason}");
-                    errors.push(reason);
-                    continue;
-                }
-            };
-            if tags.is_empty() {
-                continue;
-            }
-            if opts.mode == Mode::Check {
-                report
-                    .pruned
-                    .extend(tags.iter().map(|t| format!("{}:{t}", plan.dst)));
-                continue;
-            }
-            if failed > 0 {
-                tracing::warn!(entry = %entry.name, target = %plan.dst, failed, would_delete = tags.len(), "Not pruning: tags failed in this run");
-                continue;
-            }
-            let mut deleted = 0;
-            for tag in tags {
-                if self.cancelled.is_cancelled() {
-                    return;
-                }
-                match plan.dst.delete_tag(&tag).await {
-                    // Gone already (another writer): nothing was deleted here.
-                    Ok(false) => {}
-                    Ok(true) => {
-                        tracing::info!(entry = %entry.name, target = %format!("{}:{tag}", plan.dst), "Pruned: the source no longer has the tag");
-                        report.pruned.push(format!("{}:{tag}", plan.dst));
-                        deleted += 1;
-                    }
-                    Err(e) => {
-                        let reason = format!("pruning {}:{tag} failed: {e}", plan.dst);
-                        tracing::error!(entry = %entry.name, "{reason}");
-                        errors.push(reason);
-                        break;
-                    }
-                }
-            }
-            if deleted > 0
-                && let Repo::Layout(layout) = &plan.dst
-            {
-                self.collect_layout(entry, layout).await;
-            }
-        }
-        if !errors.is_empty() {
-            let joined = errors.join("; ");
-            report.error = Some(match report.error.take() {
-                Some(e) => format!("{e}; {joined}"),
-                None => joined,
-            });
-        }
-    }
-
     /// The images an entry covers, after listing and filtering.
     async fn items(
         &self,
@@ -649,13 +575,18 @@ impl Engine {
         }
         let names: Vec<&str> = listed.iter().map(String::as_str).collect();
         let (selected, left_out) = entry.tags.select_explained(&names);
-        let mut tags: Vec<String> = selected.into_iter().map(str::to_owned).collect();
-        let mut outside_latest: Vec<String> =
-            left_out.into_iter().map(|t| format!("{src}:{t}")).collect();
-        if let Some(only) = &only.tag {
-            tags.retain(|t| t == only);
-            outside_latest.retain(|r| r.rsplit_once(':').is_some_and(|(_, t)| t == only));
-        }
+        // A webhook's run is about its one tag, whatever else the listing held.
+        let wanted = |t: &&str| only.tag.as_deref().is_none_or(|o| *t == o);
+        let mut tags: Vec<String> = selected
+            .into_iter()
+            .filter(wanted)
+            .map(str::to_owned)
+            .collect();
+        let outside_latest: Vec<String> = left_out
+            .into_iter()
+            .filter(wanted)
+            .map(|t| format!("{src}:{t}"))
+            .collect();
         if entry.referrers {
             // A `sha256-<hex>` referrers index is the referrers copy's to merge and filter;
             // copied as an image it would replace the target's index with the source's.

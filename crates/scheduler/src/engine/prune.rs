@@ -23,7 +23,8 @@ use regferry_registry::ocidir::OciLayout;
 use regferry_registry::repo::Repo;
 use regferry_registry::{Reference, TagList};
 
-use super::Engine;
+use super::{Engine, Mode, RunOptions};
+use crate::report::{EntryReport, State};
 
 /// What one repository's prune will do: the tags to delete, or why none are.
 pub(super) struct PrunePlan {
@@ -88,6 +89,80 @@ fn is_digest_tag(tag: &str) -> bool {
 }
 
 impl Engine {
+    /// Deletes what the plans say (in `check`, lists it), after the entry's copies. A run in
+    /// which a tag failed deletes nothing: the source or the target may not be what they
+    /// seem, and a deleted tag cannot be taken back.
+    pub(super) async fn prune(
+        &self,
+        entry: &SyncEntry,
+        opts: RunOptions,
+        plans: Vec<PrunePlan>,
+        report: &mut EntryReport,
+    ) {
+        let failed = report
+            .tags
+            .iter()
+            .filter(|t| t.state == State::Failed)
+            .count();
+        let mut errors = Vec::new();
+        for plan in plans {
+            let tags = match plan.tags {
+                Ok(tags) => tags,
+                Err(reason) => {
+                    tracing::error!(entry = %entry.name, target = %plan.dst, "{reason}");
+                    errors.push(reason);
+                    continue;
+                }
+            };
+            if tags.is_empty() {
+                continue;
+            }
+            if opts.mode == Mode::Check {
+                report
+                    .pruned
+                    .extend(tags.iter().map(|t| format!("{}:{t}", plan.dst)));
+                continue;
+            }
+            if failed > 0 {
+                tracing::warn!(entry = %entry.name, target = %plan.dst, failed, would_delete = tags.len(), "Not pruning: tags failed in this run");
+                continue;
+            }
+            let mut deleted = 0;
+            for tag in tags {
+                if self.cancelled.is_cancelled() {
+                    return;
+                }
+                match plan.dst.delete_tag(&tag).await {
+                    // Gone already (another writer): nothing was deleted here.
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::info!(entry = %entry.name, target = %format!("{}:{tag}", plan.dst), "Pruned: the source no longer has the tag");
+                        report.pruned.push(format!("{}:{tag}", plan.dst));
+                        deleted += 1;
+                    }
+                    Err(e) => {
+                        let reason = format!("pruning {}:{tag} failed: {e}", plan.dst);
+                        tracing::error!(entry = %entry.name, "{reason}");
+                        errors.push(reason);
+                        break;
+                    }
+                }
+            }
+            if deleted > 0
+                && let Repo::Layout(layout) = &plan.dst
+            {
+                self.collect_layout(entry, layout).await;
+            }
+        }
+        if !errors.is_empty() {
+            let joined = errors.join("; ");
+            report.error = Some(match report.error.take() {
+                Some(e) => format!("{e}; {joined}"),
+                None => joined,
+            });
+        }
+    }
+
     /// Whether the entry's `backup` writes into `dst` itself, where backups would look like
     /// tags the source does not have. A template that cannot be rendered counts as "yes".
     pub(super) fn backs_up_into(&self, entry: &SyncEntry, dst: &Repo) -> bool {
