@@ -560,8 +560,11 @@ pub struct SyncEntry {
     pub kind: SyncKind,
     /// Where from.
     pub source: Endpoint,
-    /// Where to.
+    /// Where to: the only target, or the first of `targets`.
     pub target: Endpoint,
+    /// regferry extension: the targets after the first, when the entry has `targets`.
+    /// Each gets the same selection; the source is read once for all of them.
+    pub more_targets: Vec<Endpoint>,
     /// Which tags (repository and registry types).
     pub tags: TagFilter,
     /// Which repositories (registry type).
@@ -624,6 +627,19 @@ impl SyncEntry {
 
     /// A short label for logs: `sync[2] docker.io/library/busybox -> ...`.
     pub fn label(&self) -> String {
-        format!("sync[{}] {} -> {}", self.index, self.source, self.target)
+        format!("sync[{}] {} -> {}", self.index, self.source, self.targets_text())
+    }
+
+    /// Every target: `target`, then the rest of `targets`.
+    pub fn targets(&self) -> impl Iterator<Item = &Endpoint> {
+        std::iter::once(&self.target).chain(&self.more_targets)
+    }
+
+    /// The targets as a person reads them: `a` or `a, b, c`.
+    pub fn targets_text(&self) -> String {
+        self.targets()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

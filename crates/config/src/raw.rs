@@ -191,6 +191,8 @@ with_inheritable! {
     RawSync {
         source: Option<S<String>>,
         target: Option<S<String>>,
+        /// regferry extension: several targets, read from the source once.
+        targets: Option<S<Vec<S<String>>>>,
         #[serde(rename = "type")]
         kind: Option<S<String>>,
         tags: Option<RawTagFilter>,

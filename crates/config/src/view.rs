@@ -163,7 +163,11 @@ struct ReferrerFilterView {
 struct SyncView {
     name: String,
     source: String,
-    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    /// regferry extension: shown instead of `target` when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    targets: Vec<String>,
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -290,7 +294,12 @@ fn sync_view(e: &SyncEntry) -> SyncView {
     SyncView {
         name: e.name.clone(),
         source: e.source.to_string(),
-        target: e.target.to_string(),
+        target: e.more_targets.is_empty().then(|| e.target.to_string()),
+        targets: if e.more_targets.is_empty() {
+            Vec::new()
+        } else {
+            e.targets().map(ToString::to_string).collect()
+        },
         kind: e.kind.as_str(),
         tag_sets: e.tags.sets.iter().map(tags_view).collect(),
         repos: (e.kind == SyncKind::Registry).then(|| TagsView {

@@ -688,3 +688,51 @@ fn prune_is_on_with_a_limit_only_where_it_can_work() {
         );
     }
 }
+
+#[test]
+fn targets_lists_several_targets_each_templated_and_checked_at_its_place() {
+    let yaml = "sync:\n\
+                - source: a/b\n  \
+                  targets:\n  \
+                  - r1.example.com/{{ .Sync.Source }}\n  \
+                  - r2.example.com/mirror/b\n  \
+                  - ocidir://out/b\n  \
+                  type: repository\n\
+                - {source: a/c, target: r1.example.com/c, type: repository}\n";
+    let l = load_str(yaml, "t.yaml", &FakeHost::new()).unwrap_or_else(|e| panic!("{e}"));
+    let e = &l.config.sync[0];
+    let all: Vec<String> = e.targets().map(ToString::to_string).collect();
+    assert_eq!(
+        all,
+        ["r1.example.com/a/b", "r2.example.com/mirror/b", "ocidir://out/b"]
+    );
+    assert_eq!(e.target.to_string(), "r1.example.com/a/b");
+    assert!(l.config.sync[1].more_targets.is_empty());
+    // `regferry config` shows the list for the first entry, `target` for the second.
+    let shown = regferry_config::to_yaml(&l.config);
+    assert!(
+        shown.contains("targets:\n  - r1.example.com/a/b\n  - r2.example.com/mirror/b"),
+        "{shown}"
+    );
+    assert!(shown.contains("target: r1.example.com/c"), "{shown}");
+
+    // Each mistake names its entry and field, all in one load.
+    let yaml = "sync:\n\
+                - {source: a/b, target: r1.example.com/b, targets: [r2.example.com/b], type: repository}\n\
+                - {source: a/c, targets: [], type: repository}\n\
+                - {source: a/d, targets: [r1.example.com/d, 'r1.example.com/d'], type: repository}\n\
+                - {source: a/e, targets: [r1.example.com/e, 'Bad Name/x'], type: repository}\n";
+    let text = load_str(yaml, "t.yaml", &FakeHost::new())
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "t.yaml:2:",
+        "sync[0] (source \"a/b\"): field `targets`: set either target or targets",
+        "t.yaml:3:",
+        "sync[1] (source \"a/c\"): field `targets`: \"[]\" is not a list of one or more targets",
+        "sync[2] (source \"a/d\"): field `targets[1]`: \"r1.example.com/d\": is listed twice",
+        "sync[3] (source \"a/e\"): field `targets[1]`: \"Bad Name/x\"",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+}

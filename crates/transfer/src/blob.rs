@@ -1,15 +1,18 @@
-//! One blob, source to target: HEAD the target, mount when both sides share a registry,
-//! else stream GET → PUT with the digest verified on the way. De-duplicated per target
-//! repository within a run, retried on transient failures.
+//! One blob, source to targets: HEAD each target, mount when both sides share a registry,
+//! else stream GET → PUT with the digest verified on the way; to several targets at once,
+//! one source read feeds them all. De-duplicated per target repository within a run,
+//! retried per target on transient failures.
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use regferry_registry::blob::verify;
-use regferry_registry::http::{Mount, UploadMode};
+use regferry_registry::http::{Mount, UploadMode, UploadSession};
 use regferry_registry::repo::Repo;
-use regferry_registry::{Blob, Digest, Error, Result};
+use regferry_registry::{Blob, ByteStream, Digest, Error, Result};
+use tokio::sync::mpsc;
 
 use crate::stats::Stats;
 use crate::{BlobOutcome, Transfer};
@@ -17,8 +20,39 @@ use crate::{BlobOutcome, Transfer};
 /// How many blobs' target repositories are remembered for mounting.
 const LANDED_LIMIT: usize = 100_000;
 
-/// Tries per blob when the failure is transient (a reset, a 5xx, a corrupt stream).
+/// Tries per blob and target when the failure is transient (a reset, a 5xx, a corrupt
+/// stream).
 const ATTEMPTS: u32 = 3;
+
+/// Chunks queued for each target of a shared source read. The read waits for the slowest
+/// target, so memory stays a few chunks however many targets there are (the chunks
+/// themselves are shared, not copied).
+const TEE_DEPTH: usize = 4;
+
+/// What a target needs after its first look.
+enum Look {
+    /// Nothing: it has the blob.
+    Here(BlobOutcome),
+    /// A mount first, from this repository (`true`: the target's own, as a probe), or the
+    /// bytes at once (`None`).
+    Ask(Option<(String, bool)>),
+}
+
+/// What a target needs after the mount.
+enum Next {
+    Done(BlobOutcome),
+    /// The bytes, into the upload session the mount opened, if it did.
+    Send(Option<UploadSession>),
+}
+
+/// A target still waiting for the bytes.
+struct Pending<'a> {
+    /// Its place in the caller's list.
+    at: usize,
+    dst: &'a Repo,
+    session: Option<UploadSession>,
+    mode: UploadMode,
+}
 
 impl Transfer {
     /// Makes sure `digest` exists in `dst`, copying it from `src` if needed. `likely_absent`
@@ -32,134 +66,340 @@ impl Transfer {
         size: Option<u64>,
         likely_absent: bool,
     ) -> Result<BlobOutcome> {
+        let mut all = self
+            .copy_blob_to_all(src, &[(dst, likely_absent)], digest, size)
+            .await;
+        all.pop().unwrap_or(Err(Error::Cancelled))
+    }
+
+    /// [`Transfer::copy_blob`] into each of `dsts` (with its `likely_absent`), reading the
+    /// source once for all targets that need the bytes. One result per target, in order:
+    /// a target that fails does not stop the others.
+    pub(crate) async fn copy_blob_to_all(
+        &self,
+        src: &Repo,
+        dsts: &[(&Repo, bool)],
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Vec<Result<BlobOutcome>> {
+        // Each target's copy of this blob is this caller's, or joins the one already under
+        // way there (another image needing the same layer).
+        let keys = dsts.iter().map(|(d, _)| (d.key(), digest.clone())).collect();
         self.blobs_inflight
-            .run((dst.key(), digest.clone()), || {
-                self.copy_blob_once(src, dst, digest, size, likely_absent)
-            })
+            .run_all(
+                keys,
+                |mine| async move {
+                    let owned: Vec<(&Repo, bool)> = mine.iter().map(|&i| dsts[i]).collect();
+                    self.copy_owned(src, &owned, digest, size).await
+                },
+                |at| {
+                    let (dst, absent) = dsts[at];
+                    Box::pin(self.copy_blob(src, dst, digest, size, absent))
+                },
+            )
             .await
     }
 
-    async fn copy_blob_once(
+    /// The copies this caller claimed: look, mount, then stream what is still missing.
+    async fn copy_owned(
         &self,
         src: &Repo,
-        dst: &Repo,
+        dsts: &[(&Repo, bool)],
         digest: &Digest,
         size: Option<u64>,
-        likely_absent: bool,
-    ) -> Result<BlobOutcome> {
-        // Mount from the source when it shares the target's registry, or else from a target
-        // repository this run already put the blob in (a base layer shared by many images is
-        // then read from the source once per target registry, not once per repository).
+    ) -> Vec<Result<BlobOutcome>> {
+        let mut out: Vec<Option<Result<BlobOutcome>>> = dsts.iter().map(|_| None).collect();
+        let looks = join_all(
+            dsts.iter()
+                .map(|(dst, absent)| self.look(src, dst, digest, *absent)),
+        )
+        .await;
+        let mut asks = Vec::new();
+        for (i, look) in looks.into_iter().enumerate() {
+            match look {
+                Ok(Look::Here(o)) => out[i] = Some(Ok(o)),
+                Ok(Look::Ask(from)) => asks.push((i, from)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        if !asks.is_empty() {
+            // One blob slot for one source read, however many targets it feeds.
+            match self.blob_slots.acquire().await {
+                Some(_slot) => {
+                    for (i, r) in self.mount_and_send(src, dsts, &asks, digest, size).await {
+                        out[i] = Some(r);
+                    }
+                }
+                None => {
+                    for (i, _) in asks {
+                        out[i] = Some(Err(Error::Cancelled));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Cancelled)))
+            .collect()
+    }
+
+    /// Whether `dst` has the blob, and else how to ask it: mount from the source when it
+    /// shares the target's registry, or else from a target repository this run already put
+    /// the blob in (a base layer shared by many images is then read from the source once per
+    /// target registry, not once per repository).
+    async fn look(&self, src: &Repo, dst: &Repo, digest: &Digest, likely_absent: bool) -> Result<Look> {
         let landed = self.landed_near(dst, digest).await;
         let from = dst.mount_from(src).map(str::to_owned).or(landed);
         // A blob this run already put in `dst` is most likely still there: a HEAD says so.
         let probe = likely_absent && !self.landed_in(dst, digest).await && self.probes(dst).await;
         if !probe && dst.blob_size(digest).await?.is_some() {
             dst.keep_blob(digest).await;
-            return Ok(self.existed(dst, digest).await);
+            return Ok(Look::Here(self.existed(dst, digest).await));
         }
-        let _slot = self.blob_slots.acquire().await.ok_or(Error::Cancelled)?;
-        let mut session = None;
         // A mount answers "already here" too, so on a new repository it replaces the HEAD:
         // from another repository when there is one, else from `dst` itself (201: it is
         // here; 202: it is not, and here is the upload session).
-        let ask = match (&from, probe) {
-            (Some(from), _) => Some((from.clone(), false)),
+        Ok(Look::Ask(match (from, probe) {
+            (Some(from), _) => Some((from, false)),
             (None, true) => dst.own_name().map(|n| (n.to_owned(), true)),
             (None, false) => None,
-        };
+        }))
+    }
+
+    /// Mounts where asked, then streams the blob to every target that still lacks it,
+    /// retrying each target on its own. Results by the index into `dsts`.
+    async fn mount_and_send(
+        &self,
+        src: &Repo,
+        dsts: &[(&Repo, bool)],
+        asks: &[(usize, Option<(String, bool)>)],
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Vec<(usize, Result<BlobOutcome>)> {
+        let mut done = Vec::new();
         // The source's answer, when its read started early.
         let mut early = None;
-        if let Some((from, itself)) = ask {
-            let mount = if itself {
-                // A probe of a repository this run created almost always opens an upload
-                // session: the source read starts at the same time, so that the copy waits
-                // for one round trip to the source rather than one to each side in turn.
-                // When the blob is there after all, the read is dropped unread.
+        let nexts: Vec<Result<Next>> = match asks {
+            // A probe of a repository this run created almost always opens an upload
+            // session: the source read starts at the same time, so that the copy waits for
+            // one round trip to the source rather than one to each side in turn. When the
+            // blob is there after all, the read is dropped unread.
+            [(i, Some((from, true)))] => {
+                let dst = dsts[*i].0;
                 let (mount, blob) =
-                    tokio::join!(dst.mount_blob(digest, &from), src.get_blob(digest, size));
+                    tokio::join!(dst.mount_blob(digest, from), src.get_blob(digest, size));
                 early = Some(blob);
-                mount
-            } else {
-                dst.mount_blob(digest, &from).await
-            };
-            match mount {
-                Ok(Mount::Mounted) if itself => return Ok(self.existed(dst, digest).await),
-                Ok(Mount::Mounted) => {
-                    Stats::add(&self.stats.blobs_mounted, 1);
-                    self.record_landing(dst, digest).await;
-                    return Ok(BlobOutcome::Mounted);
-                }
-                Ok(Mount::Upload(url)) => session = Some(url),
-                Ok(Mount::Unsupported) => {}
-                // A refused mount is not fatal: copy the bytes instead. A registry that
-                // refuses mounts from a repository itself (a 4xx other than 429) is asked
-                // with HEADs from now on; after any other failure, only this blob is.
-                Err(e) => {
-                    tracing::debug!(%digest, error = %e, "Mount failed; copying instead");
-                    if itself {
-                        if matches!(
-                            e,
-                            Error::Status {
-                                status: 400..=499,
-                                ..
-                            }
-                        ) && !e.is_rate_limited()
-                        {
-                            self.no_probes(dst).await;
+                vec![self.mounted(dst, digest, true, mount).await]
+            }
+            _ => {
+                join_all(asks.iter().map(|(i, from)| async move {
+                    let dst = dsts[*i].0;
+                    match from {
+                        Some((from, itself)) => {
+                            let mount = dst.mount_blob(digest, from).await;
+                            self.mounted(dst, digest, *itself, mount).await
                         }
-                        if dst.blob_size(digest).await?.is_some() {
-                            return Ok(self.existed(dst, digest).await);
-                        }
+                        None => Ok(Next::Send(None)),
                     }
-                }
+                }))
+                .await
+            }
+        };
+        let mut pending = Vec::new();
+        for ((i, _), next) in asks.iter().zip(nexts) {
+            match next {
+                Ok(Next::Done(o)) => done.push((*i, Ok(o))),
+                Ok(Next::Send(session)) => pending.push(Pending {
+                    at: *i,
+                    dst: dsts[*i].0,
+                    session,
+                    mode: UploadMode::Monolithic,
+                }),
+                Err(e) => done.push((*i, Err(e))),
             }
         }
-        let mut mode = UploadMode::Monolithic;
         let mut attempt = 0;
-        loop {
+        while !pending.is_empty() {
             attempt += 1;
-            let counted = Arc::new(AtomicU64::new(0));
-            let result = async {
-                let blob = match early.take() {
-                    Some(blob) => blob?,
-                    None => src.get_blob(digest, size).await?,
-                };
-                let stream = verify(digest, size.or(blob.size), blob.stream)?;
-                let stats_bytes = counted.clone();
-                let stream = stream.map(move |item: Result<Bytes>| {
-                    if let Ok(b) = &item {
-                        Stats::add(&stats_bytes, b.len() as u64);
+            let results = self
+                .send(src, &mut pending, digest, size, early.take())
+                .await;
+            let mut again = Vec::new();
+            for (mut p, result) in pending.into_iter().zip(results) {
+                match result {
+                    Ok(n) => {
+                        Stats::add(&self.stats.blobs_copied, 1);
+                        self.record_landing(p.dst, digest).await;
+                        done.push((p.at, Ok(BlobOutcome::Copied(n))));
                     }
-                    item
-                });
-                let blob = Blob {
-                    size: size.or(blob.size),
-                    stream: Box::pin(stream),
-                };
-                dst.put_blob(digest, blob, mode, session.take()).await
+                    Err(e) if attempt < ATTEMPTS && (e.is_retryable() || wants_chunked(&e)) => {
+                        if wants_chunked(&e) {
+                            p.mode = UploadMode::Chunked;
+                        }
+                        tracing::warn!(%digest, target = %p.dst, attempt, error = %e, "Retrying blob copy");
+                        again.push(p);
+                    }
+                    Err(e) => {
+                        if let Some(s) = p.session.take() {
+                            p.dst.cancel_upload(s).await;
+                        }
+                        done.push((p.at, Err(e)));
+                    }
+                }
             }
-            .await;
-            let n = counted.load(std::sync::atomic::Ordering::Relaxed);
-            Stats::add(&self.stats.bytes_copied, n);
-            match result {
-                Ok(()) => {
-                    Stats::add(&self.stats.blobs_copied, 1);
-                    self.record_landing(dst, digest).await;
-                    return Ok(BlobOutcome::Copied(n));
-                }
-                Err(e) if attempt < ATTEMPTS && (e.is_retryable() || wants_chunked(&e)) => {
-                    if wants_chunked(&e) {
-                        mode = UploadMode::Chunked;
+            pending = again;
+        }
+        done
+    }
+
+    /// What a mount's answer leaves to do.
+    async fn mounted(
+        &self,
+        dst: &Repo,
+        digest: &Digest,
+        itself: bool,
+        mount: Result<Mount>,
+    ) -> Result<Next> {
+        match mount {
+            Ok(Mount::Mounted) if itself => Ok(Next::Done(self.existed(dst, digest).await)),
+            Ok(Mount::Mounted) => {
+                Stats::add(&self.stats.blobs_mounted, 1);
+                self.record_landing(dst, digest).await;
+                Ok(Next::Done(BlobOutcome::Mounted))
+            }
+            Ok(Mount::Upload(url)) => Ok(Next::Send(Some(url))),
+            Ok(Mount::Unsupported) => Ok(Next::Send(None)),
+            // A refused mount is not fatal: copy the bytes instead. A registry that
+            // refuses mounts from a repository itself (a 4xx other than 429) is asked
+            // with HEADs from now on; after any other failure, only this blob is.
+            Err(e) => {
+                tracing::debug!(%digest, error = %e, "Mount failed; copying instead");
+                if itself {
+                    if matches!(
+                        e,
+                        Error::Status {
+                            status: 400..=499,
+                            ..
+                        }
+                    ) && !e.is_rate_limited()
+                    {
+                        self.no_probes(dst).await;
                     }
-                    tracing::warn!(%digest, target = %dst, attempt, error = %e, "Retrying blob copy");
-                }
-                Err(e) => {
-                    if let Some(s) = session.take() {
-                        dst.cancel_upload(s).await;
+                    if dst.blob_size(digest).await?.is_some() {
+                        return Ok(Next::Done(self.existed(dst, digest).await));
                     }
-                    return Err(e);
                 }
+                Ok(Next::Send(None))
+            }
+        }
+    }
+
+    /// One attempt: one verified read of the source, streamed to every pending target at
+    /// once. The bytes each target took, or why it failed.
+    async fn send(
+        &self,
+        src: &Repo,
+        pending: &mut [Pending<'_>],
+        digest: &Digest,
+        size: Option<u64>,
+        early: Option<Result<Blob>>,
+    ) -> Vec<Result<u64>> {
+        let read = async {
+            let blob = match early {
+                Some(blob) => blob?,
+                None => src.get_blob(digest, size).await?,
+            };
+            let size = size.or(blob.size);
+            Ok::<_, Error>((size, verify(digest, size, blob.stream)?))
+        };
+        let (size, stream) = match read.await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = Arc::new(e);
+                return pending
+                    .iter()
+                    .map(|_| Err(Error::Shared(e.clone())))
+                    .collect();
+            }
+        };
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        let counted = read_bytes.clone();
+        let stream: ByteStream = Box::pin(stream.map(move |item: Result<Bytes>| {
+            if let Ok(b) = &item {
+                Stats::add(&counted, b.len() as u64);
+            }
+            item
+        }));
+        // What each target took, failed attempts included.
+        let mut taken = Vec::with_capacity(pending.len());
+        let results: Vec<Result<()>> = if let [p] = pending {
+            // One target: the stream itself, no queue between.
+            taken.push(read_bytes.clone());
+            let blob = Blob { size, stream };
+            vec![p.dst.put_blob(digest, blob, p.mode, p.session.take()).await]
+        } else {
+            let mut senders = Vec::with_capacity(pending.len());
+            let mut puts = Vec::with_capacity(pending.len());
+            for p in pending.iter_mut() {
+                let (tx, rx) = mpsc::channel::<Result<Bytes>>(TEE_DEPTH);
+                let count = Arc::new(AtomicU64::new(0));
+                taken.push(count.clone());
+                let stream: ByteStream = Box::pin(
+                    futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|item| (item, rx))
+                    })
+                    .map(move |item: Result<Bytes>| {
+                        if let Ok(b) = &item {
+                            Stats::add(&count, b.len() as u64);
+                        }
+                        item
+                    }),
+                );
+                senders.push(tx);
+                let blob = Blob { size, stream };
+                puts.push(p.dst.put_blob(digest, blob, p.mode, p.session.take()));
+            }
+            tokio::join!(tee(stream, senders), join_all(puts)).1
+        };
+        Stats::add(&self.stats.bytes_read, read_bytes.load(Ordering::Relaxed));
+        results
+            .into_iter()
+            .zip(taken)
+            .map(|(r, n)| {
+                let n = n.load(Ordering::Relaxed);
+                Stats::add(&self.stats.bytes_copied, n);
+                r.map(|()| n)
+            })
+            .collect()
+    }
+}
+
+/// Feeds every chunk of `stream` to each of `senders`, waiting for the slowest; a target
+/// that stopped taking (its upload failed) is left out from then on, and the read stops
+/// when none is left. An error in the stream (a corrupt or short read) reaches every
+/// target before its stream ends, so no target completes an upload of bad bytes.
+async fn tee(mut stream: ByteStream, senders: Vec<mpsc::Sender<Result<Bytes>>>) {
+    let mut senders: Vec<Option<mpsc::Sender<Result<Bytes>>>> =
+        senders.into_iter().map(Some).collect();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => {
+                for slot in &mut senders {
+                    if let Some(tx) = slot
+                        && tx.send(Ok(chunk.clone())).await.is_err()
+                    {
+                        *slot = None;
+                    }
+                }
+                if senders.iter().all(Option::is_none) {
+                    return;
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for tx in senders.iter().flatten() {
+                    let _ = tx.send(Err(Error::Shared(e.clone()))).await;
+                }
+                return;
             }
         }
     }

@@ -4,10 +4,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use regferry_registry::manifest::media_type;
 use regferry_registry::repo::Repo;
-use regferry_registry::{Content, Descriptor, Error, Manifest, Platform, Result};
+use regferry_registry::{Content, Descriptor, Digest, Error, Manifest, Platform, Result};
 
 use crate::Transfer;
 use crate::platform::selected;
@@ -105,6 +106,83 @@ impl<'a> Walk<'a> {
     }
 }
 
+/// One target of [`Transfer::copy_manifest_to_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// The repository.
+    pub repo: &'a Repo,
+    /// The tag to store the manifest under; `None`: by digest only.
+    pub tag: Option<&'a str>,
+    /// The repository held no tags when the run began (see [`CopyOptions::new_target`]).
+    pub new_target: bool,
+}
+
+/// The targets of one walk, and the first error of each: a target that failed is left out
+/// of the rest of the walk, the others go on.
+struct Fan<'a> {
+    dsts: &'a [(&'a Repo, bool)],
+    failed: std::sync::Mutex<Vec<Option<Error>>>,
+}
+
+impl<'a> Fan<'a> {
+    fn new(dsts: &'a [(&'a Repo, bool)]) -> Fan<'a> {
+        Fan {
+            dsts,
+            failed: std::sync::Mutex::new(dsts.iter().map(|_| None).collect()),
+        }
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, Vec<Option<Error>>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The places of the targets still going, and those targets.
+    fn alive(&self) -> (Vec<usize>, Vec<(&'a Repo, bool)>) {
+        let failed = self.failed();
+        (0..self.dsts.len())
+            .filter(|&i| failed[i].is_none())
+            .map(|i| (i, self.dsts[i]))
+            .unzip()
+    }
+
+    /// Records `results` of the targets at `places`; the first error of each stays.
+    fn record<T>(&self, places: &[usize], results: Vec<Result<T>>) {
+        let mut failed = self.failed();
+        for (&i, r) in places.iter().zip(results) {
+            if let Err(e) = r
+                && failed[i].is_none()
+            {
+                failed[i] = Some(e);
+            }
+        }
+    }
+
+    /// Fails every target still going.
+    fn fail_all(&self, e: Error) {
+        let e = std::sync::Arc::new(e);
+        for f in self.failed().iter_mut().filter(|f| f.is_none()) {
+            *f = Some(Error::Shared(e.clone()));
+        }
+    }
+
+    fn all_failed(&self) -> bool {
+        self.failed().iter().all(Option::is_some)
+    }
+
+    /// Each target's outcome: `ok` for those that never failed.
+    fn finish<T: Clone>(self, ok: &T) -> Vec<Result<T>> {
+        self.failed
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .map(|f| match f {
+                Some(e) => Err(e),
+                None => Ok(ok.clone()),
+            })
+            .collect()
+    }
+}
+
 impl Transfer {
     /// Copies `m` (read from `src`) and everything it references to `dst`, then stores it
     /// under `tag` (or by digest when `tag` is `None`). Returns the manifest pushed, which
@@ -117,20 +195,81 @@ impl Transfer {
         tag: Option<&str>,
         opts: &CopyOptions,
     ) -> Result<Manifest> {
-        let read = AtomicUsize::new(0);
-        let pushed = self
-            .copy_children(src, dst, m, opts, true, Walk::start(&read, opts.limits))
-            .await?;
-        dst.put_manifest(tag, &pushed).await?;
-        Stats::add(&self.stats.manifests_pushed, 1);
-        self.record_manifest(dst, &pushed.digest).await;
-        Ok(pushed)
+        let one = Destination {
+            repo: dst,
+            tag,
+            new_target: opts.new_target,
+        };
+        let mut all = self.copy_manifest_to_all(src, &[one], m, opts).await;
+        all.pop().unwrap_or(Err(Error::Cancelled))
     }
 
-    pub(crate) fn copy_children<'a>(
+    /// [`Transfer::copy_manifest`] into several targets at once, reading each manifest and
+    /// blob from `src` once for all of them (blobs stream to every target that lacks them
+    /// at the same time). One result per target, in order: a target that fails is left
+    /// out of the rest of the walk, and the others go on.
+    pub async fn copy_manifest_to_all(
+        &self,
+        src: &Repo,
+        dsts: &[Destination<'_>],
+        m: &Manifest,
+        opts: &CopyOptions,
+    ) -> Vec<Result<Manifest>> {
+        let read = AtomicUsize::new(0);
+        let targets: Vec<(&Repo, bool)> = dsts.iter().map(|d| (d.repo, d.new_target)).collect();
+        let fan = Fan::new(&targets);
+        let pushed = self
+            .copy_children_all(src, &fan, m, opts, true, Walk::start(&read, opts.limits))
+            .await;
+        let pushed = match pushed {
+            Ok(p) => p,
+            Err(e) => {
+                fan.fail_all(e);
+                m.clone()
+            }
+        };
+        let (places, _) = fan.alive();
+        let pushed = &pushed;
+        let puts = join_all(places.iter().map(|&i| async move {
+            let d = &dsts[i];
+            d.repo.put_manifest(d.tag, pushed).await?;
+            Stats::add(&self.stats.manifests_pushed, 1);
+            self.record_manifest(d.repo, &pushed.digest).await;
+            Ok(())
+        }))
+        .await;
+        fan.record(&places, puts);
+        fan.finish(pushed)
+    }
+
+    /// The children of `m` into `dst` (see [`Transfer::copy_children_all`]).
+    pub(crate) async fn copy_children(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        m: &Manifest,
+        opts: &CopyOptions,
+        top: bool,
+        walk: Walk<'_>,
+    ) -> Result<Manifest> {
+        let targets = [(dst, opts.new_target)];
+        let fan = Fan::new(&targets);
+        let pushed = self
+            .copy_children_all(src, &fan, m, opts, top, walk)
+            .await?;
+        fan.finish(&pushed)
+            .pop()
+            .unwrap_or(Err(Error::Cancelled))
+    }
+
+    /// Copies everything `m` references into each target of `fan` still going, children
+    /// first, and returns the manifest to push there (`m`, or a filtered index at the top).
+    /// An error returned is about `m` itself and so every target; a target's own failures
+    /// are kept in `fan`.
+    fn copy_children_all<'a>(
         &'a self,
         src: &'a Repo,
-        dst: &'a Repo,
+        fan: &'a Fan<'a>,
         m: &'a Manifest,
         opts: &'a CopyOptions,
         top: bool,
@@ -150,9 +289,9 @@ impl Transfer {
                     };
                     let mut jobs = Vec::with_capacity(keep.len());
                     for d in &keep {
-                        jobs.push(self.copy_child(src, dst, d, opts, walk, &reference));
+                        jobs.push(self.copy_child(src, fan, d, opts, walk, &reference));
                     }
-                    run_bounded(jobs).await?;
+                    run_bounded(fan, jobs).await;
                     if keep.len() == manifests.len() {
                         Ok(m.clone())
                     } else {
@@ -160,105 +299,174 @@ impl Transfer {
                     }
                 }
                 Content::Image { config, layers, .. } => {
-                    let mut jobs = vec![self.copy_blob(
-                        src,
-                        dst,
-                        &config.digest,
-                        Some(config.size),
-                        opts.new_target,
-                    )];
+                    let mut jobs = vec![self.blob_job(src, fan, &config.digest, Some(config.size))];
                     for l in &layers {
                         if !l.urls.is_empty() && !opts.include_external {
                             tracing::debug!(digest = %l.digest, "Skipping foreign layer");
                             continue;
                         }
-                        jobs.push(self.copy_blob(
-                            src,
-                            dst,
-                            &l.digest,
-                            Some(l.size),
-                            opts.new_target,
-                        ));
+                        jobs.push(self.blob_job(src, fan, &l.digest, Some(l.size)));
                     }
-                    run_bounded(jobs).await?;
+                    run_bounded(fan, jobs).await;
                     Ok(m.clone())
                 }
                 Content::Schema1 { layers } => {
                     let mut jobs = Vec::with_capacity(layers.len());
                     for d in &layers {
-                        jobs.push(self.copy_blob(src, dst, d, None, opts.new_target));
+                        jobs.push(self.blob_job(src, fan, d, None));
                     }
-                    run_bounded(jobs).await?;
+                    run_bounded(fan, jobs).await;
                     Ok(m.clone())
                 }
             }
         })
     }
 
-    /// One entry of an index: a manifest (recursively, then pushed by digest) or a blob.
-    /// A child manifest already being copied to `dst` (listed twice, or by two images at
-    /// once) is waited for, not copied again.
+    /// One blob into every target of `fan` still going.
+    async fn blob_job(&self, src: &Repo, fan: &Fan<'_>, digest: &Digest, size: Option<u64>) {
+        let (places, targets) = fan.alive();
+        if targets.is_empty() {
+            return;
+        }
+        let results = self.copy_blob_to_all(src, &targets, digest, size).await;
+        fan.record(&places, results);
+    }
+
+    /// One entry of an index into every target of `fan` still going: a manifest
+    /// (recursively, then pushed by digest) or a blob. A child manifest already being
+    /// copied to a target (listed twice, or by two images at once) is waited for, not
+    /// copied again.
     async fn copy_child(
         &self,
         src: &Repo,
-        dst: &Repo,
+        fan: &Fan<'_>,
         d: &Descriptor,
         opts: &CopyOptions,
         walk: Walk<'_>,
         parent: &str,
-    ) -> Result<()> {
+    ) {
         if !media_type::is_manifest(&d.media_type) {
-            self.copy_blob(src, dst, &d.digest, Some(d.size), opts.new_target)
-                .await?;
-            return Ok(());
+            return self.blob_job(src, fan, &d.digest, Some(d.size)).await;
         }
-        self.manifests_inflight
-            .run((dst.key(), d.digest.clone()), || {
-                self.copy_child_manifest(src, dst, d, opts, walk, parent)
-            })
-            .await
+        let (places, targets) = fan.alive();
+        if targets.is_empty() {
+            return;
+        }
+        let keys = targets
+            .iter()
+            .map(|(dst, _)| (dst.key(), d.digest.clone()))
+            .collect();
+        let results = self
+            .manifests_inflight
+            .run_all(
+                keys,
+                |mine| {
+                    let owned: Vec<(&Repo, bool)> = mine.iter().map(|&i| targets[i]).collect();
+                    async move {
+                    self.copy_child_manifest(src, &owned, d, opts, walk, parent)
+                        .await
+                    }
+                },
+                |at| {
+                    let one = [targets[at]];
+                    async move {
+                        let fan = Fan::new(&one);
+                        Box::pin(self.copy_child(src, &fan, d, opts, walk, parent)).await;
+                        fan.finish(&()).pop().unwrap_or(Err(Error::Cancelled))
+                    }
+                },
+            )
+            .await;
+        fan.record(&places, results);
     }
 
+    /// A child manifest into each of `targets` that lacks it: read from the source once,
+    /// its own children copied, then pushed by digest. One result per target.
     async fn copy_child_manifest(
         &self,
         src: &Repo,
-        dst: &Repo,
+        targets: &[(&Repo, bool)],
         d: &Descriptor,
         opts: &CopyOptions,
         walk: Walk<'_>,
         parent: &str,
-    ) -> Result<()> {
+    ) -> Vec<Result<()>> {
         let digest = d.digest.to_string();
         // In a new repository a child is asked about only when this run already pushed it
         // (an index shared by several tags, or children shared by several indexes).
-        let ask = !opts.new_target || self.manifest_pushed(dst, &d.digest).await;
-        if !opts.force_recursive && ask && dst.head_manifest(&digest).await?.is_some() {
-            return Ok(());
+        let has = join_all(targets.iter().map(|(dst, new_target)| async {
+            let ask = !*new_target || self.manifest_pushed(dst, &d.digest).await;
+            if opts.force_recursive || !ask {
+                return Ok(false);
+            }
+            Ok(dst.head_manifest(&digest).await?.is_some())
+        }))
+        .await;
+        let mut out: Vec<Option<Result<()>>> = targets.iter().map(|_| None).collect();
+        let mut lacking = Vec::new();
+        let mut places = Vec::new();
+        for (i, h) in has.into_iter().enumerate() {
+            match h {
+                Ok(true) => out[i] = Some(Ok(())),
+                Ok(false) => {
+                    lacking.push(targets[i]);
+                    places.push(i);
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
         }
-        let walk = walk.child(parent)?;
-        let child = src.get_manifest(&digest).await?;
-        if child.digest != d.digest {
-            return Err(Error::DigestMismatch {
-                expected: d.digest.clone(),
-                actual: child.digest,
-            });
+        if !lacking.is_empty() {
+            let fan = Fan::new(&lacking);
+            let copied = async {
+                let walk = walk.child(parent)?;
+                let child = src.get_manifest(&digest).await?;
+                if child.digest != d.digest {
+                    return Err(Error::DigestMismatch {
+                        expected: d.digest.clone(),
+                        actual: child.digest,
+                    });
+                }
+                self.copy_children_all(src, &fan, &child, opts, false, walk)
+                    .await
+            }
+            .await;
+            match copied {
+                Ok(child) => {
+                    let (alive, _) = fan.alive();
+                    let puts = join_all(alive.iter().map(|&i| {
+                        let dst = lacking[i].0;
+                        let child = &child;
+                        async move {
+                            dst.put_manifest(None, child).await?;
+                            Stats::add(&self.stats.manifests_pushed, 1);
+                            self.record_manifest(dst, &child.digest).await;
+                            Ok(())
+                        }
+                    }))
+                    .await;
+                    fan.record(&alive, puts);
+                }
+                Err(e) => fan.fail_all(e),
+            }
+            for (place, r) in places.into_iter().zip(fan.finish(&())) {
+                out[place] = Some(r);
+            }
         }
-        let child = self
-            .copy_children(src, dst, &child, opts, false, walk)
-            .await?;
-        dst.put_manifest(None, &child).await?;
-        Stats::add(&self.stats.manifests_pushed, 1);
-        self.record_manifest(dst, &child.digest).await;
-        Ok(())
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Cancelled)))
+            .collect()
     }
 }
 
-/// Runs futures with at most `CHILD_CONCURRENCY` at once; the first error wins.
-async fn run_bounded<T, F: Future<Output = Result<T>>>(jobs: Vec<F>) -> Result<()> {
-    stream::iter(jobs)
-        .buffer_unordered(CHILD_CONCURRENCY)
-        .try_for_each(|_| futures_util::future::ready(Ok(())))
-        .await
+/// Runs `jobs` with at most `CHILD_CONCURRENCY` at once, each recording into `fan`; stops
+/// (dropping those under way) once every target has failed.
+async fn run_bounded<F: Future<Output = ()>>(fan: &Fan<'_>, jobs: Vec<F>) {
+    let mut running = stream::iter(jobs).buffer_unordered(CHILD_CONCURRENCY);
+    while running.next().await.is_some() {
+        if fan.all_failed() {
+            return;
+        }
+    }
 }
 
 /// The index with only the entries `platforms` selects; the same manifest when all are.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use regferry_registry::Digest;
 use tokio::sync::Mutex;
 
-pub use image::{CopyOptions, GraphLimits, filter_index};
+pub use image::{CopyOptions, Destination, GraphLimits, filter_index};
 pub use platform::{matches_platform, select_platform};
 pub use referrers::{ReferrerCopy, ReferrerFilterFn, ReferrerWalk};
 pub use slots::Slots;

@@ -9,6 +9,7 @@ pub struct Stats {
     pub(crate) blobs_mounted: AtomicU64,
     pub(crate) blobs_existing: AtomicU64,
     pub(crate) bytes_copied: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
     pub(crate) referrers_copied: AtomicU64,
 }
 
@@ -23,8 +24,12 @@ pub struct StatsSnapshot {
     pub blobs_mounted: u64,
     /// Blobs the target already had.
     pub blobs_existing: u64,
-    /// Blob bytes streamed (including bytes of attempts that failed and were retried).
+    /// Blob bytes written to targets (including bytes of attempts that failed and were
+    /// retried).
     pub bytes_copied: u64,
+    /// Blob bytes read from sources: less than `bytes_copied` when one read fed several
+    /// targets (`targets`).
+    pub bytes_read: u64,
     /// Referrers copied.
     pub referrers_copied: u64,
 }
@@ -39,6 +44,7 @@ impl Stats {
             blobs_mounted: r(&self.blobs_mounted),
             blobs_existing: r(&self.blobs_existing),
             bytes_copied: r(&self.bytes_copied),
+            bytes_read: r(&self.bytes_read),
             referrers_copied: r(&self.referrers_copied),
         }
     }

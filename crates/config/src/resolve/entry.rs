@@ -25,10 +25,47 @@ pub(super) fn resolve_entry(
     if source.is_none() {
         errs.keep(ctx.err::<()>(&scope, "source", Some(entry_loc), ErrorKind::Missing));
     }
-    let target = s.target.as_ref().filter(|x| !x.value.is_empty());
-    if target.is_none() {
-        errs.keep(ctx.err::<()>(&scope, "target", Some(entry_loc), ErrorKind::Missing));
+    // `target`, or (a regferry extension) `targets`: each with the field an error names.
+    let single = s.target.as_ref().filter(|x| !x.value.is_empty());
+    let mut targets: Vec<(String, &Spanned<String>)> = Vec::new();
+    match (single, s.targets.as_ref()) {
+        (Some(_), Some(list)) => {
+            errs.keep(ctx.err::<()>(
+                &scope,
+                "targets",
+                Some(list.defined),
+                ErrorKind::Misplaced {
+                    reason: "set either target or targets, not both",
+                },
+            ));
+        }
+        (Some(t), None) => targets.push(("target".to_owned(), t)),
+        (None, Some(list)) if list.value.is_empty() => {
+            errs.keep(ctx.err::<()>(
+                &scope,
+                "targets",
+                Some(list.defined),
+                ErrorKind::Invalid {
+                    value: "[]".to_owned(),
+                    expected: "a list of one or more targets",
+                },
+            ));
+        }
+        (None, Some(list)) => {
+            for (i, t) in list.value.iter().enumerate() {
+                let field = format!("targets[{i}]");
+                if t.value.is_empty() {
+                    errs.keep(ctx.err::<()>(&scope, &field, Some(t.defined), ErrorKind::Missing));
+                } else {
+                    targets.push((field, t));
+                }
+            }
+        }
+        (None, None) => {
+            errs.keep(ctx.err::<()>(&scope, "target", Some(entry_loc), ErrorKind::Missing));
+        }
     }
+    let target = targets.first().map(|(_, t)| *t);
     let kind = match s.kind.as_ref().map(|k| (k, k.value.as_str())) {
         Some((_, "image")) => Some(SyncKind::Image),
         Some((_, "repository")) => Some(SyncKind::Repository),
@@ -340,9 +377,16 @@ pub(super) fn resolve_entry(
             .collect::<Vec<_>>()
             .join(",");
     }
-    data.target = ctx
-        .expand(&scope, "target", target, &data.value())
-        .map_err(|e| errs.with(e))?;
+    // Each of `targets` sees itself as .Sync.Target; later templates see the first.
+    let mut target_strs = Vec::with_capacity(targets.len());
+    for (field, t) in &targets {
+        data.target = t.value.clone();
+        let expanded = ctx
+            .expand(&scope, field, t, &data.value())
+            .map_err(|e| errs.with(e))?;
+        target_strs.push((field, expanded, t.defined));
+    }
+    data.target = target_strs[0].1.clone();
     let referrer_target_str = match referrer_target_raw {
         Some(rt) => {
             let v = ctx
@@ -362,14 +406,24 @@ pub(super) fn resolve_entry(
         Some(source.defined),
         kind,
     ));
-    let target_ep = errs.keep(endpoint(
-        ctx,
-        &scope,
-        "target",
-        &data.target,
-        Some(target.defined),
-        kind,
-    ));
+    let mut target_eps = Vec::with_capacity(target_strs.len());
+    for (field, value, loc) in &target_strs {
+        let Some(ep) = errs.keep(endpoint(ctx, &scope, field, value, Some(*loc), kind)) else {
+            continue;
+        };
+        if target_eps.contains(&ep) {
+            errs.keep(ctx.err::<()>(
+                &scope,
+                field,
+                Some(*loc),
+                ErrorKind::Endpoint {
+                    value: value.clone(),
+                    reason: "is listed twice in targets",
+                },
+            ));
+        }
+        target_eps.push(ep);
+    }
     let mut referrer_sources = Vec::new();
     for (field, value, loc) in &referrer_source_strs {
         if value.is_empty() {
@@ -411,12 +465,21 @@ pub(super) fn resolve_entry(
         .or(d.require.as_ref())
         .and_then(|r| require(ctx, &scope, r, &data.value(), &mut errs));
 
-    let (Some(source_ep), Some(target_ep)) = (source_ep, target_ep) else {
+    let Some(source_ep) = source_ep else {
         return Err(errs.into_vec());
     };
     errs.finish()?;
-    let name =
-        named.unwrap_or_else(|| default_entry_name(&source_ep.to_string(), &target_ep.to_string()));
+    let mut target_eps = target_eps.into_iter();
+    let Some(target_ep) = target_eps.next() else {
+        return Err(errs.into_vec());
+    };
+    let more_targets: Vec<Endpoint> = target_eps.collect();
+    let targets_text = std::iter::once(&target_ep)
+        .chain(&more_targets)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let name = named.unwrap_or_else(|| default_entry_name(&source_ep.to_string(), &targets_text));
     Ok(SyncEntry {
         index,
         named: s.name.as_ref().is_some_and(|n| !n.value.trim().is_empty()),
@@ -424,6 +487,7 @@ pub(super) fn resolve_entry(
         kind,
         source: source_ep,
         target: target_ep,
+        more_targets,
         tags,
         repos,
         platform,

@@ -257,7 +257,7 @@ pub(crate) fn resolve(
             }
         };
         if names.contains(&e.name) {
-            if e.name == default_entry_name(&e.source.to_string(), &e.target.to_string()) {
+            if e.name == default_entry_name(&e.source.to_string(), &e.targets_text()) {
                 // Two entries with the same source and target (valid in regsync): keep both,
                 // told apart by index.
                 e.name = format!("{}-{index}", e.name);
