@@ -4,8 +4,8 @@
 use regferry_testkit::cli::{ConfigFile, RunOutput, registry_config, run_regferry};
 use regferry_testkit::image;
 use regferry_testkit::{
-    Action, Content, FaultProxy, RawClient, Rule, TestRegistry, skopeo::skopeo, skopeo_digest,
-    skopeo_list_tags,
+    Action, Content, FaultProxy, RawClient, Rule, TestRegistry, skopeo::assert_same_manifests,
+    skopeo::skopeo, skopeo_digest, skopeo_list_tags,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_regferry");
@@ -715,4 +715,131 @@ fn a_signature_key_that_is_not_a_p256_public_key_is_refused() {
         "{}",
         o.stderr
     );
+}
+
+/// GETs of blobs and manifests the source answered, by path.
+fn source_reads(proxy: &FaultProxy) -> std::collections::BTreeMap<String, usize> {
+    let mut reads = std::collections::BTreeMap::new();
+    for r in proxy.requests() {
+        if r.method == "GET" && (r.path.contains("/blobs/") || r.path.contains("/manifests/")) {
+            *reads.entry(r.path).or_insert(0) += 1;
+        }
+    }
+    reads
+}
+
+#[test]
+fn targets_reads_the_source_once_for_every_target_and_each_target_stands_alone() {
+    let src = TestRegistry::start();
+    let (one, two) = (TestRegistry::start(), TestRegistry::start());
+    let source = FaultProxy::start(&src);
+    // The second target sits behind a proxy that can make it fail.
+    let two_proxy = FaultProxy::start(&two);
+    let layout = tempfile::tempdir().unwrap();
+    let single = image::image(61, 3, 40_000);
+    let multi = image::multi_arch(62, 2, 30_000);
+    push(&src, "app", "1", &single);
+    push(&src, "app", "2", &multi);
+    let hosts = vec![
+        (source.host(), None),
+        (one.host(), None),
+        (two_proxy.host(), None),
+    ];
+    let c = registry_config(
+        &hosts,
+        "  parallel: 2\n",
+        &format!(
+            "  - source: {s}/app\n    targets:\n      - {a}/app\n      - {b}/mirror/app\n      - ocidir://{l}/app\n    type: repository\n",
+            s = source.host(),
+            a = one.host(),
+            b = two_proxy.host(),
+            l = layout.path().display(),
+        ),
+    );
+    let shown = regferry(&["config"], &c);
+    assert!(shown.stdout.contains("targets:"), "{}", shown.stdout);
+
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    for tag in ["1", "2"] {
+        assert_same_manifests(&src, &one, &format!("app:{tag}"), &format!("app:{tag}"));
+        assert_same_manifests(
+            &src,
+            &two,
+            &format!("app:{tag}"),
+            &format!("mirror/app:{tag}"),
+        );
+        let want = skopeo_digest(&src, &format!("app:{tag}"));
+        let got = String::from_utf8(skopeo(&[
+            "inspect",
+            "--format",
+            "{{.Digest}}",
+            &format!("oci:{}/app:{tag}", layout.path().display()),
+        ]))
+        .unwrap();
+        assert_eq!(got.trim(), want, "the layout's app:{tag}");
+    }
+    // Three targets, and each blob and each manifest was read from the source once.
+    let reads = source_reads(&source);
+    let blobs = reads.keys().filter(|p| p.contains("/blobs/")).count();
+    // single: config + 3 layers; multi: 2 platforms of config + 2 layers.
+    assert_eq!(blobs, 4 + 2 * 3, "{reads:#?}");
+    assert!(reads.values().all(|n| *n == 1), "{reads:#?}");
+
+    // Targets already up to date cost no source read (a HEAD per tag).
+    source.clear_requests();
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        source_reads(&source).is_empty(),
+        "{:#?}",
+        source_reads(&source)
+    );
+
+    // One target failing does not stop the others, and is reported on its own.
+    let newer = image::image(63, 2, 20_000);
+    push(&src, "app", "3", &newer);
+    two_proxy.add_rule(Rule::new(
+        "PUT",
+        "/blobs/uploads/",
+        Action::respond(500, &[]),
+    ));
+    source.clear_requests();
+    let o = regferry(&["once", "--format", "json"], &c);
+    assert_ne!(
+        o.code, 0,
+        "a failed target fails the run: {}{}",
+        o.stdout, o.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let tags = report["entries"][0]["tags"].as_array().unwrap();
+    let outcome = |target: &str| {
+        tags.iter()
+            .find(|t| t["target"].as_str().unwrap().ends_with(target))
+            .map(|t| {
+                (
+                    t["state"].as_str().unwrap().to_owned(),
+                    t["copied"].as_bool().unwrap(),
+                )
+            })
+            .unwrap_or_else(|| panic!("{target} in {tags:#?}"))
+    };
+    assert_eq!(outcome("/mirror/app:3"), ("failed".to_owned(), false));
+    let copied = ("missing".to_owned(), true);
+    assert_eq!(outcome(&format!("{}/app:3", one.host())), copied);
+    assert_eq!(
+        outcome(&format!("{}/app:3", layout.path().display())),
+        copied
+    );
+    assert_same_manifests(&src, &one, "app:3", "app:3");
+    assert!(!skopeo_list_tags(&two, "mirror/app").contains(&"3".to_owned()));
+    // The failing target's retries read again; the others were fed by the first read.
+    let reads = source_reads(&source);
+    let layer = format!("/blobs/{}", newer.layers[0].digest());
+    let n = reads
+        .iter()
+        .filter(|(p, _)| p.contains(&layer))
+        .map(|(_, n)| *n)
+        .sum::<usize>();
+    assert!((1..=3).contains(&n), "{reads:#?}");
 }

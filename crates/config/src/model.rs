@@ -627,7 +627,12 @@ impl SyncEntry {
 
     /// A short label for logs: `sync[2] docker.io/library/busybox -> ...`.
     pub fn label(&self) -> String {
-        format!("sync[{}] {} -> {}", self.index, self.source, self.targets_text())
+        format!(
+            "sync[{}] {} -> {}",
+            self.index,
+            self.source,
+            self.targets_text()
+        )
     }
 
     /// Every target: `target`, then the rest of `targets`.

@@ -704,7 +704,11 @@ fn targets_lists_several_targets_each_templated_and_checked_at_its_place() {
     let all: Vec<String> = e.targets().map(ToString::to_string).collect();
     assert_eq!(
         all,
-        ["r1.example.com/a/b", "r2.example.com/mirror/b", "ocidir://out/b"]
+        [
+            "r1.example.com/a/b",
+            "r2.example.com/mirror/b",
+            "ocidir://out/b"
+        ]
     );
     assert_eq!(e.target.to_string(), "r1.example.com/a/b");
     assert!(l.config.sync[1].more_targets.is_empty());

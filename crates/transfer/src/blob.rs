@@ -84,7 +84,10 @@ impl Transfer {
     ) -> Vec<Result<BlobOutcome>> {
         // Each target's copy of this blob is this caller's, or joins the one already under
         // way there (another image needing the same layer).
-        let keys = dsts.iter().map(|(d, _)| (d.key(), digest.clone())).collect();
+        let keys = dsts
+            .iter()
+            .map(|(d, _)| (d.key(), digest.clone()))
+            .collect();
         self.blobs_inflight
             .run_all(
                 keys,
@@ -146,7 +149,13 @@ impl Transfer {
     /// shares the target's registry, or else from a target repository this run already put
     /// the blob in (a base layer shared by many images is then read from the source once per
     /// target registry, not once per repository).
-    async fn look(&self, src: &Repo, dst: &Repo, digest: &Digest, likely_absent: bool) -> Result<Look> {
+    async fn look(
+        &self,
+        src: &Repo,
+        dst: &Repo,
+        digest: &Digest,
+        likely_absent: bool,
+    ) -> Result<Look> {
         let landed = self.landed_near(dst, digest).await;
         let from = dst.mount_from(src).map(str::to_owned).or(landed);
         // A blob this run already put in `dst` is most likely still there: a HEAD says so.

@@ -12,7 +12,7 @@ use regferry_registry::http::ManifestHead;
 use regferry_registry::manifest::media_type;
 use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Digest, Error, Manifest, Reference, Result};
-use regferry_transfer::{CopyOptions, GraphLimits, Slots, Transfer, select_platform};
+use regferry_transfer::{CopyOptions, Destination, GraphLimits, Slots, Transfer, select_platform};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -97,6 +97,8 @@ struct Item {
     src_ref: String,
     dst: Repo,
     dst_tag: String,
+    /// Which of the entry's targets `dst` belongs to (0 but with `targets`).
+    to: usize,
 }
 
 /// A manifest read by digest, checked to be that digest: a registry must not answer a read
@@ -139,6 +141,36 @@ struct Selected {
     outside_latest: Vec<String>,
     /// Per target repository, what `prune` deletes after the copies.
     prunes: Vec<prune::PrunePlan>,
+}
+
+/// A read shared by the targets of one source image: its result, or why it failed.
+type Shared<T> = tokio::sync::OnceCell<std::result::Result<T, Arc<Error>>>;
+
+/// What one source image's targets read from the source, read once for all of them.
+#[derive(Default)]
+struct SourceReads {
+    /// The source tag's manifest: its HEAD, and the manifest when it was read whole.
+    source: Shared<(Option<ManifestHead>, Option<Manifest>)>,
+    /// What `platform`/`platforms` selected from it.
+    selected: Shared<Manifest>,
+}
+
+/// Items grouped by source image, in their order: one group per source tag, holding an
+/// item per target (one, but with `targets`).
+fn by_source(items: Vec<Item>) -> Vec<Vec<Item>> {
+    let mut at: HashMap<(String, String), usize> = HashMap::new();
+    let mut groups: Vec<Vec<Item>> = Vec::new();
+    for item in items {
+        let key = (item.src.key(), item.src_ref.clone());
+        match at.get(&key) {
+            Some(&g) => groups[g].push(item),
+            None => {
+                at.insert(key, groups.len());
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
 }
 
 /// What the comparison found for one item.
@@ -311,7 +343,7 @@ impl Engine {
             index: entry.index,
             name: entry.name.clone(),
             display_name: entry.display_name(),
-            label: format!("{} -> {}", entry.source, entry.target),
+            label: format!("{} -> {}", entry.source, entry.targets_text()),
             tags: Vec::new(),
             outside_latest: Vec::new(),
             pruned: Vec::new(),
@@ -353,7 +385,10 @@ impl Engine {
         let view = steady.then(|| self.view(entry, started)).flatten();
         let memo = RunMemo::new(entry.kind != SyncKind::Image && only.tag.is_none())
             .trusting(view.clone());
-        let _writing = self.layout_writers.enter(&entry.target);
+        let _writing: Vec<prune::Writing> = entry
+            .targets()
+            .map(|t| self.layout_writers.enter(t))
+            .collect();
         let report = self
             .run_entry_with(entry, opts, abort, only, report, &memo)
             .await;
@@ -427,16 +462,25 @@ impl Engine {
         self.tags_seen.fetch_add(items.len(), Ordering::Relaxed);
         // A tag's work (its comparison, copy and referrers: a large state) is allocated only
         // once it holds one of the engine's tag slots, so memory is bounded across entries,
-        // however many run at once.
-        report.tags = stream::iter(items.into_iter().map(|item| async move {
-            let _slot = self.tag_slots.acquire().await;
-            Box::pin(self.process(entry, item, opts, abort, memo)).await
-        }))
-        .buffer_unordered(CHECK_CONCURRENCY)
-        .collect()
-        .await;
+        // however many run at once. With `targets`, one source image and all its targets
+        // are one piece of work: compared each, copied from one read of the source.
+        let done: Vec<Vec<(usize, TagReport)>> =
+            stream::iter(by_source(items).into_iter().map(|group| async move {
+                let _slot = self.tag_slots.acquire().await;
+                Box::pin(self.process(entry, group, opts, abort, memo)).await
+            }))
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .collect()
+            .await;
+        let mut failed = vec![0; 1 + entry.more_targets.len()];
+        for (to, tag) in done.into_iter().flatten() {
+            if tag.state == State::Failed {
+                failed[to] += 1;
+            }
+            report.tags.push(tag);
+        }
         report.tags.sort_by(|a, b| a.target.cmp(&b.target));
-        self.prune(entry, opts, prunes, &mut report).await;
+        self.prune(entry, opts, prunes, &failed, &mut report).await;
         report
     }
 
@@ -456,18 +500,21 @@ impl Engine {
                     return Ok(Selected::default());
                 }
                 let src = self.clients.repo(&entry.source, None)?;
-                let dst = self.clients.repo(&entry.target, None)?;
                 let src_ref = reference_of(&entry.source);
-                let dst_tag = tag_of(&entry.target)
-                    .or_else(|| tag_of(&entry.source))
-                    .unwrap_or_else(|| "latest".to_owned());
+                let mut items = Vec::new();
+                for (to, target) in entry.targets().enumerate() {
+                    items.push(Item {
+                        src: src.clone(),
+                        src_ref: src_ref.clone(),
+                        dst: self.clients.repo(target, None)?,
+                        dst_tag: tag_of(target)
+                            .or_else(|| tag_of(&entry.source))
+                            .unwrap_or_else(|| "latest".to_owned()),
+                        to,
+                    });
+                }
                 Ok(Selected {
-                    items: vec![Item {
-                        src,
-                        src_ref,
-                        dst,
-                        dst_tag,
-                    }],
+                    items,
                     matched: 1,
                     outside_latest: Vec::new(),
                     prunes: Vec::new(),
@@ -475,8 +522,11 @@ impl Engine {
             }
             SyncKind::Repository => {
                 let src = self.clients.repo(&entry.source, None)?;
-                let dst = self.clients.repo(&entry.target, None)?;
-                self.repo_items(entry, src, dst, mode, only, memo).await
+                let dsts = entry
+                    .targets()
+                    .map(|t| self.clients.repo(t, None))
+                    .collect::<Result<Vec<_>>>()?;
+                self.repo_items(entry, src, dsts, mode, only, memo).await
             }
             SyncKind::Registry => {
                 let Endpoint::Namespace { registry, prefix } = &entry.source else {
@@ -511,8 +561,11 @@ impl Engine {
                     } else {
                         repo.strip_prefix(&format!("{prefix}/")).unwrap_or(&repo)
                     };
-                    let dst = self.clients.repo(&entry.target, Some(rel))?;
-                    let one = self.repo_items(entry, src, dst, mode, only, memo).await?;
+                    let dsts = entry
+                        .targets()
+                        .map(|t| self.clients.repo(t, Some(rel)))
+                        .collect::<Result<Vec<_>>>()?;
+                    let one = self.repo_items(entry, src, dsts, mode, only, memo).await?;
                     all.items.extend(one.items);
                     all.matched += one.matched;
                     all.outside_latest.extend(one.outside_latest);
@@ -527,7 +580,7 @@ impl Engine {
         &self,
         entry: &SyncEntry,
         src: Repo,
-        dst: Repo,
+        dsts: Vec<Repo>,
         mode: Mode,
         only: &Only,
         memo: &RunMemo,
@@ -546,28 +599,28 @@ impl Engine {
                 ),
             });
         }
-        // One listing of the target replaces a HEAD for each tag it lacks, and tells a new
+        // One listing of each target replaces a HEAD for each tag it lacks, and tells a new
         // repository (no tags) from one that has most blobs already. A webhook's single tag
-        // costs one HEAD instead.
+        // costs one HEAD instead. The source is listed once, for all targets.
         let list_target = only.tag.is_none() || mode == (Mode::Copy { missing_only: true });
         let listed_at = Instant::now();
         // Which versions are the `latest` depends on every tag, so a webhook's tag is judged
         // against the whole listing.
         let whole_listing = only.tag.is_none() || entry.tags.has_latest();
-        let (listed, have) = tokio::join!(
+        let (listed, haves) = tokio::join!(
             async {
                 match &only.tag {
                     Some(t) if !whole_listing => Ok(vec![t.clone()]),
                     _ => src.list_tags().await,
                 }
             },
-            async {
+            futures_util::future::join_all(dsts.iter().map(|dst| async move {
                 if list_target {
-                    Some(memo.target_tags(&dst).await)
+                    Some(memo.target_tags(dst).await)
                 } else {
                     None
                 }
-            }
+            }))
         );
         let listed = listed?;
         if only.tag.is_none() {
@@ -594,228 +647,320 @@ impl Engine {
         }
         tags.sort();
         let matched = tags.len();
-        // Only a full run prunes: not `--missing`, not a webhook's single tag.
-        let mut prunes = Vec::new();
-        if let Some(p) = entry.prune
-            && mode != (Mode::Copy { missing_only: true })
-            && only.tag.is_none()
-        {
-            let plan = if self.backs_up_into(entry, &dst) {
-                prune::PrunePlan {
-                    dst: dst.clone(),
-                    tags: Err(format!(
-                        "not pruned: the entry's backup writes into {dst} itself, where backups cannot be told from tags the source no longer has; write backups to another repository"
-                    )),
-                }
-            } else {
-                let chosen: std::collections::HashSet<&str> =
-                    tags.iter().map(String::as_str).collect();
-                let listing = match &have {
-                    Some(Ok(Some(h))) => Some(&**h),
-                    _ => None,
-                };
-                prune::plan(entry, p, &dst, &chosen, listing)
-            };
-            prunes.push(plan);
-        }
-        // A target that cannot be listed (some registries allow HEAD but not listing) is
-        // asked tag by tag, and counts as empty for --missing.
-        match have {
-            Some(Ok(Some(have))) => {
-                if let Mode::Copy { missing_only: true } = mode {
-                    // "Exists" means the tag exists, even if stale.
-                    tags.retain(|t| !have.contains(t));
-                }
-            }
-            Some(Ok(None)) => {
-                tracing::warn!(target = %dst, "The target cannot be listed; comparing tag by tag");
-            }
-            Some(Err(e)) => {
-                tracing::warn!(target = %dst, error = %e, "Listing the target failed; comparing tag by tag");
-                memo.unlisted(&dst).await;
-            }
-            None => {}
-        }
-        Ok(Selected {
-            items: tags
-                .into_iter()
-                .map(|t| Item {
-                    src: src.clone(),
-                    src_ref: t.clone(),
-                    dst: dst.clone(),
-                    dst_tag: t,
-                })
-                .collect(),
+        let mut selected = Selected {
+            items: Vec::new(),
             matched,
             outside_latest,
-            prunes,
-        })
+            prunes: Vec::new(),
+        };
+        for (to, (dst, have)) in dsts.into_iter().zip(haves).enumerate() {
+            let mut tags = tags.clone();
+            // Only a full run prunes: not `--missing`, not a webhook's single tag.
+            if let Some(p) = entry.prune
+                && mode != (Mode::Copy { missing_only: true })
+                && only.tag.is_none()
+            {
+                let plan = if self.backs_up_into(entry, &dst) {
+                    prune::PrunePlan {
+                        dst: dst.clone(),
+                        to,
+                        tags: Err(format!(
+                            "not pruned: the entry's backup writes into {dst} itself, where backups cannot be told from tags the source no longer has; write backups to another repository"
+                        )),
+                    }
+                } else {
+                    let chosen: std::collections::HashSet<&str> =
+                        tags.iter().map(String::as_str).collect();
+                    let listing = match &have {
+                        Some(Ok(Some(h))) => Some(&**h),
+                        _ => None,
+                    };
+                    prune::plan(entry, p, &dst, to, &chosen, listing)
+                };
+                selected.prunes.push(plan);
+            }
+            // A target that cannot be listed (some registries allow HEAD but not listing) is
+            // asked tag by tag, and counts as empty for --missing.
+            match have {
+                Some(Ok(Some(have))) => {
+                    if let Mode::Copy { missing_only: true } = mode {
+                        // "Exists" means the tag exists, even if stale.
+                        tags.retain(|t| !have.contains(t));
+                    }
+                }
+                Some(Ok(None)) => {
+                    tracing::warn!(target = %dst, "The target cannot be listed; comparing tag by tag");
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(target = %dst, error = %e, "Listing the target failed; comparing tag by tag");
+                    memo.unlisted(&dst).await;
+                }
+                None => {}
+            }
+            selected.items.extend(tags.into_iter().map(|t| Item {
+                src: src.clone(),
+                src_ref: t.clone(),
+                dst: dst.clone(),
+                dst_tag: t,
+                to,
+            }));
+        }
+        Ok(selected)
     }
 
+    /// One source image into each of its targets (one, but with `targets`): each report
+    /// with the target it is about.
     async fn process(
         &self,
         entry: &SyncEntry,
-        item: Item,
+        items: Vec<Item>,
         opts: RunOptions,
         abort: &AtomicBool,
         memo: &RunMemo,
-    ) -> TagReport {
+    ) -> Vec<(usize, TagReport)> {
         // A cancelled run drops the tag's work wherever it is (a retry's backoff, a blob
         // half streamed); the upload sessions it leaves open are cancelled by the caller.
-        let report = tokio::select! {
-            r = self.process_inner(entry, &item, opts, abort, memo) => r,
-            () = self.cancelled.cancelled() => {
+        let reports = tokio::select! {
+            r = self.process_inner(entry, &items, opts, abort, memo) => r,
+            () = self.cancelled.cancelled() => items.iter().map(|item| {
                 let mut r = item.report();
                 r.state = State::Skipped;
                 r.reason = Some("not finished: the run was interrupted".into());
                 r
-            }
+            }).collect(),
         };
-        self.tags_done.fetch_add(1, Ordering::Relaxed);
-        report
+        self.tags_done.fetch_add(items.len(), Ordering::Relaxed);
+        items.iter().map(|i| i.to).zip(reports).collect()
     }
 
     async fn process_inner(
         &self,
         entry: &SyncEntry,
-        item: &Item,
+        items: &[Item],
         opts: RunOptions,
         abort: &AtomicBool,
         memo: &RunMemo,
-    ) -> TagReport {
-        let mut report = item.report();
+    ) -> Vec<TagReport> {
+        let mut reports: Vec<TagReport> = items.iter().map(Item::report).collect();
         if abort.load(Ordering::Relaxed) {
-            report.reason = Some("not run: an earlier failure aborted the run".into());
-            return report;
+            for r in &mut reports {
+                r.reason = Some("not run: an earlier failure aborted the run".into());
+            }
+            return reports;
         }
         if self.stopping.load(Ordering::Relaxed) {
-            report.state = State::Skipped;
-            report.reason = Some("not run: shutting down".into());
-            return report;
+            for r in &mut reports {
+                r.state = State::Skipped;
+                r.reason = Some("not run: shutting down".into());
+            }
+            return reports;
         }
-        let decision = match self.decide(entry, item, opts.mode, memo).await {
-            Ok(d) => d,
-            Err(e) => return self.failed(report, e, opts, abort),
-        };
-        report.state = decision.state;
-        report.reason.clone_from(&decision.reason);
-        report.source_digest = decision.source.as_ref().map(|h| h.digest.to_string());
-        report.target_digest = decision.target.as_ref().map(|h| h.digest.to_string());
-        if let Some(m) = &decision.manifest {
-            report.source_digest = Some(m.digest.to_string());
-        }
-        let wants_copy = matches!(decision.state, State::Missing | State::Changed);
-        if wants_copy && let Some(req) = &entry.require {
-            let Some(head) = &decision.source else {
-                let e = Error::Protocol {
-                    what: format!("{}:{}", item.src, item.src_ref),
-                    reason: "no source digest to check `require` against".into(),
-                };
-                return self.failed(report, e, opts, abort);
-            };
-            match self.unmet(entry, item, req, head).await {
-                Ok(None) => {}
-                Ok(Some(reason)) => {
-                    tracing::warn!(source = %report.source, target = %report.target, reason = %reason, "Held: the image does not meet the entry's require");
-                    report.state = State::Held;
-                    report.reason = Some(reason);
-                    if opts.abort_on_error {
-                        abort.store(true, Ordering::Relaxed);
+        // Each target is compared on its own; the source is read once for all of them.
+        let reads = SourceReads::default();
+        let decisions = futures_util::future::join_all(
+            items
+                .iter()
+                .map(|item| self.decide(entry, item, opts.mode, memo, &reads)),
+        )
+        .await;
+        // What is left to do for each target; `None` once its report is final.
+        let mut work: Vec<Option<Decision>> = Vec::with_capacity(items.len());
+        for (report, decision) in reports.iter_mut().zip(decisions) {
+            match decision {
+                Ok(d) => {
+                    report.state = d.state;
+                    report.reason.clone_from(&d.reason);
+                    report.source_digest = d.source.as_ref().map(|h| h.digest.to_string());
+                    report.target_digest = d.target.as_ref().map(|h| h.digest.to_string());
+                    if let Some(m) = &d.manifest {
+                        report.source_digest = Some(m.digest.to_string());
                     }
-                    return report;
+                    work.push(Some(d));
                 }
-                Err(e) => return self.failed(report, e, opts, abort),
+                Err(e) => {
+                    self.failed(report, e, opts, abort);
+                    work.push(None);
+                }
             }
         }
-        let dry_run = opts.mode == Mode::Check;
-        if wants_copy && dry_run {
-            tracing::info!(source = %report.source, target = %report.target, state = %decision.state.as_str(), "Image sync needed");
+        let wants_copy = |d: &Option<Decision>| {
+            d.as_ref()
+                .is_some_and(|d| matches!(d.state, State::Missing | State::Changed))
+        };
+        if let Some(req) = &entry.require {
+            self.require_all(entry, items, req, &mut work, &mut reports, opts, abort)
+                .await;
         }
+        let dry_run = opts.mode == Mode::Check;
         // Referrers and digest tags are refreshed for copied images, and for unchanged ones
         // unless fastCheck says a matching digest is enough.
-        let refresh = matches!(decision.state, State::UpToDate) && !entry.fast_check;
-        if !wants_copy && !refresh {
-            return report;
+        let mut tag_last = vec![false; items.len()];
+        for (i, d) in work.iter_mut().enumerate() {
+            let Some(decision) = d else { continue };
+            let copy = matches!(decision.state, State::Missing | State::Changed);
+            if copy && dry_run {
+                tracing::info!(source = %reports[i].source, target = %reports[i].target, state = %decision.state.as_str(), "Image sync needed");
+            }
+            let refresh = matches!(decision.state, State::UpToDate) && !entry.fast_check;
+            if (!copy && !refresh) || (!entry.referrers && !entry.digest_tags && !copy) {
+                *d = None;
+                continue;
+            }
+            // Image first, tag last: with referrers or digest tags to copy, the image is pushed
+            // by digest, then those, then the tag. A tag whose referrers failed keeps its old
+            // image, so a consumer verifying signatures never sees the new one without them.
+            // An image the source is known to keep no referrers for is pushed with its tag at
+            // once: one manifest PUT instead of two.
+            tag_last[i] = entry.digest_tags
+                || (entry.referrers
+                    && copy
+                    && self
+                        .may_have_referrers(entry, &items[i], decision, memo)
+                        .await);
         }
-        if !entry.referrers && !entry.digest_tags && !wants_copy {
-            return report;
-        }
-        let mut copied_manifest = decision.manifest.clone();
-        // Image first, tag last: with referrers or digest tags to copy, the image is pushed
-        // by digest, then those, then the tag. A tag whose referrers failed keeps its old
-        // image, so a consumer verifying signatures never sees the new one without them.
-        // An image the source is known to keep no referrers for is pushed with its tag at
-        // once: one manifest PUT instead of two.
-        let tag_last = entry.digest_tags
-            || (entry.referrers
-                && wants_copy
-                && self.may_have_referrers(entry, item, &decision, memo).await);
-        let mut untagged = None;
-        if wants_copy && !dry_run {
-            match self.copy(entry, item, &decision, memo, !tag_last).await {
-                Ok((m, backup)) => {
-                    report.backup = backup;
-                    if tag_last {
-                        untagged = Some(m.clone());
-                    } else {
-                        report.copied = true;
-                        tracing::info!(source = %report.source, target = %report.target, "Copied");
+        let mut copied: Vec<Option<Manifest>> = work
+            .iter()
+            .map(|d| d.as_ref().and_then(|d| d.manifest.clone()))
+            .collect();
+        let mut untagged: Vec<Option<Manifest>> = vec![None; items.len()];
+        let copying: Vec<usize> = (0..items.len())
+            .filter(|&i| !dry_run && wants_copy(&work[i]))
+            .collect();
+        if !copying.is_empty() {
+            let results = self
+                .copy(entry, items, &copying, &work, memo, &tag_last)
+                .await;
+            for (&i, result) in copying.iter().zip(results) {
+                let report = &mut reports[i];
+                match result {
+                    Ok((m, backup)) => {
+                        report.backup = backup;
+                        if tag_last[i] {
+                            untagged[i] = Some(m.clone());
+                        } else {
+                            report.copied = true;
+                            tracing::info!(source = %report.source, target = %report.target, "Copied");
+                        }
+                        copied[i] = Some(m);
                     }
-                    copied_manifest = Some(m);
+                    Err(e) if e.is_cancelled() && self.stopping.load(Ordering::Relaxed) => {
+                        report.state = State::Skipped;
+                        report.reason = Some("not run: shutting down".into());
+                        work[i] = None;
+                    }
+                    Err(e) => {
+                        self.failed(report, e, opts, abort);
+                        work[i] = None;
+                    }
                 }
-                Err(e) if e.is_cancelled() && self.stopping.load(Ordering::Relaxed) => {
-                    report.state = State::Skipped;
-                    report.reason = Some("not run: shutting down".into());
-                    return report;
-                }
-                Err(e) => return self.failed(report, e, opts, abort),
             }
         }
         if entry.referrers || entry.digest_tags {
-            match self
-                .extras(
+            let live: Vec<usize> = (0..items.len()).filter(|&i| work[i].is_some()).collect();
+            let extras = futures_util::future::join_all(live.iter().map(|&i| {
+                let decision = work[i].as_ref().expect("live work has a decision");
+                self.extras(
                     entry,
-                    item,
-                    &decision,
-                    copied_manifest.as_ref(),
+                    &items[i],
+                    decision,
+                    copied[i].as_ref(),
                     dry_run,
                     memo,
                 )
-                .await
-            {
-                Ok((referrers, digest_tags)) => {
-                    report.referrers = referrers;
-                    report.digest_tags = digest_tags;
+            }))
+            .await;
+            for (&i, extra) in live.iter().zip(extras) {
+                match extra {
+                    Ok((referrers, digest_tags)) => {
+                        reports[i].referrers = referrers;
+                        reports[i].digest_tags = digest_tags;
+                    }
+                    Err(e) => {
+                        self.failed(&mut reports[i], e, opts, abort);
+                        work[i] = None;
+                    }
                 }
-                Err(e) => return self.failed(report, e, opts, abort),
             }
         }
-        if let Some(m) = untagged {
-            match item.dst.put_manifest(Some(&item.dst_tag), &m).await {
+        let tagging: Vec<(usize, Manifest)> = (0..items.len())
+            .filter(|&i| work[i].is_some())
+            .filter_map(|i| untagged[i].take().map(|m| (i, m)))
+            .collect();
+        let tagged = futures_util::future::join_all(
+            tagging
+                .iter()
+                .map(|(i, m)| items[*i].dst.put_manifest(Some(&items[*i].dst_tag), m)),
+        )
+        .await;
+        for ((i, _), result) in tagging.iter().zip(tagged) {
+            let report = &mut reports[*i];
+            match result {
                 Ok(_) => {
                     report.copied = true;
                     tracing::info!(source = %report.source, target = %report.target, "Copied");
                 }
-                Err(e) => return self.failed(report, e, opts, abort),
+                Err(e) => self.failed(report, e, opts, abort),
             }
         }
-        report
+        reports
     }
 
-    fn failed(
+    /// `require` for the targets about to be copied: judged once (they all hold the same
+    /// source image), and each of them held, or failed, by the verdict.
+    #[allow(clippy::too_many_arguments)]
+    async fn require_all(
         &self,
-        mut report: TagReport,
-        e: Error,
+        entry: &SyncEntry,
+        items: &[Item],
+        req: &regferry_config::Require,
+        work: &mut [Option<Decision>],
+        reports: &mut [TagReport],
         opts: RunOptions,
         abort: &AtomicBool,
-    ) -> TagReport {
+    ) {
+        let wanting: Vec<usize> = (0..items.len())
+            .filter(|&i| {
+                work[i]
+                    .as_ref()
+                    .is_some_and(|d| matches!(d.state, State::Missing | State::Changed))
+            })
+            .collect();
+        let Some(&first) = wanting.first() else {
+            return;
+        };
+        let verdict = match work[first].as_ref().and_then(|d| d.source.as_ref()) {
+            None => Err(Error::Protocol {
+                what: format!("{}:{}", items[first].src, items[first].src_ref),
+                reason: "no source digest to check `require` against".into(),
+            }),
+            Some(head) => self.unmet(entry, &items[first], req, head).await,
+        };
+        let verdict = verdict.map_err(Arc::new);
+        for i in wanting {
+            let report = &mut reports[i];
+            match &verdict {
+                Ok(None) => continue,
+                Ok(Some(reason)) => {
+                    tracing::warn!(source = %report.source, target = %report.target, reason = %reason, "Held: the image does not meet the entry's require");
+                    report.state = State::Held;
+                    report.reason = Some(reason.clone());
+                    if opts.abort_on_error {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => self.failed(report, Error::Shared(e.clone()), opts, abort),
+            }
+            work[i] = None;
+        }
+    }
+
+    fn failed(&self, report: &mut TagReport, e: Error, opts: RunOptions, abort: &AtomicBool) {
         tracing::error!(source = %report.source, target = %report.target, error = %e, "Failed to sync");
         report.state = State::Failed;
         report.reason = Some(e.to_string());
         if opts.abort_on_error {
             abort.store(true, Ordering::Relaxed);
         }
-        report
     }
 
     async fn decide(
@@ -824,6 +969,7 @@ impl Engine {
         item: &Item,
         mode: Mode,
         memo: &RunMemo,
+        reads: &SourceReads,
     ) -> Result<Decision> {
         // A tag the run's listing of the target lacks needs no HEAD to know it is missing;
         // unless a backup or `--missing` depends on what the tag holds right now (it may
@@ -849,14 +995,16 @@ impl Engine {
             && matches!(mode, Mode::Copy { .. })
             && entry.ratelimit.min == 0
             && !counts_pulls;
-        let source = async {
+        // With `targets`, the first target to ask reads the source for all of them.
+        let source = reads.source.get_or_init(|| async {
             if !fetch {
-                return Ok((item.src.head_manifest(&item.src_ref).await?, None));
+                let head = item.src.head_manifest(&item.src_ref).await;
+                return head.map(|h| (h, None)).map_err(Arc::new);
             }
             let m = match item.src.get_manifest(&item.src_ref).await {
                 Ok(m) => m,
                 Err(e) if e.is_not_found() => return Ok((None, None)),
-                Err(e) => return Err(e),
+                Err(e) => return Err(Arc::new(e)),
             };
             let head = ManifestHead {
                 digest: m.digest.clone(),
@@ -865,9 +1013,9 @@ impl Engine {
                 rate_limit: None,
             };
             Ok((Some(head), Some(m)))
-        };
+        });
         let (source, target) = tokio::join!(source, target);
-        let (source, mut fetched) = source?;
+        let (source, mut fetched) = source.clone().map_err(Error::Shared)?;
         let source = source.ok_or_else(|| Error::NotFound {
             what: format!("{}:{}", item.src, item.src_ref),
         })?;
@@ -894,31 +1042,15 @@ impl Engine {
         let mut want = source.digest.clone();
         let is_index = regferry_registry::manifest::media_type::is_index(&source.media_type);
         if is_index && (entry.platform.is_some() || !entry.platforms.is_empty()) {
-            let index = match fetched.take() {
-                Some(m) => m,
-                None => bound(
-                    item.src.get_manifest(&source.digest.to_string()).await?,
-                    &source.digest,
-                )?,
-            };
-            let m = match &entry.platform {
-                Some(p) => {
-                    let Content::Index { manifests, .. } = index.content(&item.src_ref)? else {
-                        return Err(Error::InvalidManifest {
-                            reference: item.src_ref.clone(),
-                            reason: "not an index".into(),
-                        });
-                    };
-                    let child = select_platform(&manifests, p).ok_or_else(|| Error::NotFound {
-                        what: format!("platform {p} in {}:{}", item.src, item.src_ref),
-                    })?;
-                    bound(
-                        item.src.get_manifest(&child.digest.to_string()).await?,
-                        &child.digest,
-                    )?
-                }
-                None => regferry_transfer::filter_index(&index, &entry.platforms, &item.src_ref)?,
-            };
+            let selected = reads
+                .selected
+                .get_or_init(|| async {
+                    self.select_platforms(entry, item, &source, fetched.take())
+                        .await
+                        .map_err(Arc::new)
+                })
+                .await;
+            let m = selected.clone().map_err(Error::Shared)?;
             want = m.digest.clone();
             d.manifest = Some(m);
         } else {
@@ -945,64 +1077,142 @@ impl Engine {
         Ok(d)
     }
 
-    async fn copy(
+    /// What `platform` or `platforms` make of a source index: the platform's manifest, or
+    /// the index with only the selected platforms.
+    async fn select_platforms(
         &self,
         entry: &SyncEntry,
         item: &Item,
-        decision: &Decision,
+        source: &ManifestHead,
+        fetched: Option<Manifest>,
+    ) -> Result<Manifest> {
+        let index = match fetched {
+            Some(m) => m,
+            None => bound(
+                item.src.get_manifest(&source.digest.to_string()).await?,
+                &source.digest,
+            )?,
+        };
+        Ok(match &entry.platform {
+            Some(p) => {
+                let Content::Index { manifests, .. } = index.content(&item.src_ref)? else {
+                    return Err(Error::InvalidManifest {
+                        reference: item.src_ref.clone(),
+                        reason: "not an index".into(),
+                    });
+                };
+                let child = select_platform(&manifests, p).ok_or_else(|| Error::NotFound {
+                    what: format!("platform {p} in {}:{}", item.src, item.src_ref),
+                })?;
+                bound(
+                    item.src.get_manifest(&child.digest.to_string()).await?,
+                    &child.digest,
+                )?
+            }
+            None => regferry_transfer::filter_index(&index, &entry.platforms, &item.src_ref)?,
+        })
+    }
+
+    /// Copies the source image of `items` into the targets at `copying` (places in
+    /// `items`), from one read of the source: each target's pushed manifest and backup, or
+    /// why that target failed. `tag_last` says which targets get the image by digest only.
+    async fn copy(
+        &self,
+        entry: &SyncEntry,
+        items: &[Item],
+        copying: &[usize],
+        work: &[Option<Decision>],
         memo: &RunMemo,
-        tag_it: bool,
-    ) -> Result<(Manifest, Option<String>)> {
-        let _slot = self
-            .slot_within_rate_limit(entry, item, decision.source.as_ref())
-            .await?;
+        tag_last: &[bool],
+    ) -> Vec<Result<(Manifest, Option<String>)>> {
+        let all_fail = |e: Error| {
+            let e = Arc::new(e);
+            copying
+                .iter()
+                .map(|_| Err(Error::Shared(e.clone())))
+                .collect()
+        };
+        let first = &items[copying[0]];
+        let decisions: Vec<&Decision> = copying.iter().filter_map(|&i| work[i].as_ref()).collect();
+        let Some(decision) = decisions.first() else {
+            return all_fail(Error::Cancelled);
+        };
+        let _slot = match self
+            .slot_within_rate_limit(entry, first, decision.source.as_ref())
+            .await
+        {
+            Ok(slot) => slot,
+            Err(e) => return all_fail(e),
+        };
         if self.stopping.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
+            return all_fail(Error::Cancelled);
         }
-        let manifest = match &decision.manifest {
-            Some(m) => m.clone(),
-            None => match &decision.source {
-                // What is copied is what was compared (and, with `require`, verified).
-                Some(h) => bound(
-                    item.src.get_manifest(&h.digest.to_string()).await?,
-                    &h.digest,
-                )?,
-                None => item.src.get_manifest(&item.src_ref).await?,
-            },
+        let manifest = match decisions.iter().find_map(|d| d.manifest.clone()) {
+            Some(m) => m,
+            None => {
+                let read = match &decision.source {
+                    // What is copied is what was compared (and, with `require`, verified).
+                    Some(h) => first
+                        .src
+                        .get_manifest(&h.digest.to_string())
+                        .await
+                        .and_then(|m| bound(m, &h.digest)),
+                    None => first.src.get_manifest(&first.src_ref).await,
+                };
+                match read {
+                    Ok(m) => m,
+                    Err(e) => return all_fail(e),
+                }
+            }
         };
         if entry.require.is_some() && manifest.media_type == media_type::DOCKER_SCHEMA1_SIGNED {
-            return Err(Error::Protocol {
-                what: format!("{}:{}", item.src, item.src_ref),
+            return all_fail(Error::Protocol {
+                what: format!("{}:{}", first.src, first.src_ref),
                 reason: "a signed schema 1 manifest's bytes do not hash to its digest, so it cannot be bound to what `require` verified".into(),
             });
         }
-        let backup = match (&entry.backup, &decision.target) {
-            (Some(b), Some(old))
-                if decision.state == State::Changed && old.digest != manifest.digest =>
-            {
-                self.backup(entry, b, item, old).await
+        let backups = futures_util::future::join_all(copying.iter().map(|&i| {
+            let item = &items[i];
+            let target = work[i].as_ref().and_then(|d| match &d.target {
+                Some(old) if d.state == State::Changed && old.digest != manifest.digest => {
+                    Some(old)
+                }
+                _ => None,
+            });
+            async move {
+                match (&entry.backup, target) {
+                    (Some(b), Some(old)) => self.backup(entry, b, item, old).await,
+                    _ => None,
+                }
             }
-            _ => None,
-        };
+        }))
+        .await;
         let opts = CopyOptions {
             include_external: entry.include_external,
             force_recursive: entry.force_recursive,
             // `platforms` was applied while deciding; the manifest is already the filtered index.
             platforms: Vec::new(),
-            new_target: memo.listed(&item.dst).await.is_some_and(|t| t.is_empty()),
+            new_target: false,
             limits: self.graph_limits(),
         };
+        let mut dests = Vec::with_capacity(copying.len());
+        for &i in copying {
+            let item = &items[i];
+            dests.push(Destination {
+                repo: &item.dst,
+                tag: (!tag_last[i]).then_some(item.dst_tag.as_str()),
+                new_target: memo.listed(&item.dst).await.is_some_and(|t| t.is_empty()),
+            });
+        }
         let pushed = self
             .transfer
-            .copy_manifest(
-                &item.src,
-                &item.dst,
-                &manifest,
-                tag_it.then_some(item.dst_tag.as_str()),
-                &opts,
-            )
-            .await?;
-        Ok((pushed, backup))
+            .copy_manifest_to_all(&first.src, &dests, &manifest, &opts)
+            .await;
+        pushed
+            .into_iter()
+            .zip(backups)
+            .map(|(p, backup)| p.map(|m| (m, backup)))
+            .collect()
     }
 
     /// Keeps the image a tag points at before it is overwritten. A failed backup warns and

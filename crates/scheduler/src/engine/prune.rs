@@ -24,11 +24,13 @@ use regferry_registry::repo::Repo;
 use regferry_registry::{Reference, TagList};
 
 use super::{Engine, Mode, RunOptions};
-use crate::report::{EntryReport, State};
+use crate::report::EntryReport;
 
 /// What one repository's prune will do: the tags to delete, or why none are.
 pub(super) struct PrunePlan {
     pub(super) dst: Repo,
+    /// Which of the entry's targets `dst` belongs to.
+    pub(super) to: usize,
     pub(super) tags: Result<Vec<String>, String>,
 }
 
@@ -38,6 +40,7 @@ pub(super) fn plan(
     entry: &SyncEntry,
     prune: Prune,
     dst: &Repo,
+    to: usize,
     selected: &HashSet<&str>,
     have: Option<&TagList>,
 ) -> PrunePlan {
@@ -78,6 +81,7 @@ pub(super) fn plan(
     };
     PrunePlan {
         dst: dst.clone(),
+        to,
         tags,
     }
 }
@@ -90,20 +94,17 @@ fn is_digest_tag(tag: &str) -> bool {
 
 impl Engine {
     /// Deletes what the plans say (in `check`, lists it), after the entry's copies. A run in
-    /// which a tag failed deletes nothing: the source or the target may not be what they
-    /// seem, and a deleted tag cannot be taken back.
+    /// which a tag failed deletes nothing in that target (`failed`: how many tags failed,
+    /// by target): the source or the target may not be what they seem, and a deleted tag
+    /// cannot be taken back. With `targets`, the other targets prune.
     pub(super) async fn prune(
         &self,
         entry: &SyncEntry,
         opts: RunOptions,
         plans: Vec<PrunePlan>,
+        failed: &[usize],
         report: &mut EntryReport,
     ) {
-        let failed = report
-            .tags
-            .iter()
-            .filter(|t| t.state == State::Failed)
-            .count();
         let mut errors = Vec::new();
         for plan in plans {
             let tags = match plan.tags {
@@ -123,6 +124,7 @@ impl Engine {
                     .extend(tags.iter().map(|t| format!("{}:{t}", plan.dst)));
                 continue;
             }
+            let failed = failed.get(plan.to).copied().unwrap_or(0);
             if failed > 0 {
                 tracing::warn!(entry = %entry.name, target = %plan.dst, failed, would_delete = tags.len(), "Not pruning: tags failed in this run");
                 continue;
