@@ -13,6 +13,9 @@ for scale (bench/run.sh scale):
   1 x 3,000 no-op: regferry's median no slower than ocync's in the same run (when ocync ran)
   peak RSS <= 24 MiB for 1 x 3,000 and 200 x 5, <= 20 MiB for one 1 GiB layer
 and for memory on the lab set: peak RSS of the cold run <= 20 MiB (issue 11; issue 3 had 32)
+and for one pull to many targets (bench/run.sh fanout, issue 12): a `targets` entry with three
+targets reads at most 0.40 of the source bytes that three one-target entries read (about 1/3),
+and a no-op reads no blob or manifest from the source
 """
 import statistics
 import csv
@@ -85,6 +88,22 @@ def main():
         print(f"noop-1x3000: regferry median {rf:.2f} s, ocync {oc:.2f} s: "
               f"{rf / oc:.2f}x (target <= 1.00)")
         ok &= rf <= oc
+    fan = {shape: by.get((f"fanout_{shape}", "cold"), []) for shape in ("targets", "entries")}
+    if fan["targets"] and fan["entries"]:
+        best = lambda rs, key: min(float(r[key]) for r in rs)
+        mib = lambda rs: best(rs, "src_bytes_out") / 2**20
+        gets = lambda rs: min(methods(r["src_methods"]).get("GET", 0) for r in rs)
+        t, e = fan["targets"], fan["entries"]
+        ratio = mib(t) / mib(e)
+        print(f"fanout cold: source bytes, 3 targets / 3 entries = {mib(t):.1f} / {mib(e):.1f} MiB "
+              f"= {ratio:.2f} (target <= 0.40); source GETs {gets(t)} / {gets(e)}")
+        print(f"fanout cold: wall time, 3 targets / 3 entries = {best(t, 'wall_s'):.2f} / "
+              f"{best(e, 'wall_s'):.2f} s = {best(t, 'wall_s') / best(e, 'wall_s'):.2f}; "
+              f"peak RSS {best(t, 'maxrss_mib'):.1f} / {best(e, 'maxrss_mib'):.1f} MiB")
+        ok &= ratio <= 0.40
+        for r in by.get(("fanout_targets", "noop"), []):
+            src = methods(r["src_methods"])
+            print(f"fanout noop: {r['wall_s']} s, source {src}, {r['src_bytes_out']} bytes")
     for r in data:
         if r["tool"].startswith("regferry") and r["rc"] == "0":
             rss = float(r["maxrss_mib"])

@@ -10,6 +10,8 @@
 #                           # 120 tags of 256 KiB layers): cold and no-op, ROUNDS times
 #   bench/run.sh scale      # 1 x 3,000 tags, 200 x 5 tags, one 1 GiB layer (bench-scale.sh),
 #                           # beside ocync when bench/build-ocync.sh has built it
+#   bench/run.sh fanout     # one `targets` entry with 3 target registries against 3 entries
+#                           # with one target each (bench/fanout.sh): source bytes, wall time
 #
 # Uses the team's lab (LAB=../shared/lab by default): Debian's docker-registry on
 # 127.0.0.1:5001/5002, seed.py, verify.py and the measuring harness (lib.sh).
@@ -69,7 +71,10 @@ case "${1:-default}" in
     "$LAB/bench-scale.sh" ${SCALE_SETS:-1x3000 200x5 big:1GiB} >&2
     python3 "$LAB/scale-report.py" "$RESULTS"
     ;;
-  *) echo "usage: bench/run.sh [default|memory|wan|scale]" >&2; exit 2 ;;
+  fanout)
+    bench/fanout.sh
+    ;;
+  *) echo "usage: bench/run.sh [default|memory|wan|scale|fanout]" >&2; exit 2 ;;
 esac
 "$LAB/registries.sh" stop >&2 || true
 

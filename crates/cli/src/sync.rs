@@ -237,7 +237,16 @@ fn write_table(out: &mut impl Write, report: &RunReport, mode: Mode) -> std::io:
             "copied"
         },
         count(s.blobs_copied as usize, "blob"),
-        bytes(s.bytes_copied),
+        // With `targets`, one read of the source feeds several targets.
+        if s.bytes_read > 0 && s.bytes_read != s.bytes_copied {
+            format!(
+                "{} to targets, {} from sources",
+                bytes(s.bytes_copied),
+                bytes(s.bytes_read)
+            )
+        } else {
+            bytes(s.bytes_copied)
+        },
         s.blobs_mounted,
         s.blobs_existing,
         report.duration.as_secs_f64()

@@ -740,6 +740,8 @@ fn targets_reads_the_source_once_for_every_target_and_each_target_stands_alone()
     let multi = image::multi_arch(62, 2, 30_000);
     push(&src, "app", "1", &single);
     push(&src, "app", "2", &multi);
+    let sbom = image::sbom(&single.manifest.descriptor(), 64);
+    RawClient::for_registry(&src).publish_referrers("app", &single.digest(), &[&sbom]);
     let hosts = vec![
         (source.host(), None),
         (one.host(), None),
@@ -749,7 +751,7 @@ fn targets_reads_the_source_once_for_every_target_and_each_target_stands_alone()
         &hosts,
         "  parallel: 2\n",
         &format!(
-            "  - source: {s}/app\n    targets:\n      - {a}/app\n      - {b}/mirror/app\n      - ocidir://{l}/app\n    type: repository\n",
+            "  - source: {s}/app\n    targets:\n      - {a}/app\n      - {b}/mirror/app\n      - ocidir://{l}/app\n    type: repository\n    referrers: true\n",
             s = source.host(),
             a = one.host(),
             b = two_proxy.host(),
@@ -779,11 +781,25 @@ fn targets_reads_the_source_once_for_every_target_and_each_target_stands_alone()
         .unwrap();
         assert_eq!(got.trim(), want, "the layout's app:{tag}");
     }
-    // Three targets, and each blob and each manifest was read from the source once.
+    // Each target has the SBOM, under the referrers fallback tag of the image.
+    let fallback = image::referrers_tag(&single.digest());
+    assert!(skopeo_list_tags(&one, "app").contains(&fallback));
+    assert!(skopeo_list_tags(&two, "mirror/app").contains(&fallback));
+    let index = String::from_utf8(skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}/app:{fallback}", layout.path().display()),
+    ]))
+    .unwrap();
+    assert!(index.contains(&sbom.digest()), "{index}");
+    // Three targets, and each blob and each manifest (the SBOM and its fallback index
+    // included) was read from the source once.
     let reads = source_reads(&source);
     let blobs = reads.keys().filter(|p| p.contains("/blobs/")).count();
-    // single: config + 3 layers; multi: 2 platforms of config + 2 layers.
-    assert_eq!(blobs, 4 + 2 * 3, "{reads:#?}");
+    // single: config + 3 layers; multi: 2 platforms of config + 2 layers; the SBOM's
+    // config and layer.
+    assert_eq!(blobs, 4 + 2 * 3 + 2, "{reads:#?}");
+    assert!(reads.keys().any(|p| p.ends_with(&fallback)), "{reads:#?}");
     assert!(reads.values().all(|n| *n == 1), "{reads:#?}");
 
     // Targets already up to date cost no source read (a HEAD per tag).

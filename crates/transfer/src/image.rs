@@ -119,13 +119,13 @@ pub struct Destination<'a> {
 
 /// The targets of one walk, and the first error of each: a target that failed is left out
 /// of the rest of the walk, the others go on.
-struct Fan<'a> {
+pub(crate) struct Fan<'a> {
     dsts: &'a [(&'a Repo, bool)],
     failed: std::sync::Mutex<Vec<Option<Error>>>,
 }
 
 impl<'a> Fan<'a> {
-    fn new(dsts: &'a [(&'a Repo, bool)]) -> Fan<'a> {
+    pub(crate) fn new(dsts: &'a [(&'a Repo, bool)]) -> Fan<'a> {
         Fan {
             dsts,
             failed: std::sync::Mutex::new(dsts.iter().map(|_| None).collect()),
@@ -137,7 +137,7 @@ impl<'a> Fan<'a> {
     }
 
     /// The places of the targets still going, and those targets.
-    fn alive(&self) -> (Vec<usize>, Vec<(&'a Repo, bool)>) {
+    pub(crate) fn alive(&self) -> (Vec<usize>, Vec<(&'a Repo, bool)>) {
         let failed = self.failed();
         (0..self.dsts.len())
             .filter(|&i| failed[i].is_none())
@@ -146,7 +146,7 @@ impl<'a> Fan<'a> {
     }
 
     /// Records `results` of the targets at `places`; the first error of each stays.
-    fn record<T>(&self, places: &[usize], results: Vec<Result<T>>) {
+    pub(crate) fn record<T>(&self, places: &[usize], results: Vec<Result<T>>) {
         let mut failed = self.failed();
         for (&i, r) in places.iter().zip(results) {
             if let Err(e) = r
@@ -158,19 +158,19 @@ impl<'a> Fan<'a> {
     }
 
     /// Fails every target still going.
-    fn fail_all(&self, e: Error) {
+    pub(crate) fn fail_all(&self, e: Error) {
         let e = std::sync::Arc::new(e);
         for f in self.failed().iter_mut().filter(|f| f.is_none()) {
             *f = Some(Error::Shared(e.clone()));
         }
     }
 
-    fn all_failed(&self) -> bool {
+    pub(crate) fn all_failed(&self) -> bool {
         self.failed().iter().all(Option::is_some)
     }
 
     /// Each target's outcome: `ok` for those that never failed.
-    fn finish<T: Clone>(self, ok: &T) -> Vec<Result<T>> {
+    pub(crate) fn finish<T: Clone>(self, ok: &T) -> Vec<Result<T>> {
         self.failed
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
@@ -242,31 +242,11 @@ impl Transfer {
         fan.finish(pushed)
     }
 
-    /// The children of `m` into `dst` (see [`Transfer::copy_children_all`]).
-    pub(crate) async fn copy_children(
-        &self,
-        src: &Repo,
-        dst: &Repo,
-        m: &Manifest,
-        opts: &CopyOptions,
-        top: bool,
-        walk: Walk<'_>,
-    ) -> Result<Manifest> {
-        let targets = [(dst, opts.new_target)];
-        let fan = Fan::new(&targets);
-        let pushed = self
-            .copy_children_all(src, &fan, m, opts, top, walk)
-            .await?;
-        fan.finish(&pushed)
-            .pop()
-            .unwrap_or(Err(Error::Cancelled))
-    }
-
     /// Copies everything `m` references into each target of `fan` still going, children
     /// first, and returns the manifest to push there (`m`, or a filtered index at the top).
     /// An error returned is about `m` itself and so every target; a target's own failures
     /// are kept in `fan`.
-    fn copy_children_all<'a>(
+    pub(crate) fn copy_children_all<'a>(
         &'a self,
         src: &'a Repo,
         fan: &'a Fan<'a>,
@@ -363,8 +343,8 @@ impl Transfer {
                 |mine| {
                     let owned: Vec<(&Repo, bool)> = mine.iter().map(|&i| targets[i]).collect();
                     async move {
-                    self.copy_child_manifest(src, &owned, d, opts, walk, parent)
-                        .await
+                        self.copy_child_manifest(src, &owned, d, opts, walk, parent)
+                            .await
                     }
                 },
                 |at| {

@@ -10,7 +10,10 @@ use regferry_registry::referrers::{Listing, referrer_descriptor};
 use regferry_registry::repo::Repo;
 use regferry_registry::{Descriptor, Digest, Error, Result, TagList};
 
-use crate::image::{CopyOptions, GraphLimits};
+use futures_util::future::join_all;
+use regferry_registry::http::PushedManifest;
+
+use crate::image::{CopyOptions, Fan, GraphLimits};
 use crate::stats::Stats;
 use crate::{Slots, Transfer};
 
@@ -118,61 +121,108 @@ impl Transfer {
         subject: &Digest,
         walk: &ReferrerWalk<'_>,
     ) -> Result<Vec<ReferrerCopy>> {
+        let mut all = self
+            .copy_referrers_to_all(sources, &[target], subject, walk)
+            .await;
+        all.pop().unwrap_or(Err(Error::Cancelled))
+    }
+
+    /// [`Transfer::copy_referrers`] into several targets at once: the sources are listed
+    /// once, and each referrer some target lacks is read once and copied into every target
+    /// that lacks it. One result per target, in order; a target that fails is left out of
+    /// the rest of the walk, and the others go on.
+    pub async fn copy_referrers_to_all(
+        &self,
+        sources: &[Repo],
+        targets: &[&Repo],
+        subject: &Digest,
+        walk: &ReferrerWalk<'_>,
+    ) -> Vec<Result<Vec<ReferrerCopy>>> {
         let (filter, known_tags, dry_run) = (walk.filter, walk.known_tags, walk.dry_run);
-        let mut out = Vec::new();
-        let mut visited: HashSet<Digest> = HashSet::from([subject.clone()]);
-        let mut queue = vec![subject.clone()];
         let hint = |r: &Repo| known_tags.get(&r.key()).map(|t| &**t);
+        let dsts: Vec<(&Repo, bool)> = targets
+            .iter()
+            .map(|t| (*t, hint(t).is_some_and(|l| l.is_empty())))
+            .collect();
+        let fan = Fan::new(&dsts);
         let opts = CopyOptions {
-            new_target: hint(target).is_some_and(|t| t.is_empty()),
             limits: walk.limits,
             ..CopyOptions::default()
         };
+        let mut out: Vec<Vec<ReferrerCopy>> = targets.iter().map(|_| Vec::new()).collect();
+        let mut visited: HashSet<Digest> = HashSet::from([subject.clone()]);
+        let mut queue = vec![subject.clone()];
         while let Some(s) = queue.pop() {
-            let seen = match target.referrers_listing(&s, hint(target)).await {
-                Ok(l) => l,
-                // A target that cannot list (a new repository) has none.
-                Err(e) if e.is_not_found() => Listing::default(),
-                Err(e) => return Err(e),
-            };
-            let present: HashSet<Digest> =
-                seen.descriptors.iter().map(|d| d.digest.clone()).collect();
-            let mut pushed = Vec::new();
-            // With one source whose index passes the filter whole, the target's index can
+            let (places, alive) = fan.alive();
+            if alive.is_empty() {
+                break;
+            }
+            // What each target lists already; a target that cannot list (a new repository)
+            // has none.
+            let seen = join_all(alive.iter().map(|(t, _)| async {
+                match t.referrers_listing(&s, hint(t)).await {
+                    Err(e) if e.is_not_found() => Ok(Listing::default()),
+                    other => other,
+                }
+            }))
+            .await;
+            let mut listings: Vec<Option<Listing>> = targets.iter().map(|_| None).collect();
+            let mut failures = Vec::new();
+            for (&i, l) in places.iter().zip(seen) {
+                match l {
+                    Ok(l) => listings[i] = Some(l),
+                    Err(e) => failures.push(Err::<(), _>(e)),
+                }
+            }
+            let failed_at: Vec<usize> = places
+                .iter()
+                .copied()
+                .filter(|&i| listings[i].is_none())
+                .collect();
+            fan.record(&failed_at, failures);
+            let mut pushed: Vec<Vec<(Descriptor, PushedManifest)>> =
+                targets.iter().map(|_| Vec::new()).collect();
+            // With one source whose index passes the filter whole, the targets' indexes can
             // become the same bytes.
             let mut whole_index = None;
             for src in sources {
-                let mut listing = match src.referrers_listing(&s, hint(src)).await {
+                let listing = match self.source_listing(src, &s, walk, hint(src)).await {
                     Ok(l) => l,
-                    Err(e) if e.is_not_found() => Listing::default(),
-                    Err(e) => return Err(e),
-                };
-                if let (true, Repo::Layout(layout)) = (walk.scan_layouts, src) {
-                    for d in layout.referrers_by_scan(&s).await? {
-                        if !listing.descriptors.iter().any(|l| l.digest == d.digest) {
-                            listing.descriptors.push(d);
-                            // The index no longer lists them all.
-                            listing.fallback_index = None;
-                        }
+                    Err(e) => {
+                        fan.fail_all(e);
+                        break;
                     }
-                }
+                };
                 let total = listing.descriptors.len();
+                let fallback = listing.fallback_index;
                 let selected: Vec<Descriptor> = listing
                     .descriptors
                     .into_iter()
                     .filter(|d| filter(d))
                     .collect();
                 if sources.len() == 1 && selected.len() == total {
-                    whole_index = listing.fallback_index;
+                    whole_index = fallback;
                 }
                 for d in selected {
                     if !visited.insert(d.digest.clone()) {
                         // A loop (or the same referrer in two sources): already handled.
                         continue;
                     }
-                    walk.count(&s)?;
+                    if let Err(e) = walk.count(&s) {
+                        fan.fail_all(e);
+                        break;
+                    }
                     queue.push(d.digest.clone());
-                    if present.contains(&d.digest) {
+                    let (places, _) = fan.alive();
+                    let lacking: Vec<usize> = places
+                        .into_iter()
+                        .filter(|&i| {
+                            listings[i].as_ref().is_some_and(|l| {
+                                !l.descriptors.iter().any(|x| x.digest == d.digest)
+                            })
+                        })
+                        .collect();
+                    if lacking.is_empty() {
                         continue;
                     }
                     let record = ReferrerCopy {
@@ -182,44 +232,141 @@ impl Transfer {
                         source: src.to_string(),
                     };
                     if !dry_run {
-                        let _slot = match walk.slots {
-                            Some(s) => Some(s.acquire().await.ok_or(Error::Cancelled)?),
-                            None => None,
-                        };
-                        let m = src.get_manifest(&d.digest.to_string()).await?;
-                        if m.digest != d.digest {
-                            return Err(Error::DigestMismatch {
-                                expected: d.digest.clone(),
-                                actual: m.digest,
-                            });
+                        let results = self
+                            .copy_referrer(src, &dsts, &lacking, &d, walk, &opts)
+                            .await;
+                        let mut failures = Vec::new();
+                        let mut failed_at = Vec::new();
+                        for (&i, r) in lacking.iter().zip(results) {
+                            match r {
+                                Ok(p) => {
+                                    tracing::info!(subject = %s, referrer = %d.digest, artifact_type = %d.artifact_type.as_deref().unwrap_or("none"), target = %targets[i], "Copied referrer");
+                                    pushed[i].push(p);
+                                }
+                                Err(e) => {
+                                    failed_at.push(i);
+                                    failures.push(Err::<(), _>(e));
+                                }
+                            }
                         }
-                        let read = AtomicUsize::new(0);
-                        let children = crate::image::Walk::start(&read, walk.limits);
-                        let m = self
-                            .copy_children(src, target, &m, &opts, false, children)
-                            .await?;
-                        let result = target.put_manifest(None, &m).await?;
-                        Stats::add(&self.stats.manifests_pushed, 1);
-                        Stats::add(&self.stats.referrers_copied, 1);
-                        tracing::info!(subject = %s, referrer = %d.digest, artifact_type = %d.artifact_type.as_deref().unwrap_or("none"), target = %target, "Copied referrer");
-                        // Only the descriptor is kept until the index is published: the
-                        // manifests themselves may be many and large.
-                        pushed.push((referrer_descriptor(&m), result));
+                        fan.record(&failed_at, failures);
                     }
-                    out.push(record);
+                    for &i in &lacking {
+                        out[i].push(record.clone());
+                    }
                 }
             }
             if !dry_run {
-                target
-                    .publish_referrers(
-                        &s,
-                        &pushed,
-                        whole_index.as_ref(),
-                        seen.fallback_index.as_ref(),
-                    )
-                    .await?;
+                let (places, _) = fan.alive();
+                let published = join_all(places.iter().map(|&i| {
+                    let seen = listings[i].as_ref().and_then(|l| l.fallback_index.as_ref());
+                    targets[i].publish_referrers(&s, &pushed[i], whole_index.as_ref(), seen)
+                }))
+                .await;
+                fan.record(&places, published);
             }
         }
-        Ok(out)
+        fan.finish(&())
+            .into_iter()
+            .zip(out)
+            .map(|(r, copies)| r.map(|()| copies))
+            .collect()
+    }
+
+    /// The referrers of `subject` in one source; with `referrerSlow`, also those a source
+    /// layout lists without a `sha256-<hex>` index.
+    async fn source_listing(
+        &self,
+        src: &Repo,
+        subject: &Digest,
+        walk: &ReferrerWalk<'_>,
+        hint: Option<&TagList>,
+    ) -> Result<Listing> {
+        let mut listing = match src.referrers_listing(subject, hint).await {
+            Ok(l) => l,
+            Err(e) if e.is_not_found() => Listing::default(),
+            Err(e) => return Err(e),
+        };
+        if let (true, Repo::Layout(layout)) = (walk.scan_layouts, src) {
+            for d in layout.referrers_by_scan(subject).await? {
+                if !listing.descriptors.iter().any(|l| l.digest == d.digest) {
+                    listing.descriptors.push(d);
+                    // The index no longer lists them all.
+                    listing.fallback_index = None;
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// One referrer into the targets at `lacking` (places in `dsts`): read from `src` once,
+    /// its blobs copied, then pushed by digest. Each target's descriptor and push result for
+    /// its referrers index, or why it failed.
+    async fn copy_referrer(
+        &self,
+        src: &Repo,
+        dsts: &[(&Repo, bool)],
+        lacking: &[usize],
+        d: &Descriptor,
+        walk: &ReferrerWalk<'_>,
+        opts: &CopyOptions,
+    ) -> Vec<Result<(Descriptor, PushedManifest)>> {
+        let all_fail = |e: Error| {
+            let e = Arc::new(e);
+            lacking
+                .iter()
+                .map(|_| Err(Error::Shared(e.clone())))
+                .collect()
+        };
+        let _slot = match walk.slots {
+            Some(s) => match s.acquire().await {
+                Some(slot) => Some(slot),
+                None => return all_fail(Error::Cancelled),
+            },
+            None => None,
+        };
+        let m = match src.get_manifest(&d.digest.to_string()).await {
+            Ok(m) if m.digest == d.digest => m,
+            Ok(m) => {
+                return all_fail(Error::DigestMismatch {
+                    expected: d.digest.clone(),
+                    actual: m.digest,
+                });
+            }
+            Err(e) => return all_fail(e),
+        };
+        let targets: Vec<(&Repo, bool)> = lacking.iter().map(|&i| dsts[i]).collect();
+        let fan = Fan::new(&targets);
+        let read = AtomicUsize::new(0);
+        let children = crate::image::Walk::start(&read, walk.limits);
+        let m = match self
+            .copy_children_all(src, &fan, &m, opts, false, children)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => return all_fail(e),
+        };
+        let (places, _) = fan.alive();
+        let pushes = join_all(places.iter().map(|&k| targets[k].0.put_manifest(None, &m))).await;
+        let mut results: Vec<Option<Result<(Descriptor, PushedManifest)>>> =
+            targets.iter().map(|_| None).collect();
+        for (&k, r) in places.iter().zip(pushes) {
+            results[k] = Some(r.map(|p| {
+                Stats::add(&self.stats.manifests_pushed, 1);
+                Stats::add(&self.stats.referrers_copied, 1);
+                // Only the descriptor is kept until the index is published: the manifests
+                // themselves may be many and large.
+                (referrer_descriptor(&m), p)
+            }));
+        }
+        fan.finish(&())
+            .into_iter()
+            .zip(results)
+            .map(|(failed, r)| match (failed, r) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Some(r)) => r,
+                (Ok(()), None) => Err(Error::Cancelled),
+            })
+            .collect()
     }
 }

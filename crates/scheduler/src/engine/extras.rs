@@ -137,92 +137,220 @@ impl Engine {
             .all(|d| item.src.known_without_referrers(d, &tags))
     }
 
-    /// Copies (or, in a dry run, lists) the referrers and digest tags of an image.
+    /// Copies (or, in a dry run, lists) the referrers and digest tags of one source image
+    /// into each of its targets (`items`, with their decisions and the manifests copied):
+    /// the source's referrers are listed and read once for all targets. One result per
+    /// target.
     pub(super) async fn extras(
         &self,
         entry: &SyncEntry,
-        item: &Item,
-        decision: &Decision,
-        copied: Option<&Manifest>,
+        items: &[&Item],
+        decisions: &[&Decision],
+        copied: &[Option<&Manifest>],
         dry_run: bool,
         memo: &RunMemo,
-    ) -> Result<(Vec<ReferrerReport>, Vec<String>)> {
-        let settled = entry.referrers
-            && decision.state == State::UpToDate
-            && self
-                .referrers_settled(entry, item, decision, copied, memo)
+    ) -> Vec<Result<(Vec<ReferrerReport>, Vec<String>)>> {
+        let n = items.len();
+        let mut subjects: Vec<Result<Vec<Digest>>> = Vec::with_capacity(n);
+        let mut unsettled = Vec::new();
+        // The targets hold one source image: its subjects are the same for all of them,
+        // unless a target's copy differs (read once per distinct manifest).
+        let mut known: Vec<(Option<Digest>, Vec<Digest>)> = Vec::new();
+        for i in 0..n {
+            let settled = entry.referrers
+                && decisions[i].state == State::UpToDate
+                && self
+                    .referrers_settled(entry, items[i], decisions[i], copied[i], memo)
+                    .await;
+            if entry.referrers && !settled {
+                unsettled.push(i);
+            }
+            if (!entry.referrers || settled) && !entry.digest_tags {
+                subjects.push(Ok(Vec::new()));
+                continue;
+            }
+            let key = copied[i].map(|m| m.digest.clone());
+            if let Some((_, s)) = known.iter().find(|(k, _)| *k == key) {
+                subjects.push(Ok(s.clone()));
+                continue;
+            }
+            let s = self.subjects(items[i], decisions[i], copied[i]).await;
+            if let Ok(s) = &s {
+                known.push((key, s.clone()));
+            }
+            subjects.push(s);
+        }
+        let mut referrers: Vec<Result<Vec<ReferrerReport>>> =
+            (0..n).map(|_| Ok(Vec::new())).collect();
+        let unsettled: Vec<usize> = unsettled
+            .into_iter()
+            .filter(|&i| subjects[i].is_ok())
+            .collect();
+        if !unsettled.is_empty() {
+            let copies = self
+                .copy_referrers(entry, items, &unsettled, &subjects, dry_run, memo)
                 .await;
-        let subjects = if (entry.referrers && !settled) || entry.digest_tags {
-            self.subjects(item, decision, copied).await?
-        } else {
-            Vec::new()
+            for (&i, r) in unsettled.iter().zip(copies) {
+                referrers[i] = r;
+            }
+        }
+        let mut out = Vec::with_capacity(n);
+        for ((item, subjects), referrers) in items.iter().zip(subjects).zip(referrers) {
+            let result = async {
+                let subjects = subjects?;
+                let referrers = referrers?;
+                let digest_tags = if entry.digest_tags {
+                    self.digest_tags(item, &subjects, &referrers, dry_run, memo)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                Ok((referrers, digest_tags))
+            }
+            .await;
+            out.push(result);
+        }
+        out
+    }
+
+    /// The referrers of the image into the referrer target of each item at `places`: the
+    /// sources listed and each referrer read once, written to every target lacking it.
+    async fn copy_referrers(
+        &self,
+        entry: &SyncEntry,
+        items: &[&Item],
+        places: &[usize],
+        subjects: &[Result<Vec<Digest>>],
+        dry_run: bool,
+        memo: &RunMemo,
+    ) -> Vec<Result<Vec<ReferrerReport>>> {
+        let all_fail = |e: regferry_registry::Error| {
+            let e = Arc::new(e);
+            places
+                .iter()
+                .map(|_| Err(regferry_registry::Error::Shared(e.clone())))
+                .collect()
         };
-        let mut referrers = Vec::new();
-        if entry.referrers && !settled {
-            let sources = self.referrer_sources(entry, item)?;
-            let target = match &entry.referrer_target {
-                Some(e) => self.clients.repo(e, None)?,
-                None => item.dst.clone(),
-            };
-            let filters = entry.referrer_filters.clone();
-            let filter = move |d: &regferry_registry::Descriptor| {
-                ReferrerFilter::any_matches(
-                    &filters,
-                    d.artifact_type.as_deref().unwrap_or_default(),
-                    &d.annotations,
-                )
-            };
+        let setup = async {
+            let sources = self.referrer_sources(entry, items[places[0]])?;
+            // Items sharing a referrer target (`referrerTarget`) share its copy.
+            let mut targets: Vec<Repo> = Vec::new();
+            let mut target_of = Vec::with_capacity(places.len());
+            for &i in places {
+                let t = match &entry.referrer_target {
+                    Some(e) => self.clients.repo(e, None)?,
+                    None => items[i].dst.clone(),
+                };
+                match targets.iter().position(|x| x.key() == t.key()) {
+                    Some(k) => target_of.push(k),
+                    None => {
+                        target_of.push(targets.len());
+                        targets.push(t);
+                    }
+                }
+            }
             // Without the referrers API a repository keeps referrers under `sha256-<hex>`
             // tags; with its tag list at hand, subjects without one cost no request.
             let mut known: HashMap<String, Arc<TagList>> = HashMap::new();
-            for repo in sources.iter().chain(std::iter::once(&target)) {
+            for repo in sources.iter().chain(&targets) {
                 if let Some(tags) = memo.tags(repo).await? {
                     known.insert(repo.key(), tags);
                 }
             }
-            let walk = ReferrerWalk::new(&filter, &known, dry_run, self.graph_limits())
-                .scanning_layouts(entry.referrer_slow)
-                .holding(&self.copy_slots);
-            for s in &subjects {
-                for r in self
-                    .transfer
-                    .copy_referrers(&sources, &target, s, &walk)
-                    .await?
-                {
-                    referrers.push(ReferrerReport {
-                        subject: r.subject.to_string(),
-                        digest: r.digest.to_string(),
-                        artifact_type: r.artifact_type,
-                        source: r.source,
-                    });
-                }
+            Ok::<_, regferry_registry::Error>((sources, targets, target_of, known))
+        };
+        let (sources, targets, target_of, known) = match setup.await {
+            Ok(s) => s,
+            Err(e) => return all_fail(e),
+        };
+        let filters = entry.referrer_filters.clone();
+        let filter = move |d: &regferry_registry::Descriptor| {
+            ReferrerFilter::any_matches(
+                &filters,
+                d.artifact_type.as_deref().unwrap_or_default(),
+                &d.annotations,
+            )
+        };
+        let walk = ReferrerWalk::new(&filter, &known, dry_run, self.graph_limits())
+            .scanning_layouts(entry.referrer_slow)
+            .holding(&self.copy_slots);
+        let mut per_target: Vec<Result<Vec<ReferrerReport>>> =
+            targets.iter().map(|_| Ok(Vec::new())).collect();
+        // Every place holds the same subjects (one source image).
+        let subjects = match &subjects[places[0]] {
+            Ok(s) => s.clone(),
+            Err(_) => Vec::new(),
+        };
+        for s in &subjects {
+            let live: Vec<usize> = (0..targets.len())
+                .filter(|&k| per_target[k].is_ok())
+                .collect();
+            if live.is_empty() {
+                break;
             }
-        }
-        let mut digest_tags = Vec::new();
-        if entry.digest_tags {
-            // A source that will not list its tags has none to offer here.
-            let tags = memo
-                .tags(&item.src)
-                .await?
-                .unwrap_or_else(|| Arc::new(TagList::new(Vec::new())));
-            let mut digests: Vec<String> = subjects.iter().map(ToString::to_string).collect();
-            digests.extend(referrers.iter().map(|r| r.digest.clone()));
-            for d in digests {
-                let Ok(d) = Digest::parse(&d) else { continue };
-                // cosign-style `sha256-<hex>.sig|.att|.sbom`; the bare `sha256-<hex>` is the
-                // referrers fallback index, handled with the referrers.
-                let prefix = format!("{}.", d.referrers_tag());
-                let mut matching: Vec<&String> =
-                    tags.iter().filter(|t| t.starts_with(&prefix)).collect();
-                matching.sort();
-                for tag in matching {
-                    if self.copy_tag(&item.src, &item.dst, tag, dry_run).await? {
-                        digest_tags.push(tag.clone());
+            let repos: Vec<&Repo> = live.iter().map(|&k| &targets[k]).collect();
+            let copies = self
+                .transfer
+                .copy_referrers_to_all(&sources, &repos, s, &walk)
+                .await;
+            for (&k, r) in live.iter().zip(copies) {
+                match (r, &mut per_target[k]) {
+                    (Ok(copies), Ok(list)) => {
+                        list.extend(copies.into_iter().map(|r| ReferrerReport {
+                            subject: r.subject.to_string(),
+                            digest: r.digest.to_string(),
+                            artifact_type: r.artifact_type,
+                            source: r.source,
+                        }))
                     }
+                    (Err(e), slot) => *slot = Err(e),
+                    (Ok(_), Err(_)) => {}
                 }
             }
         }
-        Ok((referrers, digest_tags))
+        let shared: Vec<Result<Vec<ReferrerReport>, Arc<regferry_registry::Error>>> = per_target
+            .into_iter()
+            .map(|r| r.map_err(Arc::new))
+            .collect();
+        target_of
+            .into_iter()
+            .map(|k| shared[k].clone().map_err(regferry_registry::Error::Shared))
+            .collect()
+    }
+
+    /// Copies the cosign-style digest tags (`sha256-<hex>.sig|.att|.sbom`) of the image's
+    /// subjects and referrers into the item's target.
+    async fn digest_tags(
+        &self,
+        item: &Item,
+        subjects: &[Digest],
+        referrers: &[ReferrerReport],
+        dry_run: bool,
+        memo: &RunMemo,
+    ) -> Result<Vec<String>> {
+        let mut digest_tags = Vec::new();
+        // A source that will not list its tags has none to offer here.
+        let tags = memo
+            .tags(&item.src)
+            .await?
+            .unwrap_or_else(|| Arc::new(TagList::new(Vec::new())));
+        let mut digests: Vec<String> = subjects.iter().map(ToString::to_string).collect();
+        digests.extend(referrers.iter().map(|r| r.digest.clone()));
+        for d in digests {
+            let Ok(d) = Digest::parse(&d) else { continue };
+            // The bare `sha256-<hex>` is the referrers fallback index, handled with the
+            // referrers.
+            let prefix = format!("{}.", d.referrers_tag());
+            let mut matching: Vec<&String> =
+                tags.iter().filter(|t| t.starts_with(&prefix)).collect();
+            matching.sort();
+            for tag in matching {
+                if self.copy_tag(&item.src, &item.dst, tag, dry_run).await? {
+                    digest_tags.push(tag.clone());
+                }
+            }
+        }
+        Ok(digest_tags)
     }
 
     /// Copies one tag as it is when the target lacks it or differs; returns whether it did

@@ -857,18 +857,21 @@ impl Engine {
         }
         if entry.referrers || entry.digest_tags {
             let live: Vec<usize> = (0..items.len()).filter(|&i| work[i].is_some()).collect();
-            let extras = futures_util::future::join_all(live.iter().map(|&i| {
-                let decision = work[i].as_ref().expect("live work has a decision");
-                self.extras(
+            let live_items: Vec<&Item> = live.iter().map(|&i| &items[i]).collect();
+            let live_decisions: Vec<&Decision> =
+                live.iter().filter_map(|&i| work[i].as_ref()).collect();
+            let live_copied: Vec<Option<&Manifest>> =
+                live.iter().map(|&i| copied[i].as_ref()).collect();
+            let extras = self
+                .extras(
                     entry,
-                    &items[i],
-                    decision,
-                    copied[i].as_ref(),
+                    &live_items,
+                    &live_decisions,
+                    &live_copied,
                     dry_run,
                     memo,
                 )
-            }))
-            .await;
+                .await;
             for (&i, extra) in live.iter().zip(extras) {
                 match extra {
                     Ok((referrers, digest_tags)) => {
