@@ -107,7 +107,8 @@ config() {
 verify_all() {
   local t
   for t in "${TARGETS[@]}"; do
-    "$LAB/verify.py" --src "$SRC" --dst "$t" | head -1 | sed "s/^/  $1 /" >&2
+    "$LAB/verify.py" --src "$SRC" --dst "$t" >"$LAB_DIR/verify-$t.txt" 2>&1 || true
+    head -1 "$LAB_DIR/verify-$t.txt" | sed "s/^/  $1 /" >&2
   done
 }
 

@@ -26,8 +26,9 @@ const ATTEMPTS: u32 = 3;
 
 /// Chunks queued for each target of a shared source read. The read waits for the slowest
 /// target, so memory stays a few chunks however many targets there are (the chunks
-/// themselves are shared, not copied).
-const TEE_DEPTH: usize = 4;
+/// themselves are shared, not copied). One is enough to keep the targets busy: on the lab
+/// set with three targets, 4 cost 3.5 MiB more peak RSS for the same wall time.
+const TEE_DEPTH: usize = 1;
 
 /// What a target needs after its first look.
 enum Look {
@@ -522,4 +523,69 @@ impl Transfer {
 /// may take the same blob in chunks.
 fn wants_chunked(e: &Error) -> bool {
     matches!(e, Error::Status { method, status: 400 | 413 | 415 | 416, .. } if method == "PUT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receiver(rx: mpsc::Receiver<Result<Bytes>>) -> ByteStream {
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
+    fn source(items: Vec<Result<Bytes>>) -> ByteStream {
+        Box::pin(futures_util::stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn a_tee_feeds_every_target_the_same_bytes_and_goes_on_without_one_that_stopped() {
+        let chunks: Vec<Result<Bytes>> =
+            (0..20u8).map(|i| Ok(Bytes::from(vec![i; 1000]))).collect();
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel(TEE_DEPTH)).unzip();
+        let mut rxs = rxs.into_iter();
+        let (a, b, c) = (
+            rxs.next().unwrap(),
+            rxs.next().unwrap(),
+            rxs.next().unwrap(),
+        );
+        let whole = |rx| async move {
+            let items: Vec<Result<Bytes>> = receiver(rx).collect().await;
+            items
+                .into_iter()
+                .map(|i| i.unwrap().to_vec())
+                .collect::<Vec<_>>()
+                .concat()
+        };
+        // The third target takes two chunks and stops (its upload failed).
+        let stops = async move {
+            let mut s = receiver(c);
+            s.next().await.unwrap().unwrap();
+            s.next().await.unwrap().unwrap();
+        };
+        let ((), a, b, ()) = tokio::join!(tee(source(chunks), txs), whole(a), whole(b), stops);
+        let want: Vec<u8> = (0..20u8).flat_map(|i| vec![i; 1000]).collect();
+        assert_eq!(a, want);
+        assert_eq!(b, want);
+    }
+
+    #[tokio::test]
+    async fn a_bad_read_reaches_every_target_before_its_stream_ends() {
+        let items = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(Error::Cancelled),
+            Ok(Bytes::from_static(b"never sent")),
+        ];
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::channel(TEE_DEPTH)).unzip();
+        let read = |rx| async move { receiver(rx).collect::<Vec<Result<Bytes>>>().await };
+        let mut rxs = rxs.into_iter();
+        let (a, b) = (rxs.next().unwrap(), rxs.next().unwrap());
+        let ((), a, b) = tokio::join!(tee(source(items), txs), read(a), read(b));
+        for got in [a, b] {
+            assert_eq!(got.len(), 2, "one chunk, then the error, then the end");
+            assert!(got[0].is_ok());
+            assert!(got[1].as_ref().is_err_and(|e| e.is_cancelled()));
+        }
+    }
 }
