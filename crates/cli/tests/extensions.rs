@@ -859,3 +859,84 @@ fn targets_reads_the_source_once_for_every_target_and_each_target_stands_alone()
         .sum::<usize>();
     assert!((1..=3).contains(&n), "{reads:#?}");
 }
+
+#[test]
+fn targets_into_two_tags_of_one_repository_share_its_blobs_without_waiting_on_themselves() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(71, 2, 30_000);
+    push(&src, "app", "1", &img);
+    let c = registry_config(
+        &[(src.host(), None), (dst.host(), None)],
+        "",
+        &format!(
+            "  - source: {s}/app:1\n    targets: [{d}/app:stable, {d}/app:v1]\n    type: image\n",
+            s = src.host(),
+            d = dst.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_same_manifests(&src, &dst, "app:1", "app:stable");
+    assert_same_manifests(&src, &dst, "app:1", "app:v1");
+}
+
+#[test]
+fn targets_on_a_registry_that_takes_one_request_at_a_time_do_not_stall_each_other() {
+    // Two targets of one stream on a registry limited to one request at a time: the first
+    // upload cannot finish while the stream waits for the second, which waits for the
+    // first's request slot. The stream must go on without the stalled target (it gets its
+    // own read), not wait for the idle timeout.
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(72, 1, 3_000_000);
+    push(&src, "app", "1", &img);
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\n  limits: {{idleTimeout: 20s}}\ncreds:\n  - registry: {s}\n    tls: disabled\n  - registry: {d}\n    tls: disabled\n    reqConcurrent: 1\nsync:\n  - source: {s}/app\n    targets: [{d}/a/app, {d}/b/app]\n    type: repository\n",
+        s = src.host(),
+        d = dst.host()
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        !o.stderr.contains("Retrying") && !o.stderr.contains("timed out"),
+        "no upload waited for the idle timeout: {}",
+        o.stderr
+    );
+    assert_same_manifests(&src, &dst, "app:1", "a/app:1");
+    assert_same_manifests(&src, &dst, "app:1", "b/app:1");
+}
+
+#[test]
+fn targets_one_target_that_cannot_list_its_tags_does_not_fail_the_others_referrers() {
+    let (src, one, two) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        TestRegistry::start(),
+    );
+    let two_proxy = FaultProxy::start(&two);
+    two_proxy.add_rule(Rule::new("GET", "/tags/list", Action::respond(500, &[])));
+    let img = image::image(73, 1, 20_000);
+    push(&src, "app", "1", &img);
+    let sbom = image::sbom(&img.manifest.descriptor(), 74);
+    RawClient::for_registry(&src).publish_referrers("app", &img.digest(), &[&sbom]);
+    let c = registry_config(
+        &[
+            (src.host(), None),
+            (one.host(), None),
+            (two_proxy.host(), None),
+        ],
+        "",
+        &format!(
+            "  - source: {s}/app:1\n    targets: [{a}/app:1, {b}/app:1]\n    type: image\n    referrers: true\n",
+            s = src.host(),
+            a = one.host(),
+            b = two_proxy.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let fallback = image::referrers_tag(&img.digest());
+    for reg in [&one, &two] {
+        assert_same_manifests(&src, reg, "app:1", "app:1");
+        assert!(skopeo_list_tags(reg, "app").contains(&fallback));
+    }
+}

@@ -3,7 +3,7 @@
 //! one source read feeds them all. De-duplicated per target repository within a run,
 //! retried per target on transient failures.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -29,6 +29,13 @@ const ATTEMPTS: u32 = 3;
 /// themselves are shared, not copied). One is enough to keep the targets busy: on the lab
 /// set with three targets, 4 cost 3.5 MiB more peak RSS for the same wall time.
 const TEE_DEPTH: usize = 1;
+
+/// How long a shared read waits for one target to take a chunk before it goes on without
+/// it. A target waiting for a request slot that another upload of the same read holds (two
+/// targets on a registry with `reqConcurrent: 1`, or every slot of two registries taken by
+/// half-started reads) would otherwise stall the read until the idle timeout; the target
+/// left behind is sent the blob again on its own once the read is done.
+const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a target needs after its first look.
 enum Look {
@@ -234,8 +241,14 @@ impl Transfer {
                 .send(src, &mut pending, digest, size, early.take())
                 .await;
             let mut again = Vec::new();
-            for (mut p, result) in pending.into_iter().zip(results) {
+            for (mut p, (result, behind)) in pending.into_iter().zip(results) {
                 match result {
+                    // Left behind by the shared read (it waited for a request slot, or was
+                    // much slower than the others): sent again, which is no failure of it.
+                    Err(e) if behind && attempt < ATTEMPTS => {
+                        tracing::debug!(%digest, target = %p.dst, error = %e, "Sending the blob again to a target a shared read left behind");
+                        again.push(p);
+                    }
                     Ok(n) => {
                         Stats::add(&self.stats.blobs_copied, 1);
                         self.record_landing(p.dst, digest).await;
@@ -304,7 +317,8 @@ impl Transfer {
     }
 
     /// One attempt: one verified read of the source, streamed to every pending target at
-    /// once. The bytes each target took, or why it failed.
+    /// once. For each target, the bytes it took or why it failed, and whether the read went
+    /// on without it (see [`STALL`]).
     async fn send(
         &self,
         src: &Repo,
@@ -312,7 +326,7 @@ impl Transfer {
         digest: &Digest,
         size: Option<u64>,
         early: Option<Result<Blob>>,
-    ) -> Vec<Result<u64>> {
+    ) -> Vec<(Result<u64>, bool)> {
         let read = async {
             let blob = match early {
                 Some(blob) => blob?,
@@ -327,7 +341,7 @@ impl Transfer {
                 let e = Arc::new(e);
                 return pending
                     .iter()
-                    .map(|_| Err(Error::Shared(e.clone())))
+                    .map(|_| (Err(Error::Shared(e.clone())), false))
                     .collect();
             }
         };
@@ -341,6 +355,7 @@ impl Transfer {
         }));
         // What each target took, failed attempts included.
         let mut taken = Vec::with_capacity(pending.len());
+        let mut left_behind = Vec::with_capacity(pending.len());
         let results: Vec<Result<()>> = if let [p] = pending {
             // One target: the stream itself, no queue between.
             taken.push(read_bytes.clone());
@@ -353,66 +368,104 @@ impl Transfer {
                 let (tx, rx) = mpsc::channel::<Result<Bytes>>(TEE_DEPTH);
                 let count = Arc::new(AtomicU64::new(0));
                 taken.push(count.clone());
-                let stream: ByteStream = Box::pin(
-                    futures_util::stream::unfold(rx, |mut rx| async move {
-                        rx.recv().await.map(|item| (item, rx))
-                    })
-                    .map(move |item: Result<Bytes>| {
-                        if let Ok(b) = &item {
-                            Stats::add(&count, b.len() as u64);
-                        }
-                        item
-                    }),
-                );
-                senders.push(tx);
+                let behind = Arc::new(AtomicBool::new(false));
+                left_behind.push(behind.clone());
+                let stream: ByteStream =
+                    Box::pin(tee_receiver(rx, behind.clone(), p.dst.to_string()).map(
+                        move |item: Result<Bytes>| {
+                            if let Ok(b) = &item {
+                                Stats::add(&count, b.len() as u64);
+                            }
+                            item
+                        },
+                    ));
+                senders.push((tx, behind));
                 let blob = Blob { size, stream };
                 puts.push(p.dst.put_blob(digest, blob, p.mode, p.session.take()));
             }
             tokio::join!(tee(stream, senders), join_all(puts)).1
         };
         Stats::add(&self.stats.bytes_read, read_bytes.load(Ordering::Relaxed));
+        left_behind.resize_with(results.len(), || Arc::new(AtomicBool::new(false)));
         results
             .into_iter()
             .zip(taken)
-            .map(|(r, n)| {
+            .zip(left_behind)
+            .map(|((r, n), behind)| {
                 let n = n.load(Ordering::Relaxed);
                 Stats::add(&self.stats.bytes_copied, n);
-                r.map(|()| n)
+                (r.map(|()| n), behind.load(Ordering::Relaxed))
             })
             .collect()
     }
 }
 
-/// Feeds every chunk of `stream` to each of `senders`, waiting for the slowest; a target
-/// that stopped taking (its upload failed) is left out from then on, and the read stops
-/// when none is left. An error in the stream (a corrupt or short read) reaches every
-/// target before its stream ends, so no target completes an upload of bad bytes.
-async fn tee(mut stream: ByteStream, senders: Vec<mpsc::Sender<Result<Bytes>>>) {
-    let mut senders: Vec<Option<mpsc::Sender<Result<Bytes>>>> =
-        senders.into_iter().map(Some).collect();
+/// One target's end of a shared read, and whether the read left it behind.
+type TeeSender = (mpsc::Sender<Result<Bytes>>, Arc<AtomicBool>);
+
+/// Feeds every chunk of `stream` to each of `senders`, waiting for the slowest, but no
+/// longer than [`STALL`] for one chunk: a target that stopped taking (its upload failed) or
+/// stalled is left out from then on, and the read stops when none is left. An error in the
+/// stream (a corrupt or short read) reaches every target before its stream ends, so no
+/// target completes an upload of bad bytes.
+async fn tee(mut stream: ByteStream, senders: Vec<TeeSender>) {
+    let mut senders: Vec<Option<TeeSender>> = senders.into_iter().map(Some).collect();
     while let Some(item) = stream.next().await {
-        match item {
-            Ok(chunk) => {
-                for slot in &mut senders {
-                    if let Some(tx) = slot
-                        && tx.send(Ok(chunk.clone())).await.is_err()
-                    {
-                        *slot = None;
-                    }
+        let (chunk, last) = match item {
+            Ok(chunk) => (Ok(chunk), false),
+            Err(e) => (Err(Arc::new(e)), true),
+        };
+        for slot in &mut senders {
+            let Some((tx, behind)) = slot else { continue };
+            let item = match &chunk {
+                Ok(c) => Ok(c.clone()),
+                Err(e) => Err(Error::Shared(e.clone())),
+            };
+            match tokio::time::timeout(STALL, tx.send(item)).await {
+                Ok(Ok(())) => {}
+                // Its upload ended.
+                Ok(Err(_)) => *slot = None,
+                Err(_) => {
+                    behind.store(true, Ordering::Relaxed);
+                    *slot = None;
                 }
-                if senders.iter().all(Option::is_none) {
-                    return;
-                }
-            }
-            Err(e) => {
-                let e = Arc::new(e);
-                for tx in senders.iter().flatten() {
-                    let _ = tx.send(Err(Error::Shared(e.clone()))).await;
-                }
-                return;
             }
         }
+        if last || senders.iter().all(Option::is_none) {
+            return;
+        }
     }
+}
+
+/// The stream a target's upload reads from a shared read: the chunks, then its end; or,
+/// when the read left the target behind, an error instead of the end, so that the upload
+/// fails rather than completes short.
+fn tee_receiver(
+    rx: mpsc::Receiver<Result<Bytes>>,
+    behind: Arc<AtomicBool>,
+    target: String,
+) -> impl futures_util::Stream<Item = Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold(Some(rx), move |rx| {
+        let behind = behind.clone();
+        let target = target.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(item) => Some((item, Some(rx))),
+                None if behind.load(Ordering::Relaxed) => {
+                    let e = Error::Protocol {
+                        what: target,
+                        reason: format!(
+                            "took no data for {}s of a shared read; sent again on its own",
+                            STALL.as_secs()
+                        ),
+                    };
+                    Some((Err(e), None))
+                }
+                None => None,
+            }
+        }
+    })
 }
 
 /// Where a blob landed: a repository on a registry host, by name only, so that the hint
@@ -544,6 +597,7 @@ mod tests {
         let chunks: Vec<Result<Bytes>> =
             (0..20u8).map(|i| Ok(Bytes::from(vec![i; 1000]))).collect();
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel(TEE_DEPTH)).unzip();
+        let txs: Vec<TeeSender> = txs.into_iter().map(|t| (t, Arc::default())).collect();
         let mut rxs = rxs.into_iter();
         let (a, b, c) = (
             rxs.next().unwrap(),
@@ -578,6 +632,7 @@ mod tests {
             Ok(Bytes::from_static(b"never sent")),
         ];
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::channel(TEE_DEPTH)).unzip();
+        let txs: Vec<TeeSender> = txs.into_iter().map(|t| (t, Arc::default())).collect();
         let read = |rx| async move { receiver(rx).collect::<Vec<Result<Bytes>>>().await };
         let mut rxs = rxs.into_iter();
         let (a, b) = (rxs.next().unwrap(), rxs.next().unwrap());

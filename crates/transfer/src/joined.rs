@@ -72,7 +72,8 @@ impl<T: Clone> Joined<T> {
 impl<T: Clone> Joined<T> {
     /// Work for several keys at once: `work` gets the places (in `keys`) of those this
     /// caller claimed and returns their results in that order; the others join the work
-    /// under way for them, and a key whose owner gave up unfinished goes to `alone`.
+    /// under way for them, and a key whose owner gave up unfinished goes to `alone`. A key
+    /// listed twice (two tags of one repository) is worked on once.
     pub(crate) async fn run_all<W, WFut, A, AFut>(
         &self,
         keys: Vec<Key>,
@@ -85,40 +86,47 @@ impl<T: Clone> Joined<T> {
         A: Fn(usize) -> AFut,
         AFut: Future<Output = Result<T>>,
     {
-        // Every claim is settled before any work starts, so two callers whose keys overlap
-        // never wait for each other.
+        let n = keys.len();
+        // Each key's first place; a later place of the same key takes its result.
+        let mut first: HashMap<&Key, usize> = HashMap::new();
+        let same: Vec<usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(at, k)| *first.entry(k).or_insert(at))
+            .collect();
         let mut owners = Vec::new();
         let mut waiters = Vec::new();
-        let n = keys.len();
-        for (at, key) in keys.into_iter().enumerate() {
-            match self.claim(key) {
+        for (at, key) in keys.iter().enumerate() {
+            if same[at] != at {
+                continue;
+            }
+            match self.claim(key.clone()) {
                 Claim::Mine(owner) => owners.push((at, owner)),
                 Claim::Theirs(waiter) => waiters.push((at, waiter)),
             }
         }
+        let mut out: Vec<Option<std::result::Result<T, Arc<Error>>>> =
+            (0..n).map(|_| None).collect();
+        // This caller's own work is finished, and its keys released, before it waits for
+        // anyone else's: two callers whose keys overlap then never wait for each other.
         let places: Vec<usize> = owners.iter().map(|(at, _)| *at).collect();
-        let (mine, theirs) = tokio::join!(
-            work(places),
-            futures_util::future::join_all(
-                waiters
-                    .into_iter()
-                    .map(|(at, w)| async move { (at, w.wait().await) })
-            )
-        );
-        let mut out: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
-        let mut mine = mine.into_iter();
+        let mut mine = work(places).await.into_iter();
         for (at, owner) in owners {
             let result = mine.next().unwrap_or(Err(Error::Cancelled));
-            out[at] = Some(owner.finish(result));
+            out[at] = Some(owner.finish(result).map_err(Arc::new));
         }
-        for (at, result) in theirs {
-            out[at] = Some(match result {
+        for (at, waiter) in waiters {
+            let result = match waiter.wait().await {
                 Some(r) => r,
                 None => alone(at).await,
-            });
+            };
+            out[at] = Some(result.map_err(Arc::new));
         }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Cancelled)))
+        (0..n)
+            .map(|at| match &out[same[at]] {
+                Some(r) => r.clone().map_err(Error::Shared),
+                None => Err(Error::Cancelled),
+            })
             .collect()
     }
 }

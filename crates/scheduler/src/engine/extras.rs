@@ -252,8 +252,15 @@ impl Engine {
             // Without the referrers API a repository keeps referrers under `sha256-<hex>`
             // tags; with its tag list at hand, subjects without one cost no request.
             let mut known: HashMap<String, Arc<TagList>> = HashMap::new();
-            for repo in sources.iter().chain(&targets) {
+            for repo in &sources {
                 if let Some(tags) = memo.tags(repo).await? {
+                    known.insert(repo.key(), tags);
+                }
+            }
+            // A target that cannot be listed is asked subject by subject: its failure
+            // must not fail the other targets.
+            for repo in &targets {
+                if let Ok(Some(tags)) = memo.tags(repo).await {
                     known.insert(repo.key(), tags);
                 }
             }
