@@ -726,3 +726,55 @@ fn a_trickling_source_is_given_up_below_the_minimum_speed() {
     assert!(o.all().contains("limits.minSpeed"), "{}", o.all());
     assert_no_manifest_written(&dst);
 }
+
+/// A source that falls silent in the middle of a blob is resumed after `idleTimeout`, then
+/// given up; it never holds the copy for longer.
+#[test]
+fn a_source_that_falls_silent_mid_blob_is_given_up_after_the_idle_timeout() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(931, 1, 3000);
+    RawClient::for_registry(&src).push("app", Some("1"), &img);
+    let proxy = FaultProxy::start(&src);
+    proxy.add_rule(Rule::new(
+        "GET",
+        &format!("/blobs/{}", img.layers[0].digest()),
+        Action::Trickle(std::time::Duration::from_secs(300)),
+    ));
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {src}\n    tls: disabled\n    \
+         limits:\n      idleTimeout: 1s\n  - registry: {dst}\n    tls: disabled\nsync:\n  \
+         - source: {src}/app:1\n    target: {dst}/mirror/app:1\n    type: image\n",
+        src = proxy.host(),
+        dst = dst.host(),
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains("limits.idleTimeout"), "{}", o.all());
+    assert_no_manifest_written(&dst);
+}
+
+/// A target that takes an upload and never answers it is given up `responseTimeout` after
+/// the last byte went out, however long the upload itself took.
+#[test]
+fn a_target_that_never_answers_an_upload_is_given_up_after_its_response_timeout() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(932, 1, 3000);
+    RawClient::for_registry(&src).push("app", Some("1"), &img);
+    let proxy = FaultProxy::start(&dst);
+    proxy.add_rule(Rule::new(
+        "PUT",
+        "/blobs/uploads/",
+        Action::Delay(std::time::Duration::from_secs(300)),
+    ));
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {src}\n    tls: disabled\n  \
+         - registry: {dst}\n    tls: disabled\n    limits:\n      responseTimeout: 1s\nsync:\n  \
+         - source: {src}/app:1\n    target: {dst}/mirror/app:1\n    type: image\n",
+        src = src.host(),
+        dst = proxy.host(),
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains("PUT"), "{}", o.all());
+    assert_no_manifest_written(&dst);
+}

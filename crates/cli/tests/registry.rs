@@ -953,3 +953,34 @@ fn an_interrupted_once_cancels_its_uploads_prints_its_summary_and_exits_130() {
         );
     }
 }
+
+/// `limits.idleTimeout` is the longest silence, not a total: an upload that streams for
+/// longer than it (a slow source, a big layer on a slow link) completes while its bytes
+/// keep flowing. reqwest's own read timeout runs from the start of a request until its
+/// answer, which for an upload means the whole upload.
+#[test]
+fn an_upload_that_outlasts_the_idle_timeout_while_its_bytes_flow_completes() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(5400, 1, 3_000);
+    push(&src, "app", "1", &img);
+    let proxy = FaultProxy::start(&src);
+    // About 3 s per layer, a byte every millisecond: never silent for long.
+    proxy.add_rule(Rule::new(
+        "GET",
+        &format!("/blobs/{}", img.layers[0].digest()),
+        Action::Trickle(std::time::Duration::from_millis(1)),
+    ));
+    let c = registry_config(
+        &[(proxy.host(), None), (dst.host(), None)],
+        "  limits: {idleTimeout: 1s, minSpeed: 100}\n",
+        &format!(
+            "  - source: {}/app:1\n    target: {}/app:1\n    type: image\n",
+            proxy.host(),
+            dst.host()
+        ),
+    );
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(!o.all().contains("timed out"), "{}", o.all());
+    assert_eq!(skopeo_digest(&dst, "app:1"), img.digest());
+}

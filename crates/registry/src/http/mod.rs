@@ -98,10 +98,12 @@ impl Default for RetryPolicy {
 pub struct Limits {
     /// Time to open a connection (TCP and TLS).
     pub connect_timeout: Duration,
-    /// Time from sending a request (without a streamed body) to its response headers.
+    /// Time from sending a request to its response headers; for a streamed upload, from
+    /// its last byte.
     pub response_timeout: Duration,
-    /// Longest silence inside a response body; also the window over which a blob download
-    /// must keep up [`Limits::min_speed`].
+    /// Longest silence inside a response body, and longest a streamed upload may go
+    /// without sending a byte; also the window over which a blob download must keep up
+    /// [`Limits::min_speed`].
     pub idle_timeout: Duration,
     /// Slowest a blob download may be, in bytes per second of waiting for the registry
     /// (time spent waiting for the target does not count), averaged over
@@ -309,7 +311,10 @@ fn build_http(opts: &HostOptions, with_identity: bool) -> Result<reqwest::Client
     let mut b = reqwest::Client::builder()
         .user_agent(opts.user_agent.clone())
         .connect_timeout(opts.limits.connect_timeout)
-        .read_timeout(opts.limits.idle_timeout)
+        // No `read_timeout`: reqwest runs it from the start of a request to its answer,
+        // which for an upload is the whole upload. Silences are bounded here instead:
+        // answers by `response_timeout`, uploads by `idle_timeout` without progress (see
+        // `send`), and blob downloads by `idle_timeout` between chunks (see `ops::Resume`).
         .pool_max_idle_per_host(32)
         .redirect(reqwest::redirect::Policy::none());
     let tls_err = |reason: String| Error::Tls {

@@ -979,7 +979,15 @@ impl Resume {
         loop {
             let body = self.body.as_mut()?;
             let asked = Instant::now();
-            let next = body.next().await;
+            let idle = self.client.inner.opts.limits.idle_timeout;
+            let Ok(next) = tokio::time::timeout(idle, body.next()).await else {
+                let reason = format!("no data for {idle:?} (limits.idleTimeout)");
+                if let Err(e) = self.reopen(&reason).await {
+                    self.body = None;
+                    return Some((Err(e), self));
+                }
+                continue;
+            };
             let waited = asked.elapsed();
             match next {
                 Some(Ok(b)) => {

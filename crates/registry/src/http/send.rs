@@ -228,6 +228,7 @@ impl Inner {
                 } else {
                     None
                 };
+                let mut progress = None;
                 let (body, replayable) = match std::mem::replace(&mut req.body, Body::Empty) {
                     Body::Empty => (None, true),
                     Body::Bytes(b) => {
@@ -239,6 +240,9 @@ impl Inner {
                             req.headers
                                 .insert(reqwest::header::CONTENT_LENGTH, len.into());
                         }
+                        let p = Progress::new();
+                        let stream = p.watching(stream, len);
+                        progress = Some(p);
                         (Some(reqwest::Body::wrap_stream(stream)), false)
                     }
                 };
@@ -255,10 +259,15 @@ impl Inner {
                 }
                 let permit = self.concurrency.acquire().await.ok_or(Error::Cancelled)?;
                 let sent = Instant::now();
-                // A streamed upload is answered only once the registry has it all: its time
-                // is bounded by the idle timeout of the connection, not a total.
-                let result = if streamed {
-                    rb.send().await.map_err(Failure::Http)
+                // A streamed upload is answered only once the registry has it all: it may
+                // take as long as its bytes keep flowing. It is given up after
+                // `idle_timeout` without progress, or `response_timeout` after its last byte
+                // without an answer.
+                let result = if let Some(progress) = &progress {
+                    tokio::select! {
+                        r = rb.send() => r.map_err(Failure::Http),
+                        () = progress.stalled(limits.idle_timeout, limits.response_timeout) => Err(Failure::Timeout),
+                    }
                 } else {
                     let until = deadline.min(Instant::now() + limits.response_timeout);
                     match tokio::time::timeout_at(until, rb.send()).await {
@@ -317,7 +326,14 @@ impl Inner {
                 Ok(mut resp) => {
                     let status = resp.status();
                     self.stats.record(&req.method, status.as_u16());
-                    resp.extensions_mut().insert(Deadline(deadline));
+                    // An upload's answer is read from now: the upload itself may have
+                    // taken longer than a whole request may.
+                    let body_deadline = if replayable {
+                        deadline
+                    } else {
+                        Instant::now() + limits.response_timeout
+                    };
+                    resp.extensions_mut().insert(Deadline(body_deadline));
                     if status == StatusCode::UNAUTHORIZED && !own {
                         // Another host's challenge is not the registry's: it learns nothing
                         // from it and sends it nothing.
@@ -560,6 +576,67 @@ enum Failure {
 /// extensions by [`Inner::send`] and honoured by [`super::ops::read_limited`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline(pub(crate) Instant);
+
+/// How far a streamed request body has got: when a chunk last went out, and when the last
+/// one did.
+#[derive(Debug, Clone)]
+struct Progress(std::sync::Arc<std::sync::Mutex<(Instant, Option<Instant>)>>);
+
+impl Progress {
+    fn new() -> Progress {
+        Progress(std::sync::Arc::new(std::sync::Mutex::new((
+            Instant::now(),
+            None,
+        ))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Instant, Option<Instant>)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `stream`, noting each chunk it yields and its end: the end of the stream, or its
+    /// `len`-th byte (with a length, hyper may not ask for the end).
+    fn watching(&self, stream: crate::ByteStream, len: Option<u64>) -> crate::ByteStream {
+        let (seen, ended) = (self.clone(), self.clone());
+        let mut sent = 0u64;
+        let chunks = futures_util::StreamExt::inspect(stream, move |item| {
+            let now = Instant::now();
+            let mut p = seen.lock();
+            p.0 = now;
+            if let Ok(b) = item {
+                sent += b.len() as u64;
+                if len.is_some_and(|len| sent >= len) {
+                    p.1 = Some(now);
+                }
+            }
+        });
+        let end = futures_util::stream::poll_fn(move |_| {
+            let mut p = ended.lock();
+            if p.1.is_none() {
+                p.1 = Some(Instant::now());
+            }
+            std::task::Poll::Ready(None)
+        });
+        Box::pin(futures_util::StreamExt::chain(chunks, end))
+    }
+
+    /// Returns once the body has made no progress for `idle`, or its last byte went out
+    /// `answer` ago.
+    async fn stalled(&self, idle: Duration, answer: Duration) {
+        loop {
+            let at = match *self.lock() {
+                (_, Some(done)) => done + answer,
+                (last, None) => last + idle,
+            };
+            let now = Instant::now();
+            if now >= at {
+                return;
+            }
+            // Progress moves `at`: looked at again a few times a second.
+            tokio::time::sleep_until(at.min(now + Duration::from_millis(250))).await;
+        }
+    }
+}
 
 /// A reqwest error and its causes, without its URL: reqwest's text carries the whole URL,
 /// query included, and upload and pre-signed URLs keep secrets there.
