@@ -742,6 +742,10 @@ fn targets_reads_the_source_once_for_every_target_and_each_target_stands_alone()
     push(&src, "app", "2", &multi);
     let sbom = image::sbom(&single.manifest.descriptor(), 64);
     RawClient::for_registry(&src).publish_referrers("app", &single.digest(), &[&sbom]);
+    // A cosign-style signature tag (`digestTags`).
+    let sig_tag = format!("{}.sig", image::referrers_tag(&single.digest()));
+    let sig = image::image(65, 1, 500);
+    push(&src, "app", &sig_tag, &sig);
     let hosts = vec![
         (source.host(), None),
         (one.host(), None),
@@ -751,7 +755,7 @@ fn targets_reads_the_source_once_for_every_target_and_each_target_stands_alone()
         &hosts,
         "  parallel: 2\n",
         &format!(
-            "  - source: {s}/app\n    targets:\n      - {a}/app\n      - {b}/mirror/app\n      - ocidir://{l}/app\n    type: repository\n    referrers: true\n",
+            "  - source: {s}/app\n    targets:\n      - {a}/app\n      - {b}/mirror/app\n      - ocidir://{l}/app\n    type: repository\n    referrers: true\n    digestTags: true\n    tags: {{deny: ['sha256-.*']}}\n",
             s = source.host(),
             a = one.host(),
             b = two_proxy.host(),
@@ -792,13 +796,16 @@ fn targets_reads_the_source_once_for_every_target_and_each_target_stands_alone()
     ]))
     .unwrap();
     assert!(index.contains(&sbom.digest()), "{index}");
-    // Three targets, and each blob and each manifest (the SBOM and its fallback index
-    // included) was read from the source once.
+    // And the signature tag.
+    assert!(skopeo_list_tags(&one, "app").contains(&sig_tag));
+    assert!(skopeo_list_tags(&two, "mirror/app").contains(&sig_tag));
+    // Three targets, and each blob and each manifest (the SBOM, its fallback index and the
+    // signature included) was read from the source once.
     let reads = source_reads(&source);
     let blobs = reads.keys().filter(|p| p.contains("/blobs/")).count();
     // single: config + 3 layers; multi: 2 platforms of config + 2 layers; the SBOM's
-    // config and layer.
-    assert_eq!(blobs, 4 + 2 * 3 + 2, "{reads:#?}");
+    // config and layer; the signature's config and layer.
+    assert_eq!(blobs, 4 + 2 * 3 + 2 + 2, "{reads:#?}");
     assert!(reads.keys().any(|p| p.ends_with(&fallback)), "{reads:#?}");
     assert!(reads.values().all(|n| *n == 1), "{reads:#?}");
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regferry_config::{ReferrerFilter, SyncEntry};
 use regferry_registry::repo::Repo;
 use regferry_registry::{Content, Digest, Manifest, Result, TagList};
-use regferry_transfer::{CopyOptions, ReferrerWalk};
+use regferry_transfer::{CopyOptions, Destination, ReferrerWalk};
 
 use super::run_memo::RunMemo;
 use super::{Decision, Engine, Item};
@@ -40,7 +40,28 @@ impl Engine {
             {
                 return Ok(vec![h.digest.clone()]);
             }
-            (None, Some(h)) => item.src.get_manifest(&h.digest.to_string()).await?,
+            // An index the target already holds (same digest, same bytes) is read there: a
+            // target that is up to date costs the source no read.
+            (None, Some(h)) => {
+                let digest = h.digest.to_string();
+                let held = decision
+                    .target
+                    .as_ref()
+                    .is_some_and(|t| t.digest == h.digest);
+                let from_target = if held {
+                    item.dst
+                        .get_manifest(&digest)
+                        .await
+                        .and_then(|m| super::bound(m, &h.digest))
+                        .ok()
+                } else {
+                    None
+                };
+                match from_target {
+                    Some(m) => m,
+                    None => super::bound(item.src.get_manifest(&digest).await?, &h.digest)?,
+                }
+            }
             (None, None) => return Ok(Vec::new()),
         };
         let mut out = Vec::new();
@@ -194,23 +215,40 @@ impl Engine {
                 referrers[i] = r;
             }
         }
-        let mut out = Vec::with_capacity(n);
-        for ((item, subjects), referrers) in items.iter().zip(subjects).zip(referrers) {
-            let result = async {
-                let subjects = subjects?;
-                let referrers = referrers?;
-                let digest_tags = if entry.digest_tags {
-                    self.digest_tags(item, &subjects, &referrers, dry_run, memo)
-                        .await?
-                } else {
-                    Vec::new()
-                };
-                Ok((referrers, digest_tags))
+        // The digests whose cosign-style tags go with each target: its subjects and the
+        // referrers it got.
+        let mut out: Vec<Result<(Vec<ReferrerReport>, Vec<Digest>)>> = subjects
+            .into_iter()
+            .zip(referrers)
+            .map(|(s, r)| {
+                let (s, r) = (s?, r?);
+                let mut digests = s;
+                digests.extend(r.iter().filter_map(|r| Digest::parse(&r.digest).ok()));
+                Ok((r, digests))
+            })
+            .collect();
+        let mut tags: Vec<Vec<String>> = items.iter().map(|_| Vec::new()).collect();
+        if entry.digest_tags {
+            let live: Vec<usize> = (0..n).filter(|&i| out[i].is_ok()).collect();
+            if !live.is_empty() {
+                let digests: Vec<&[Digest]> = live
+                    .iter()
+                    .filter_map(|&i| out[i].as_ref().ok().map(|(_, d)| d.as_slice()))
+                    .collect();
+                let targets: Vec<&Item> = live.iter().map(|&i| items[i]).collect();
+                let copied = self.digest_tags(&targets, &digests, dry_run, memo).await;
+                for (&i, r) in live.iter().zip(copied) {
+                    match r {
+                        Ok(t) => tags[i] = t,
+                        Err(e) => out[i] = Err(e),
+                    }
+                }
             }
-            .await;
-            out.push(result);
         }
-        out
+        out.into_iter()
+            .zip(tags)
+            .map(|(r, tags)| r.map(|(referrers, _)| (referrers, tags)))
+            .collect()
     }
 
     /// The referrers of the image into the referrer target of each item at `places`: the
@@ -325,26 +363,36 @@ impl Engine {
             .collect()
     }
 
-    /// Copies the cosign-style digest tags (`sha256-<hex>.sig|.att|.sbom`) of the image's
-    /// subjects and referrers into the item's target.
+    /// Copies the cosign-style digest tags (`sha256-<hex>.sig|.att|.sbom`) of `digests[i]`
+    /// into the target of `items[i]`: each tag the source has is looked at once and read
+    /// once for all targets that lack it. The tags copied (or, in a dry run, to copy) per
+    /// target.
     async fn digest_tags(
         &self,
-        item: &Item,
-        subjects: &[Digest],
-        referrers: &[ReferrerReport],
+        items: &[&Item],
+        digests: &[&[Digest]],
         dry_run: bool,
         memo: &RunMemo,
-    ) -> Result<Vec<String>> {
-        let mut digest_tags = Vec::new();
+    ) -> Vec<Result<Vec<String>>> {
+        let src = &items[0].src;
         // A source that will not list its tags has none to offer here.
-        let tags = memo
-            .tags(&item.src)
-            .await?
-            .unwrap_or_else(|| Arc::new(TagList::new(Vec::new())));
-        let mut digests: Vec<String> = subjects.iter().map(ToString::to_string).collect();
-        digests.extend(referrers.iter().map(|r| r.digest.clone()));
-        for d in digests {
-            let Ok(d) = Digest::parse(&d) else { continue };
+        let tags = match memo.tags(src).await {
+            Ok(t) => t.unwrap_or_else(|| Arc::new(TagList::new(Vec::new()))),
+            Err(e) => {
+                let e = Arc::new(e);
+                return items
+                    .iter()
+                    .map(|_| Err(regferry_registry::Error::Shared(e.clone())))
+                    .collect();
+            }
+        };
+        let mut out: Vec<Result<Vec<String>>> = items.iter().map(|_| Ok(Vec::new())).collect();
+        let mut seen: Vec<&Digest> = Vec::new();
+        for d in digests.iter().flat_map(|d| d.iter()) {
+            if seen.contains(&d) {
+                continue;
+            }
+            seen.push(d);
             // The bare `sha256-<hex>` is the referrers fallback index, handled with the
             // referrers.
             let prefix = format!("{}.", d.referrers_tag());
@@ -352,30 +400,99 @@ impl Engine {
                 tags.iter().filter(|t| t.starts_with(&prefix)).collect();
             matching.sort();
             for tag in matching {
-                if self.copy_tag(&item.src, &item.dst, tag, dry_run).await? {
-                    digest_tags.push(tag.clone());
+                let wanting: Vec<usize> = (0..items.len())
+                    .filter(|&i| out[i].is_ok() && digests[i].contains(d))
+                    .collect();
+                let dsts: Vec<&Repo> = wanting.iter().map(|&i| &items[i].dst).collect();
+                let copied = self.copy_tag(src, &dsts, tag, dry_run).await;
+                for (&i, r) in wanting.iter().zip(copied) {
+                    match r {
+                        Ok(true) => {
+                            if let Ok(list) = &mut out[i] {
+                                list.push(tag.clone());
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(e) => out[i] = Err(e),
+                    }
                 }
             }
         }
-        Ok(digest_tags)
+        out
     }
 
-    /// Copies one tag as it is when the target lacks it or differs; returns whether it did
-    /// (or, in a dry run, would).
-    async fn copy_tag(&self, src: &Repo, dst: &Repo, tag: &str, dry_run: bool) -> Result<bool> {
-        let (s, d) = tokio::join!(src.head_manifest(tag), dst.head_manifest(tag));
-        let Some(s) = s? else { return Ok(false) };
-        // Only "not found" means missing: a refused or failing HEAD is an error.
-        if d?.is_some_and(|d| d.digest == s.digest) {
-            return Ok(false);
+    /// Copies one tag as it is into each of `dsts` that lacks it or holds another digest,
+    /// reading it from `src` once; for each, whether it did (or, in a dry run, would).
+    async fn copy_tag(
+        &self,
+        src: &Repo,
+        dsts: &[&Repo],
+        tag: &str,
+        dry_run: bool,
+    ) -> Vec<Result<bool>> {
+        let all_fail = |e: regferry_registry::Error| {
+            let e = Arc::new(e);
+            dsts.iter()
+                .map(|_| Err(regferry_registry::Error::Shared(e.clone())))
+                .collect()
+        };
+        if dsts.is_empty() {
+            return Vec::new();
         }
-        if !dry_run {
-            let m = src.get_manifest(&s.digest.to_string()).await?;
-            self.transfer
-                .copy_manifest(src, dst, &m, Some(tag), &CopyOptions::default())
-                .await?;
-            tracing::info!(tag, target = %dst, "Copied digest tag");
+        let (s, heads) = tokio::join!(
+            src.head_manifest(tag),
+            futures_util::future::join_all(dsts.iter().map(|d| d.head_manifest(tag)))
+        );
+        let s = match s {
+            Ok(Some(s)) => s,
+            Ok(None) => return dsts.iter().map(|_| Ok(false)).collect(),
+            Err(e) => return all_fail(e),
+        };
+        let mut out: Vec<Result<bool>> = Vec::with_capacity(dsts.len());
+        let mut lacking = Vec::new();
+        for (k, h) in heads.into_iter().enumerate() {
+            match h {
+                // Only "not found" means missing: a refused or failing HEAD is an error.
+                Err(e) => out.push(Err(e)),
+                Ok(Some(h)) if h.digest == s.digest => out.push(Ok(false)),
+                Ok(_) => {
+                    out.push(Ok(true));
+                    lacking.push(k);
+                }
+            }
         }
-        Ok(true)
+        if dry_run || lacking.is_empty() {
+            return out;
+        }
+        let read = src.get_manifest(&s.digest.to_string()).await;
+        let m = match read.and_then(|m| super::bound(m, &s.digest)) {
+            Ok(m) => m,
+            Err(e) => {
+                let e = Arc::new(e);
+                for &k in &lacking {
+                    out[k] = Err(regferry_registry::Error::Shared(e.clone()));
+                }
+                return out;
+            }
+        };
+        let dests: Vec<Destination<'_>> = lacking
+            .iter()
+            .map(|&k| Destination {
+                repo: dsts[k],
+                tag: Some(tag),
+                new_target: false,
+            })
+            .collect();
+        let pushed = self
+            .transfer
+            .copy_manifest_to_all(src, &dests, &m, &CopyOptions::default())
+            .await;
+        for (&k, r) in lacking.iter().zip(pushed) {
+            match r {
+                Ok(_) => tracing::info!(tag, target = %dsts[k], "Copied digest tag"),
+                Err(e) => out[k] = Err(e),
+            }
+        }
+        out
     }
 }
