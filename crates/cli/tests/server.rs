@@ -896,3 +896,43 @@ fn target_recheck_zero_reads_the_target_every_run() {
     let (code, log) = s.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// With `targets`, a steady-state scheduled run still reads the source once for all of
+/// them (one tag list, one HEAD per tag), and nothing on any target.
+#[test]
+fn scheduled_no_op_runs_of_several_targets_read_the_source_once_for_all() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let client = RawClient::for_registry(&src);
+    for i in 0..3 {
+        client.push(
+            "app",
+            Some(&(i + 1).to_string()),
+            &image::image(320 + i, 1, 100),
+        );
+    }
+    let entries = format!(
+        "  - name: app\n    source: {s}/app\n    targets: [{d}/a/app, {d}/b/app]\n    type: repository\n    interval: 1s\n",
+        s = src.host(),
+        d = dst.host()
+    );
+    let s = Server::start(&yaml(&src, &dst, &entries), &[]);
+    let (from_src, from_dst, _) = requests_of_two_runs(&s, &src, &dst);
+    let lists = from_src
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.ends_with("/tags/list"))
+        .count();
+    let heads = from_src.iter().filter(|(m, _)| m == "HEAD").count();
+    assert!(lists >= 2, "{from_src:?}");
+    assert_eq!(
+        heads,
+        3 * lists,
+        "one HEAD per tag for both targets: {from_src:?}"
+    );
+    assert_eq!(from_src.len(), lists + heads, "nothing else: {from_src:?}");
+    assert!(from_dst.is_empty(), "nothing on the targets: {from_dst:?}");
+    for repo in ["a/app", "b/app"] {
+        assert_eq!(tags(&dst, repo), vec!["1", "2", "3"], "{repo}");
+    }
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+}
