@@ -740,16 +740,25 @@ fn a_source_that_falls_silent_mid_blob_is_given_up_after_the_idle_timeout() {
         &format!("/blobs/{}", img.layers[0].digest()),
         Action::Trickle(std::time::Duration::from_secs(300)),
     ));
+    // The same idle timeout on both sides: the upload, which waits for the source, must
+    // not give up before the download is resumed.
     let c = ConfigFile::new(&format!(
-        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {src}\n    tls: disabled\n    \
-         limits:\n      idleTimeout: 1s\n  - registry: {dst}\n    tls: disabled\nsync:\n  \
+        "defaults:\n  skipDockerConfig: true\n  limits: {{idleTimeout: 1s}}\ncreds:\n  \
+         - registry: {src}\n    tls: disabled\n  - registry: {dst}\n    tls: disabled\nsync:\n  \
          - source: {src}/app:1\n    target: {dst}/mirror/app:1\n    type: image\n",
         src = proxy.host(),
         dst = dst.host(),
     ));
     let o = regferry(&["once"], &c);
     assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains("Resuming blob download"), "{}", o.all());
     assert!(o.all().contains("limits.idleTimeout"), "{}", o.all());
+    assert!(o.all().contains("after 5 resumes"), "{}", o.all());
+    assert!(
+        !o.all().contains("took no data") && !o.all().contains("no response within"),
+        "the upload waited for the source: {}",
+        o.all()
+    );
     assert_no_manifest_written(&dst);
 }
 

@@ -984,3 +984,33 @@ fn an_upload_that_outlasts_the_idle_timeout_while_its_bytes_flow_completes() {
     assert!(!o.all().contains("timed out"), "{}", o.all());
     assert_eq!(skopeo_digest(&dst, "app:1"), img.digest());
 }
+
+/// An upload that waits for a request slot (another upload holds the only one) is not
+/// counted as silent while it waits: its idle timeout starts when it is sent.
+#[test]
+fn an_upload_waiting_for_a_request_slot_is_not_given_up_as_silent() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(5410, 2, 2_000);
+    push(&src, "app", "1", &img);
+    let proxy = FaultProxy::start(&src);
+    // Each layer takes about 2 s to arrive, a byte a millisecond, and holds the target's
+    // only request slot meanwhile; the other waits for it longer than the idle timeout.
+    proxy.add_rule(Rule::regex(
+        "GET",
+        &format!(
+            "/blobs/({}|{})",
+            img.layers[0].digest(),
+            img.layers[1].digest()
+        ),
+        Action::Trickle(std::time::Duration::from_millis(1)),
+    ));
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\n  limits: {{idleTimeout: 1s, minSpeed: 100}}\ncreds:\n  - registry: {s}\n    tls: disabled\n  - registry: {d}\n    tls: disabled\n    reqConcurrent: 1\nsync:\n  - source: {s}/app:1\n    target: {d}/app:1\n    type: image\n",
+        s = proxy.host(),
+        d = dst.host()
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(!o.all().contains("Retrying"), "{}", o.all());
+    assert_eq!(skopeo_digest(&dst, "app:1"), img.digest());
+}

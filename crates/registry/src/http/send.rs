@@ -259,6 +259,10 @@ impl Inner {
                 }
                 let permit = self.concurrency.acquire().await.ok_or(Error::Cancelled)?;
                 let sent = Instant::now();
+                // An upload's clock starts now, not while it waited for a request slot.
+                if let Some(p) = &progress {
+                    p.start();
+                }
                 // A streamed upload is answered only once the registry has it all: it may
                 // take as long as its bytes keep flowing. It is given up after
                 // `idle_timeout` without progress, or `response_timeout` after its last byte
@@ -266,7 +270,7 @@ impl Inner {
                 let result = if let Some(progress) = &progress {
                     tokio::select! {
                         r = rb.send() => r.map_err(Failure::Http),
-                        () = progress.stalled(limits.idle_timeout, limits.response_timeout) => Err(Failure::Timeout),
+                        why = progress.stalled(limits.idle_timeout, limits.response_timeout) => Err(Failure::Stalled(why)),
                     }
                 } else {
                     let until = deadline.min(Instant::now() + limits.response_timeout);
@@ -288,7 +292,7 @@ impl Inner {
                         Outcome::Refused
                     }
                     Ok(_) => Outcome::Answered((!streamed).then(|| sent.elapsed())),
-                    Err(Failure::Timeout) => Outcome::Refused,
+                    Err(Failure::Timeout | Failure::Stalled(_)) => Outcome::Refused,
                     Err(Failure::Http(e)) if e.is_timeout() => Outcome::Refused,
                     Err(Failure::Http(_)) => Outcome::Neutral,
                 };
@@ -412,6 +416,7 @@ impl Inner {
                             ),
                             true,
                         ),
+                        Failure::Stalled(why) => (why, true),
                     };
                     if retryable && replayable && attempt < policy.attempts {
                         let delay = self.delay(attempt, None);
@@ -570,6 +575,8 @@ const MAX_REDIRECTS: u32 = 10;
 enum Failure {
     Http(reqwest::Error),
     Timeout,
+    /// An upload that stopped: why.
+    Stalled(String),
 }
 
 /// When a request's answer must have been read in full; stored in the response's
@@ -577,63 +584,98 @@ enum Failure {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline(pub(crate) Instant);
 
-/// How far a streamed request body has got: when a chunk last went out, and when the last
-/// one did.
+/// How far a streamed request body has got, for its timeouts: when a chunk last went out,
+/// when the last one did, and whether the body is waiting for its own source.
 #[derive(Debug, Clone)]
-struct Progress(std::sync::Arc<std::sync::Mutex<(Instant, Option<Instant>)>>);
+struct Progress(std::sync::Arc<std::sync::Mutex<Sent>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    last: Instant,
+    done: Option<Instant>,
+    /// The body itself has nothing to give yet (its source is slow, or a shared read waits
+    /// for another target): the source's own timeouts bound that, not the upload's.
+    waiting: bool,
+}
 
 impl Progress {
     fn new() -> Progress {
-        Progress(std::sync::Arc::new(std::sync::Mutex::new((
-            Instant::now(),
-            None,
-        ))))
+        Progress(std::sync::Arc::new(std::sync::Mutex::new(Sent {
+            last: Instant::now(),
+            done: None,
+            waiting: false,
+        })))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Instant, Option<Instant>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sent> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `stream`, noting each chunk it yields and its end: the end of the stream, or its
-    /// `len`-th byte (with a length, hyper may not ask for the end).
-    fn watching(&self, stream: crate::ByteStream, len: Option<u64>) -> crate::ByteStream {
-        let (seen, ended) = (self.clone(), self.clone());
-        let mut sent = 0u64;
-        let chunks = futures_util::StreamExt::inspect(stream, move |item| {
-            let now = Instant::now();
-            let mut p = seen.lock();
-            p.0 = now;
-            if let Ok(b) = item {
-                sent += b.len() as u64;
-                if len.is_some_and(|len| sent >= len) {
-                    p.1 = Some(now);
-                }
-            }
-        });
-        let end = futures_util::stream::poll_fn(move |_| {
-            let mut p = ended.lock();
-            if p.1.is_none() {
-                p.1 = Some(Instant::now());
-            }
-            std::task::Poll::Ready(None)
-        });
-        Box::pin(futures_util::StreamExt::chain(chunks, end))
+    /// The request is sent now.
+    fn start(&self) {
+        *self.lock() = Sent {
+            last: Instant::now(),
+            done: None,
+            waiting: false,
+        };
     }
 
-    /// Returns once the body has made no progress for `idle`, or its last byte went out
-    /// `answer` ago.
-    async fn stalled(&self, idle: Duration, answer: Duration) {
-        loop {
-            let at = match *self.lock() {
-                (_, Some(done)) => done + answer,
-                (last, None) => last + idle,
-            };
+    /// `stream`, noting each chunk it yields, when it has none yet, and its end: the end
+    /// of the stream, or its `len`-th byte (with a length, hyper may not ask for the end).
+    fn watching(&self, mut stream: crate::ByteStream, len: Option<u64>) -> crate::ByteStream {
+        let progress = self.clone();
+        let mut sent = 0u64;
+        Box::pin(futures_util::stream::poll_fn(move |cx| {
+            let polled = stream.as_mut().poll_next(cx);
             let now = Instant::now();
-            if now >= at {
-                return;
+            let mut p = progress.lock();
+            match &polled {
+                std::task::Poll::Pending => p.waiting = true,
+                std::task::Poll::Ready(Some(item)) => {
+                    p.waiting = false;
+                    p.last = now;
+                    if let Ok(b) = item {
+                        sent += b.len() as u64;
+                        if len.is_some_and(|len| sent >= len) {
+                            p.done.get_or_insert(now);
+                        }
+                    }
+                }
+                std::task::Poll::Ready(None) => {
+                    p.waiting = false;
+                    p.done.get_or_insert(now);
+                }
             }
-            // Progress moves `at`: looked at again a few times a second.
-            tokio::time::sleep_until(at.min(now + Duration::from_millis(250))).await;
+            polled
+        }))
+    }
+
+    /// Returns, with the reason, once the target has taken nothing for `idle` while the
+    /// body had data for it, or has not answered `answer` after the last byte.
+    async fn stalled(&self, idle: Duration, answer: Duration) -> String {
+        loop {
+            let p = *self.lock();
+            let now = Instant::now();
+            let next = now + Duration::from_millis(250);
+            let until = match p.done {
+                Some(done) if now >= done + answer => {
+                    return format!(
+                        "no answer within {} of the upload's last byte (limits.responseTimeout)",
+                        humanize(answer)
+                    );
+                }
+                Some(done) => done + answer,
+                None if p.waiting => next,
+                None if now >= p.last + idle => {
+                    return format!(
+                        "the registry took no data for {} (limits.idleTimeout)",
+                        humanize(idle)
+                    );
+                }
+                None => p.last + idle,
+            };
+            // Progress moves the deadline: looked at again a few times a second.
+            tokio::time::sleep_until(until.min(next)).await;
         }
     }
 }
