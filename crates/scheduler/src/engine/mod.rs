@@ -52,8 +52,11 @@ pub struct RunOptions {
 }
 
 /// How many tags of one entry are compared at once (HEAD requests; each registry's own
-/// `reqConcurrent` still applies).
-const CHECK_CONCURRENCY: usize = 16;
+/// `reqConcurrent` still applies). Comparisons waiting for a request slot keep each
+/// registry's connections busy: at 16 a registry sat idle between one request and the next
+/// often enough that distribution's scheduler spent more CPU parking and waking threads
+/// than serving the HEADs (docs/performance.md, issue 11).
+const CHECK_CONCURRENCY: usize = 64;
 
 /// The sync engine for one configuration.
 #[derive(Debug)]
@@ -1314,9 +1317,10 @@ impl Engine {
 }
 
 /// Tags worked on at once across entries, for `copies` image copies at once: room for every
-/// copy and for comparisons beside them (an entry compares up to 16 of its tags at once).
+/// copy and for comparisons beside them (an entry compares up to [`CHECK_CONCURRENCY`] of
+/// its tags at once, so at least two entries compare at once).
 fn tag_slots(copies: usize) -> usize {
-    (copies * 4).max(64)
+    (copies * 4).max(2 * CHECK_CONCURRENCY)
 }
 
 /// Blobs in flight for `copies` image copies: enough to fill the network, bounded so
