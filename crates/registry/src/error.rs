@@ -186,6 +186,13 @@ impl Error {
         }
     }
 
+    /// This error once for each of `n` places (the targets of one shared read or copy),
+    /// shared, so that each keeps its kind.
+    pub fn for_each<T>(self, n: usize) -> Vec<Result<T>> {
+        let e = std::sync::Arc::new(self);
+        (0..n).map(|_| Err(Error::Shared(e.clone()))).collect()
+    }
+
     /// The error itself, or the one a [`Error::Shared`] holds.
     pub fn original(&self) -> &Error {
         match self {

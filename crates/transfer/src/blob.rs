@@ -338,10 +338,10 @@ impl Transfer {
         let (size, stream) = match read.await {
             Ok(r) => r,
             Err(e) => {
-                let e = Arc::new(e);
-                return pending
-                    .iter()
-                    .map(|_| (Err(Error::Shared(e.clone())), false))
+                return e
+                    .for_each(pending.len())
+                    .into_iter()
+                    .map(|r| (r, false))
                     .collect();
             }
         };
@@ -359,6 +359,8 @@ impl Transfer {
         let results: Vec<Result<()>> = if let [p] = pending {
             // One target: the stream itself, no queue between.
             taken.push(read_bytes.clone());
+            // A read of its own never leaves it behind.
+            left_behind.push(Arc::new(AtomicBool::new(false)));
             let blob = Blob { size, stream };
             vec![p.dst.put_blob(digest, blob, p.mode, p.session.take()).await]
         } else {
@@ -386,7 +388,6 @@ impl Transfer {
             tokio::join!(tee(stream, senders), join_all(puts)).1
         };
         Stats::add(&self.stats.bytes_read, read_bytes.load(Ordering::Relaxed));
-        left_behind.resize_with(results.len(), || Arc::new(AtomicBool::new(false)));
         results
             .into_iter()
             .zip(taken)

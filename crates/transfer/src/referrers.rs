@@ -311,13 +311,7 @@ impl Transfer {
         walk: &ReferrerWalk<'_>,
         opts: &CopyOptions,
     ) -> Vec<Result<(Descriptor, PushedManifest)>> {
-        let all_fail = |e: Error| {
-            let e = Arc::new(e);
-            lacking
-                .iter()
-                .map(|_| Err(Error::Shared(e.clone())))
-                .collect()
-        };
+        let all_fail = |e: Error| e.for_each(lacking.len());
         let _slot = match walk.slots {
             Some(s) => match s.acquire().await {
                 Some(slot) => Some(slot),

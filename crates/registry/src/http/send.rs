@@ -598,13 +598,20 @@ struct Sent {
     waiting: bool,
 }
 
-impl Progress {
-    fn new() -> Progress {
-        Progress(std::sync::Arc::new(std::sync::Mutex::new(Sent {
+impl Sent {
+    /// Nothing sent yet, as of now.
+    fn now() -> Sent {
+        Sent {
             last: Instant::now(),
             done: None,
             waiting: false,
-        })))
+        }
+    }
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress(std::sync::Arc::new(std::sync::Mutex::new(Sent::now())))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sent> {
@@ -613,11 +620,7 @@ impl Progress {
 
     /// The request is sent now.
     fn start(&self) {
-        *self.lock() = Sent {
-            last: Instant::now(),
-            done: None,
-            waiting: false,
-        };
+        *self.lock() = Sent::now();
     }
 
     /// `stream`, noting each chunk it yields, when it has none yet, and its end: the end

@@ -262,13 +262,7 @@ impl Engine {
         dry_run: bool,
         memo: &RunMemo,
     ) -> Vec<Result<Vec<ReferrerReport>>> {
-        let all_fail = |e: regferry_registry::Error| {
-            let e = Arc::new(e);
-            places
-                .iter()
-                .map(|_| Err(regferry_registry::Error::Shared(e.clone())))
-                .collect()
-        };
+        let all_fail = |e: regferry_registry::Error| e.for_each(places.len());
         let setup = async {
             let sources = self.referrer_sources(entry, items[places[0]])?;
             // Items sharing a referrer target (`referrerTarget`) share its copy.
@@ -378,13 +372,7 @@ impl Engine {
         // A source that will not list its tags has none to offer here.
         let tags = match memo.tags(src).await {
             Ok(t) => t.unwrap_or_else(|| Arc::new(TagList::new(Vec::new()))),
-            Err(e) => {
-                let e = Arc::new(e);
-                return items
-                    .iter()
-                    .map(|_| Err(regferry_registry::Error::Shared(e.clone())))
-                    .collect();
-            }
+            Err(e) => return e.for_each(items.len()),
         };
         let mut out: Vec<Result<Vec<String>>> = items.iter().map(|_| Ok(Vec::new())).collect();
         let mut seen: Vec<&Digest> = Vec::new();
@@ -430,12 +418,7 @@ impl Engine {
         tag: &str,
         dry_run: bool,
     ) -> Vec<Result<bool>> {
-        let all_fail = |e: regferry_registry::Error| {
-            let e = Arc::new(e);
-            dsts.iter()
-                .map(|_| Err(regferry_registry::Error::Shared(e.clone())))
-                .collect()
-        };
+        let all_fail = |e: regferry_registry::Error| e.for_each(dsts.len());
         if dsts.is_empty() {
             return Vec::new();
         }
@@ -468,9 +451,8 @@ impl Engine {
         let m = match read.and_then(|m| super::bound(m, &s.digest)) {
             Ok(m) => m,
             Err(e) => {
-                let e = Arc::new(e);
-                for &k in &lacking {
-                    out[k] = Err(regferry_registry::Error::Shared(e.clone()));
+                for (&k, r) in lacking.iter().zip(e.for_each(lacking.len())) {
+                    out[k] = r;
                 }
                 return out;
             }

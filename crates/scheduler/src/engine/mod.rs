@@ -158,6 +158,13 @@ struct SourceReads {
     selected: Shared<Manifest>,
 }
 
+impl Decision {
+    /// Whether the target needs the image: it lacks the tag, or holds another digest.
+    fn wants_copy(&self) -> bool {
+        matches!(self.state, State::Missing | State::Changed)
+    }
+}
+
 /// Items grouped by source image, in their order: one group per source tag, holding an
 /// item per target (one, but with `targets`).
 fn by_source(items: Vec<Item>) -> Vec<Vec<Item>> {
@@ -786,10 +793,6 @@ impl Engine {
                 }
             }
         }
-        let wants_copy = |d: &Option<Decision>| {
-            d.as_ref()
-                .is_some_and(|d| matches!(d.state, State::Missing | State::Changed))
-        };
         if let Some(req) = &entry.require {
             self.require_all(entry, items, req, &mut work, &mut reports, opts, abort)
                 .await;
@@ -798,9 +801,11 @@ impl Engine {
         // Referrers and digest tags are refreshed for copied images, and for unchanged ones
         // unless fastCheck says a matching digest is enough.
         let mut tag_last = vec![false; items.len()];
+        // Whether the source may keep referrers for the image: the same for every target.
+        let mut source_referrers = None;
         for (i, d) in work.iter_mut().enumerate() {
             let Some(decision) = d else { continue };
-            let copy = matches!(decision.state, State::Missing | State::Changed);
+            let copy = decision.wants_copy();
             if copy && dry_run {
                 tracing::info!(source = %reports[i].source, target = %reports[i].target, state = %decision.state.as_str(), "Image sync needed");
             }
@@ -817,9 +822,15 @@ impl Engine {
             tag_last[i] = entry.digest_tags
                 || (entry.referrers
                     && copy
-                    && self
-                        .may_have_referrers(entry, &items[i], decision, memo)
-                        .await);
+                    && match source_referrers {
+                        Some(may) => may,
+                        None => {
+                            let may = self
+                                .may_have_referrers(entry, &items[i], decision, memo)
+                                .await;
+                            *source_referrers.insert(may)
+                        }
+                    });
         }
         let mut copied: Vec<Option<Manifest>> = work
             .iter()
@@ -827,7 +838,7 @@ impl Engine {
             .collect();
         let mut untagged: Vec<Option<Manifest>> = vec![None; items.len()];
         let copying: Vec<usize> = (0..items.len())
-            .filter(|&i| !dry_run && wants_copy(&work[i]))
+            .filter(|&i| !dry_run && work[i].as_ref().is_some_and(Decision::wants_copy))
             .collect();
         if !copying.is_empty() {
             let results = self
@@ -925,11 +936,7 @@ impl Engine {
         abort: &AtomicBool,
     ) {
         let wanting: Vec<usize> = (0..items.len())
-            .filter(|&i| {
-                work[i]
-                    .as_ref()
-                    .is_some_and(|d| matches!(d.state, State::Missing | State::Changed))
-            })
+            .filter(|&i| work[i].as_ref().is_some_and(Decision::wants_copy))
             .collect();
         let Some(&first) = wanting.first() else {
             return;
@@ -1131,13 +1138,7 @@ impl Engine {
         memo: &RunMemo,
         tag_last: &[bool],
     ) -> Vec<Result<(Manifest, Option<String>)>> {
-        let all_fail = |e: Error| {
-            let e = Arc::new(e);
-            copying
-                .iter()
-                .map(|_| Err(Error::Shared(e.clone())))
-                .collect()
-        };
+        let all_fail = |e: Error| e.for_each(copying.len());
         let first = &items[copying[0]];
         let decisions: Vec<&Decision> = copying.iter().filter_map(|&i| work[i].as_ref()).collect();
         let Some(decision) = decisions.first() else {
