@@ -94,7 +94,7 @@ impl Engine {
     ) -> Result<Option<String>> {
         // Where cosign puts signatures: the `.sig` tag in each place referrers are read
         // from, and referrers of its artifact type.
-        let tag = format!("{}.sig", digest.to_string().replacen(':', "-", 1));
+        let tag = format!("{}.sig", digest.referrers_tag());
         let mut places: Vec<(&Repo, String)> = sources.iter().map(|r| (r, tag.clone())).collect();
         places.extend(
             referrers
