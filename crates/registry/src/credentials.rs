@@ -467,6 +467,18 @@ mod tests {
         assert!(err.to_string().contains(&path.display().to_string()));
     }
 
+    /// Held by every test that writes helper scripts and runs them. A script is open for
+    /// writing while it is written; a process forked by another test in that moment inherits
+    /// the open file until its own exec, and running the script then fails with "Text file
+    /// busy" (ETXTBSY). Seen once in CI and about once in 300 runs here.
+    static HELPERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn helpers_alone() -> std::sync::MutexGuard<'static, ()> {
+        HELPERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn install_helper(dir: &Path, name: &str, script: &str) {
         let p = dir.join(format!("docker-credential-{name}"));
         std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
@@ -477,6 +489,7 @@ mod tests {
     // needs no process-global PATH change.
     #[test]
     fn helper_protocol_answers_not_found_failure_and_timeout() {
+        let _alone = helpers_alone();
         let dir = tempfile::tempdir().unwrap();
         install_helper(
             dir.path(),
@@ -527,6 +540,7 @@ mod tests {
 
     #[test]
     fn a_helper_s_output_never_appears_in_an_error() {
+        let _alone = helpers_alone();
         let dir = tempfile::tempdir().unwrap();
         // Failing after printing its answer; an answer of the wrong shape; an answer that is
         // not JSON; a failure that echoes what it read.
