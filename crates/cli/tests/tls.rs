@@ -160,6 +160,42 @@ fn mutual_tls_target_needs_the_client_certificate() {
     );
 }
 
+/// Blob bodies go over connections of their own (a client apart from the one for HEADs and
+/// manifests, so that few connections grow hyper's large read buffers): that client presents
+/// the certificate too.
+#[test]
+fn a_mutual_tls_source_gets_the_client_certificate_on_blob_reads_too() {
+    let src = start(Tls::Mutual);
+    let dst = TestRegistry::start();
+    let img = image::multi_arch(201, 2, 3000);
+    regferry_testkit::skopeo_push(&src, "app:1", &img);
+    let tls = src.tls().unwrap();
+    let client = tls.client().unwrap();
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {s}\n    tls: enabled\n{}{}{}  - registry: {d}\n    tls: disabled\nsync:\n  - source: {s}/app:1\n    target: {d}/app:1\n    type: image\n",
+        pem_line("regcert", tls.ca_pem()),
+        pem_line("clientCert", &client.cert_pem),
+        pem_line("clientKey", &client.key_pem),
+        s = src.host(),
+        d = dst.host(),
+    ));
+    let o = once(&c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_same_manifests(&src, &dst, "app:1", "app:1");
+    let blob_reads = regferry_requests(&src)
+        .into_iter()
+        .filter(|e| e.method == "GET" && e.path.contains("/blobs/") && e.status == 200)
+        .count();
+    // Two platforms of two layers and a config each.
+    assert_eq!(blob_reads, 6, "{:?}", src.access_log());
+    assert!(
+        !src.registry_log()
+            .contains("client didn't provide a certificate"),
+        "{}",
+        src.registry_log()
+    );
+}
+
 #[test]
 fn mutual_tls_refuses_a_client_certificate_from_another_ca() {
     let (src, _) = source();

@@ -199,6 +199,7 @@ impl RegistryClient {
             headers: HeaderMap::new(),
             body: Body::Empty,
             scopes,
+            bulk: false,
         }
     }
 
@@ -529,9 +530,9 @@ impl RegistryClient {
         let i = &self.inner;
         let url = i.repo_url(repo, Endpoint::Blob(digest))?;
         let scopes = vec![repo_scope(repo, false)];
-        let resp = i
-            .send(self.plain_request(Method::GET, url.clone(), scopes.clone()))
-            .await?;
+        let mut req = self.plain_request(Method::GET, url.clone(), scopes.clone());
+        req.bulk = true;
+        let resp = i.send(req).await?;
         match resp.status() {
             StatusCode::NOT_FOUND => {
                 return Err(Error::NotFound {
@@ -1040,6 +1041,7 @@ impl Resume {
         let mut r = self
             .client
             .plain_request(Method::GET, self.url.clone(), self.scopes.clone());
+        r.bulk = true;
         r.headers.insert(
             RANGE,
             HeaderValue::from_str(&format!("bytes={}-", self.offset))

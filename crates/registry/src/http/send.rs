@@ -105,15 +105,31 @@ pub(crate) struct Request {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Body,
     pub(crate) scopes: Vec<String>,
+    /// A blob body: sent over the connections kept for bulk reads (see [`Clients`]).
+    pub(crate) bulk: bool,
+}
+
+/// The HTTP clients of one registry, each with its own pool of connections.
+///
+/// hyper grows a connection's read buffer while reads fill it, up to about 408 KiB, and
+/// keeps it for the connection's life; on a fast link every blob body does that. So blob
+/// bodies have connections of their own, of which few are kept idle, and the many
+/// connections for HEADs, manifests and listings keep their small buffers.
+#[derive(Debug)]
+pub(crate) struct Clients {
+    /// The registry's own origin (presents the client certificate).
+    pub(crate) own: reqwest::Client,
+    /// The registry's own origin, for blob bodies.
+    pub(crate) bulk: reqwest::Client,
+    /// Any other host the registry names (presents nothing): object storage behind a blob
+    /// redirect, an upload `Location`, a token realm. Mostly blob bodies, so kept as few.
+    pub(crate) foreign: reqwest::Client,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) opts: HostOptions,
-    /// Requests to the registry's own origin (presents the client certificate).
-    pub(crate) http: reqwest::Client,
-    /// Requests to any other host the registry names (presents nothing).
-    pub(crate) foreign: reqwest::Client,
+    pub(crate) clients: Clients,
     pub(crate) base: Url,
     pub(crate) auth: Auth,
     pub(crate) stats: RequestStats,
@@ -129,13 +145,7 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn new(
-        opts: HostOptions,
-        http: reqwest::Client,
-        foreign: reqwest::Client,
-        base: Url,
-        memory: Memory,
-    ) -> Inner {
+    pub(crate) fn new(opts: HostOptions, clients: Clients, base: Url, memory: Memory) -> Inner {
         Inner {
             auth: Auth::new(
                 &opts.registry,
@@ -153,8 +163,7 @@ impl Inner {
             uploads: StdMutex::new(BTreeMap::new()),
             next_upload: AtomicU64::new(0),
             base,
-            http,
-            foreign,
+            clients,
             opts,
         }
     }
@@ -223,7 +232,7 @@ impl Inner {
                 self.pace().await;
                 let auth = if own {
                     self.auth
-                        .header(&self.http, &self.foreign, &req.scopes)
+                        .header(&self.clients.own, &self.clients.foreign, &req.scopes)
                         .await?
                 } else {
                     None
@@ -246,7 +255,11 @@ impl Inner {
                         (Some(reqwest::Body::wrap_stream(stream)), false)
                     }
                 };
-                let http = if own { &self.http } else { &self.foreign };
+                let http = match (own, req.bulk) {
+                    (true, false) => &self.clients.own,
+                    (true, true) => &self.clients.bulk,
+                    (false, _) => &self.clients.foreign,
+                };
                 let mut rb = http
                     .request(req.method.clone(), url.clone())
                     .headers(req.headers.clone());
