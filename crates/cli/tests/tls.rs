@@ -4,8 +4,8 @@
 use regferry_testkit::cli::{ConfigFile, RunOutput, run_regferry, yaml_block};
 use regferry_testkit::image::{self, Index};
 use regferry_testkit::{
-    Auth, HostileServer, RawClient, RegistryOptions, Reply, TestCa, TestRegistry, Tls, TokenIssuer,
-    assert_same_manifests, skopeo_digest,
+    Action, Auth, FaultProxy, HostileServer, RawClient, RegistryOptions, Reply, Rule, TestCa,
+    TestRegistry, Tls, TokenIssuer, assert_same_manifests, skopeo_digest,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_regferry");
@@ -305,6 +305,51 @@ fn credentials_never_go_to_a_plain_http_token_realm_under_an_https_registry() {
     );
     assert!(o.all().contains("not https"), "{}", o.all());
     assert!(!o.all().contains("s3cret-bob"));
+}
+
+/// Blob bodies behind a redirect go over connections of their own too (see
+/// `a_mutual_tls_source_gets_the_client_certificate_on_blob_reads_too`): those present no
+/// certificate either. The storage host here would accept the source's certificate, so a
+/// certificate presented would show as a request it logged.
+#[test]
+fn a_blob_redirect_to_another_https_host_gets_no_client_certificate() {
+    let (src, idx) = source();
+    let storage = start(Tls::Mutual);
+    let storage_tls = storage.tls().unwrap();
+    let client = storage_tls.client().unwrap();
+    let proxy = FaultProxy::start(&src);
+    let layer = idx.children[0].layers[0].digest();
+    proxy.add_rule(Rule::new(
+        "GET",
+        &format!("/blobs/{layer}"),
+        Action::Respond {
+            status: 307,
+            headers: vec![(
+                "Location".into(),
+                format!("https://{}/v2/app/blobs/{layer}", storage.host()),
+            )],
+            body: Vec::new(),
+        },
+    ));
+    let dst = TestRegistry::start();
+    let c = ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {s}\n    tls: disabled\n{}{}{}  - registry: {d}\n    tls: disabled\nsync:\n  - source: {s}/app:1\n    target: {d}/app:1\n    type: image\n",
+        pem_line("regcert", storage_tls.ca_pem()),
+        pem_line("clientCert", &client.cert_pem),
+        pem_line("clientKey", &client.key_pem),
+        s = proxy.host(),
+        d = dst.host(),
+    ));
+    let o = once(&c);
+    assert_eq!(o.code, 1, "the storage refuses the handshake: {}", o.all());
+    assert!(o.all().contains(&storage.host()), "{}", o.all());
+    assert_eq!(
+        regferry_requests(&storage),
+        vec![],
+        "no request got past the handshake"
+    );
+    let log = storage.registry_log();
+    assert!(log.contains("client didn't provide a certificate"), "{log}");
 }
 
 /// The client certificate is for the registry's own origin. Another HTTPS host the registry

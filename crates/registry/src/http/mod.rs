@@ -242,14 +242,15 @@ impl RegistryClient {
 
     /// Builds a client that shares `memory` with the other clients and layouts made with it.
     pub fn sharing(opts: HostOptions, memory: Memory) -> Result<RegistryClient> {
-        // Three HTTP clients: two for the registry's own origin, which present the client
-        // certificate (one for blob bodies, see `send::Clients`), and one for any other host
-        // the registry names (object storage behind a blob redirect, an upload `Location`, a
-        // token realm), which presents nothing. None follows redirects by itself: `send`
-        // does, choosing the client and the credentials for each hop.
+        // HTTP clients for the registry's own origin, which present the client certificate,
+        // and for any other host the registry names (object storage behind a blob redirect,
+        // an upload `Location`, a token realm), which present nothing; each twice, as blob
+        // bodies get connections of their own (see `send::Clients`). None follows redirects
+        // by itself: `send` does, choosing the client and the credentials for each hop.
         let own = build_http(&opts, true, SMALL_IDLE)?;
         let bulk = build_http(&opts, true, BULK_IDLE)?;
-        let foreign = build_http(&opts, false, BULK_IDLE)?;
+        let foreign = build_http(&opts, false, SMALL_IDLE)?;
+        let foreign_bulk = build_http(&opts, false, BULK_IDLE)?;
         let scheme = if opts.tls == TlsMode::Disabled {
             "http"
         } else {
@@ -265,7 +266,12 @@ impl RegistryClient {
         Ok(RegistryClient {
             inner: Arc::new(send::Inner::new(
                 opts,
-                send::Clients { own, bulk, foreign },
+                send::Clients {
+                    own,
+                    bulk,
+                    foreign,
+                    foreign_bulk,
+                },
                 base,
                 memory,
             )),
@@ -311,13 +317,13 @@ impl RegistryClient {
     }
 }
 
-/// Idle connections kept per host for HEADs, manifests and listings: as many as the
+/// Idle connections kept per host for HEADs, manifests, listings and uploads: as many as the
 /// adaptive request limit allows in flight.
 const SMALL_IDLE: usize = 32;
 /// Idle connections kept per host for blob bodies (see [`send::Clients`]). Each holds a read
-/// buffer of up to 408 KiB. On the lab set, 2 kept peak RSS 0.4 MiB per connection lower
-/// than 4, but the churn of new connections cost 0.1–0.2 s over a 50 ms round trip;
-/// docs/performance.md has the numbers.
+/// buffer of up to 408 KiB. On the lab set, 2 kept peak RSS about 1 MiB lower than 4, but
+/// reconnecting cost 0.1–0.2 s over a 50 ms round trip (docs/performance.md, issue 11,
+/// session 8).
 const BULK_IDLE: usize = 4;
 
 /// An HTTP client for one registry: its TLS trust (and, for its own origin, its client

@@ -114,16 +114,18 @@ pub(crate) struct Request {
 /// hyper grows a connection's read buffer while reads fill it, up to about 408 KiB, and
 /// keeps it for the connection's life; on a fast link every blob body does that. So blob
 /// bodies have connections of their own, of which few are kept idle, and the many
-/// connections for HEADs, manifests and listings keep their small buffers.
+/// connections for HEADs, manifests, listings and uploads keep their small buffers.
 #[derive(Debug)]
 pub(crate) struct Clients {
     /// The registry's own origin (presents the client certificate).
     pub(crate) own: reqwest::Client,
     /// The registry's own origin, for blob bodies.
     pub(crate) bulk: reqwest::Client,
-    /// Any other host the registry names (presents nothing): object storage behind a blob
-    /// redirect, an upload `Location`, a token realm. Mostly blob bodies, so kept as few.
+    /// Any other host the registry names (presents nothing): an upload `Location`, a token
+    /// realm.
     pub(crate) foreign: reqwest::Client,
+    /// Any other host, for blob bodies: object storage behind a blob redirect.
+    pub(crate) foreign_bulk: reqwest::Client,
 }
 
 #[derive(Debug)]
@@ -258,7 +260,8 @@ impl Inner {
                 let http = match (own, req.bulk) {
                     (true, false) => &self.clients.own,
                     (true, true) => &self.clients.bulk,
-                    (false, _) => &self.clients.foreign,
+                    (false, false) => &self.clients.foreign,
+                    (false, true) => &self.clients.foreign_bulk,
                 };
                 let mut rb = http
                     .request(req.method.clone(), url.clone())
