@@ -5,7 +5,7 @@ use regferry_testkit::cli::{ConfigFile, RunOutput, run_regferry, yaml_block};
 use regferry_testkit::image::{self, Index};
 use regferry_testkit::{
     Action, Auth, FaultProxy, HostileServer, RawClient, RegistryOptions, Reply, Rule, TestCa,
-    TestRegistry, Tls, TokenIssuer, assert_same_manifests, skopeo_digest,
+    TestRegistry, Tls, TlsMaterial, TokenIssuer, assert_same_manifests, skopeo_digest,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_regferry");
@@ -35,6 +35,24 @@ fn config(src: &TestRegistry, dst: &TestRegistry, dst_creds: &str, dst_repo: &st
     ConfigFile::new(&format!(
         "defaults:\n  skipDockerConfig: true\n  parallel: 2\ncreds:\n  - registry: {s}\n    tls: disabled\n  - registry: {d}\n{dst_creds}sync:\n  - source: {s}/app:1\n    target: {d}/{dst_repo}:1\n    type: image\n",
         s = src.host(),
+        d = dst.host(),
+    ))
+}
+
+/// A config copying `<src_host>/app:1` to a plain `dst`, the source with `tls: <src_tls>`,
+/// and `tls`'s CA as its `regcert` and a client certificate of `tls`'s client CA.
+fn source_config(
+    src_host: &str,
+    src_tls: &str,
+    tls: &TlsMaterial,
+    dst: &TestRegistry,
+) -> ConfigFile {
+    let client = tls.client().unwrap();
+    ConfigFile::new(&format!(
+        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {src_host}\n    tls: {src_tls}\n{}{}{}  - registry: {d}\n    tls: disabled\nsync:\n  - source: {src_host}/app:1\n    target: {d}/app:1\n    type: image\n",
+        pem_line("regcert", tls.ca_pem()),
+        pem_line("clientCert", &client.cert_pem),
+        pem_line("clientKey", &client.key_pem),
         d = dst.host(),
     ))
 }
@@ -170,15 +188,7 @@ fn a_mutual_tls_source_gets_the_client_certificate_on_blob_reads_too() {
     let img = image::multi_arch(201, 2, 3000);
     regferry_testkit::skopeo_push(&src, "app:1", &img);
     let tls = src.tls().unwrap();
-    let client = tls.client().unwrap();
-    let c = ConfigFile::new(&format!(
-        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {s}\n    tls: enabled\n{}{}{}  - registry: {d}\n    tls: disabled\nsync:\n  - source: {s}/app:1\n    target: {d}/app:1\n    type: image\n",
-        pem_line("regcert", tls.ca_pem()),
-        pem_line("clientCert", &client.cert_pem),
-        pem_line("clientKey", &client.key_pem),
-        s = src.host(),
-        d = dst.host(),
-    ));
+    let c = source_config(&src.host(), "enabled", tls, &dst);
     let o = once(&c);
     assert_eq!(o.code, 0, "{}", o.all());
     assert_same_manifests(&src, &dst, "app:1", "app:1");
@@ -316,7 +326,6 @@ fn a_blob_redirect_to_another_https_host_gets_no_client_certificate() {
     let (src, idx) = source();
     let storage = start(Tls::Mutual);
     let storage_tls = storage.tls().unwrap();
-    let client = storage_tls.client().unwrap();
     let proxy = FaultProxy::start(&src);
     let layer = idx.children[0].layers[0].digest();
     proxy.add_rule(Rule::new(
@@ -332,14 +341,7 @@ fn a_blob_redirect_to_another_https_host_gets_no_client_certificate() {
         },
     ));
     let dst = TestRegistry::start();
-    let c = ConfigFile::new(&format!(
-        "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {s}\n    tls: disabled\n{}{}{}  - registry: {d}\n    tls: disabled\nsync:\n  - source: {s}/app:1\n    target: {d}/app:1\n    type: image\n",
-        pem_line("regcert", storage_tls.ca_pem()),
-        pem_line("clientCert", &client.cert_pem),
-        pem_line("clientKey", &client.key_pem),
-        s = proxy.host(),
-        d = dst.host(),
-    ));
+    let c = source_config(&proxy.host(), "disabled", storage_tls, &dst);
     let o = once(&c);
     assert_eq!(o.code, 1, "the storage refuses the handshake: {}", o.all());
     assert!(o.all().contains(&storage.host()), "{}", o.all());
