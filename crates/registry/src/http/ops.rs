@@ -203,6 +203,14 @@ impl RegistryClient {
         }
     }
 
+    /// A GET of a blob's body, over the connections kept for blob bodies.
+    fn blob_request(&self, url: Url, scopes: Vec<String>) -> Request {
+        Request {
+            bulk: true,
+            ..self.plain_request(Method::GET, url, scopes)
+        }
+    }
+
     /// The digest, type and size of a manifest; `None` when it does not exist.
     pub async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
         let i = &self.inner;
@@ -530,9 +538,9 @@ impl RegistryClient {
         let i = &self.inner;
         let url = i.repo_url(repo, Endpoint::Blob(digest))?;
         let scopes = vec![repo_scope(repo, false)];
-        let mut req = self.plain_request(Method::GET, url.clone(), scopes.clone());
-        req.bulk = true;
-        let resp = i.send(req).await?;
+        let resp = i
+            .send(self.blob_request(url.clone(), scopes.clone()))
+            .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => {
                 return Err(Error::NotFound {
@@ -982,7 +990,10 @@ impl Resume {
             let asked = Instant::now();
             let idle = self.client.inner.opts.limits.idle_timeout;
             let Ok(next) = tokio::time::timeout(idle, body.next()).await else {
-                let reason = format!("no data for {idle:?} (limits.idleTimeout)");
+                let reason = format!(
+                    "no data for {} (limits.idleTimeout)",
+                    super::send::humanize(idle)
+                );
                 if let Err(e) = self.reopen(&reason).await {
                     self.body = None;
                     return Some((Err(e), self));
@@ -1040,8 +1051,7 @@ impl Resume {
         let i = &self.client.inner;
         let mut r = self
             .client
-            .plain_request(Method::GET, self.url.clone(), self.scopes.clone());
-        r.bulk = true;
+            .blob_request(self.url.clone(), self.scopes.clone());
         r.headers.insert(
             RANGE,
             HeaderValue::from_str(&format!("bytes={}-", self.offset))
