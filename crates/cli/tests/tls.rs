@@ -57,6 +57,20 @@ fn source_config(
     ))
 }
 
+/// The run failed because `reg` ended every handshake for want of a client certificate:
+/// the output names `reg`, no request of regferry's got through, and `reg`'s log says why.
+fn refused_for_want_of_a_certificate(o: &RunOutput, reg: &TestRegistry) {
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.all().contains(&reg.host()), "{}", o.all());
+    assert_eq!(
+        regferry_requests(reg),
+        vec![],
+        "no request got past the handshake"
+    );
+    let log = reg.registry_log();
+    assert!(log.contains("client didn't provide a certificate"), "{log}");
+}
+
 /// `    key: |` followed by the PEM, as a creds line.
 fn pem_line(key: &str, pem: &str) -> String {
     format!("    {key}: {}", yaml_block(pem, 6))
@@ -150,12 +164,8 @@ fn mutual_tls_target_needs_the_client_certificate() {
     // registry's alert and a closed connection; the registry's log says why, every time.
     let c = config(&src, &dst, &server_only, "app");
     let o = once(&c);
-    assert_eq!(o.code, 1, "{}", o.all());
-    assert!(o.all().contains(&dst.host()), "{}", o.all());
+    refused_for_want_of_a_certificate(&o, &dst);
     assert_eq!(dst.writes(), 0, "{:?}", dst.access_log());
-    assert_eq!(regferry_requests(&dst), vec![]);
-    let log = dst.registry_log();
-    assert!(log.contains("client didn't provide a certificate"), "{log}");
 
     // With the registry's client certificate and key, the copy goes through.
     let c = config(
@@ -342,16 +352,7 @@ fn a_blob_redirect_to_another_https_host_gets_no_client_certificate() {
     ));
     let dst = TestRegistry::start();
     let c = source_config(&proxy.host(), "disabled", storage_tls, &dst);
-    let o = once(&c);
-    assert_eq!(o.code, 1, "the storage refuses the handshake: {}", o.all());
-    assert!(o.all().contains(&storage.host()), "{}", o.all());
-    assert_eq!(
-        regferry_requests(&storage),
-        vec![],
-        "no request got past the handshake"
-    );
-    let log = storage.registry_log();
-    assert!(log.contains("client didn't provide a certificate"), "{log}");
+    refused_for_want_of_a_certificate(&once(&c), &storage);
 }
 
 /// The client certificate is for the registry's own origin. Another HTTPS host the registry
