@@ -209,6 +209,7 @@ struct Config {
     http1_ignore_invalid_headers_in_responses: bool,
     http1_allow_spaces_after_header_name_in_responses: bool,
     http1_max_headers: Option<usize>,
+    http1_max_buf_size: Option<usize>,
     #[cfg(feature = "http2")]
     http2_initial_stream_window_size: Option<u32>,
     #[cfg(feature = "http2")]
@@ -337,6 +338,7 @@ impl ClientBuilder {
                 http1_ignore_invalid_headers_in_responses: false,
                 http1_allow_spaces_after_header_name_in_responses: false,
                 http1_max_headers: None,
+                http1_max_buf_size: None,
                 #[cfg(feature = "http2")]
                 http2_initial_stream_window_size: None,
                 #[cfg(feature = "http2")]
@@ -1004,6 +1006,10 @@ impl ClientBuilder {
             builder.http1_max_headers(http1_max_headers);
         }
 
+        if let Some(http1_max_buf_size) = config.http1_max_buf_size {
+            builder.http1_max_buf_size(http1_max_buf_size);
+        }
+
         let proxies_maybe_http_auth = proxies.iter().any(|p| p.maybe_has_http_auth());
         let proxies_maybe_http_custom_headers =
             proxies.iter().any(|p| p.maybe_has_http_custom_headers());
@@ -1559,6 +1565,21 @@ impl ClientBuilder {
     /// Default is 100.
     pub fn http1_max_headers(mut self, max: usize) -> ClientBuilder {
         self.config.http1_max_headers = Some(max);
+        self
+    }
+
+    /// Sets the maximum size of an HTTP/1 connection's read and write buffers.
+    ///
+    /// hyper grows a connection's read buffer while reads fill it, up to this size, and the
+    /// connection keeps the grown buffer. A response head larger than this fails to parse.
+    ///
+    /// Default is hyper's, about 400 KiB.
+    ///
+    /// # Panics
+    ///
+    /// The minimum value allowed is 8192. Building the client panics if `max` is less.
+    pub fn http1_max_buf_size(mut self, max: usize) -> ClientBuilder {
+        self.config.http1_max_buf_size = Some(max);
         self
     }
 
