@@ -374,6 +374,43 @@ fn an_oversized_manifest_is_refused_before_it_is_read_whole() {
     assert_eq!(dst.writes(), 0);
 }
 
+/// A response head (status line and headers) whose end is not within a connection's 64 KiB
+/// read buffer is refused, on the connections that read manifests and on those that read
+/// blobs (hyper's default buffer, about 400 KiB, takes a head of 300 KiB). The same bound
+/// keeps the buffers of many blob downloads small.
+#[test]
+fn a_response_head_that_overflows_the_read_buffer_is_refused() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    RawClient::for_registry(&src).push("app", Some("1"), &image::image(907, 1, 100));
+    let proxy = FaultProxy::start(&src);
+    let c = entry(&proxy.host(), &dst.host(), Login::Neither, "");
+    let padding = || Action::AddHeaders(vec![("X-Padding".into(), "a".repeat(300 << 10))]);
+    for path in ["/manifests/", "/blobs/sha256:"] {
+        proxy.clear_rules();
+        proxy.add_rule(Rule::new("GET", path, padding()));
+        let o = regferry(&["once"], &c);
+        assert_eq!(o.code, 1, "GET {path}: {}", o.all());
+        // Said once, not retried: the same registry would send the same head again.
+        assert!(
+            o.all().contains("response head did not end within 64 KiB")
+                && !o.all().contains("Retrying request"),
+            "GET {path}: {}",
+            o.all()
+        );
+        assert_no_manifest_written(&dst);
+    }
+    // The same answers with a head of 50 KiB copy the image.
+    proxy.clear_rules();
+    proxy.add_rule(Rule::new(
+        "GET",
+        "/",
+        Action::AddHeaders(vec![("X-Padding".into(), "a".repeat(50 << 10))]),
+    ));
+    let o = regferry(&["once"], &c);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(skopeo_list_tags(&dst, "mirror/app"), vec!["1"]);
+}
+
 #[test]
 fn a_chunk_size_demand_above_the_limit_fails_the_upload_instead_of_buffering() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());

@@ -321,10 +321,17 @@ impl RegistryClient {
 /// adaptive request limit allows in flight.
 const SMALL_IDLE: usize = 32;
 /// Idle connections kept per host for blob bodies (see [`send::Clients`]). Each holds a read
-/// buffer of up to 408 KiB. On the lab set, 2 kept peak RSS about 1 MiB lower than 4, but
-/// reconnecting cost 0.1–0.2 s over a 50 ms round trip (docs/performance.md, issue 11,
-/// session 8).
+/// buffer of up to [`BUF_MAX`]. With hyper's 408 KiB buffers, 2 kept peak RSS on the lab set
+/// about 1 MiB lower than 4, but reconnecting cost 0.1–0.2 s over a 50 ms round trip
+/// (docs/performance.md, issue 11, session 8).
 const BULK_IDLE: usize = 4;
+
+/// The most a connection buffers: its HTTP/1 read buffer (hyper grows it while reads fill
+/// it, to about 400 KiB by default, and keeps it for the connection's life), and the largest
+/// HTTP/2 header list. A response head that does not end within the buffer is refused. With
+/// 64 KiB, a cold run of the lab set peaks 4 MiB lower (docs/performance.md, issue 11,
+/// session 9).
+pub(crate) const BUF_MAX: usize = 64 << 10;
 
 /// An HTTP client for one registry: its TLS trust (and, for its own origin, its client
 /// certificate), timeouts, and no automatic redirects.
@@ -337,6 +344,8 @@ fn build_http(opts: &HostOptions, with_identity: bool, idle: usize) -> Result<re
         // answers by `response_timeout`, uploads by `idle_timeout` without progress (see
         // `send`), and blob downloads by `idle_timeout` between chunks (see `ops::Resume`).
         .pool_max_idle_per_host(idle)
+        .http1_max_buf_size(BUF_MAX)
+        .http2_max_header_list_size(BUF_MAX as u32)
         .redirect(reqwest::redirect::Policy::none());
     let tls_err = |reason: String| Error::Tls {
         registry: opts.registry.clone(),

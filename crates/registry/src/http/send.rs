@@ -419,6 +419,16 @@ impl Inner {
                                     ),
                                     false,
                                 )
+                            } else if reason.contains("message head is too large") {
+                                // hyper's words for a head that outgrew the connection's
+                                // read buffer; the registry would send the same head again.
+                                (
+                                    format!(
+                                        "the response head did not end within {} KiB",
+                                        super::BUF_MAX >> 10
+                                    ),
+                                    false,
+                                )
                             } else {
                                 // A certificate the client refuses (or that the server
                                 // refuses) will be refused again: fail at once.
