@@ -81,6 +81,10 @@ def main():
         if w is not None:
             print(f"{scen}: regferry best {w:.2f} s (target <= {target})")
             ok &= w <= target
+            for peer in ("ocync", "skopeo"):
+                p = wall(peer, scen)
+                if p:
+                    print(f"{scen}: {peer} best {p:.2f} s, {p / w:.2f}x regferry's time")
     median = lambda tool, scen: statistics.median(
         [float(r["wall_s"]) for r in by.get((tool, scen), [])] or [0]) or None
     rf, oc = median("regferry", "noop-1x3000"), median("ocync", "noop-1x3000")

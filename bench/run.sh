@@ -7,7 +7,8 @@
 #                           # ROUNDS=3 alternations of the raw copier and regferry
 #   bench/run.sh memory     # one 1 GiB layer: peak RSS must stay flat
 #   bench/run.sh wan        # the source behind a 50 ms round trip (the lab's bench-wan.sh,
-#                           # 120 tags of 256 KiB layers): cold and no-op, ROUNDS times
+#                           # 120 tags of 256 KiB layers): cold and no-op, ROUNDS times;
+#                           # then skopeo once on the same data (WAN_SKOPEO=0: not)
 #   bench/run.sh scale      # 1 x 3,000 tags, 200 x 5 tags, one 1 GiB layer (bench-scale.sh),
 #                           # beside ocync when bench/build-ocync.sh has built it
 #   bench/run.sh fanout     # one `targets` entry with 3 target registries against 3 entries
@@ -55,6 +56,8 @@ case "${1:-default}" in
     for _ in $(seq "${ROUNDS:-3}"); do
       "$LAB/bench-wan.sh" >&2
     done
+    # skopeo once on the same data (the lab script does not run it): cold and no-op.
+    [[ ${WAN_SKOPEO:-1} == 0 ]] || LAB=$LAB bench/wan-skopeo.sh >&2
     ;;
   scale)
     # Many tags, many repositories, one big layer (the lab's bench-scale.sh). ocync runs
