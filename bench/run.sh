@@ -11,6 +11,9 @@
 #                           # then skopeo once on the same data (WAN_SKOPEO=0: not)
 #   bench/run.sh scale      # 1 x 3,000 tags, 200 x 5 tags, one 1 GiB layer (bench-scale.sh),
 #                           # beside ocync when bench/build-ocync.sh has built it
+#                           # (SCALE_TOOLS="regferry ocync-http skopeo" adds skopeo)
+#   bench/run.sh scale-noop # the 1 x 3,000 no-op, regferry and ocync taking turns ROUNDS times
+#                           # (default 5) on the same data: the fair measure of its target
 #   bench/run.sh fanout     # one `targets` entry with 3 target registries against 3 entries
 #                           # with one target each (bench/fanout.sh): source bytes, wall time
 #
@@ -74,10 +77,15 @@ case "${1:-default}" in
     "$LAB/bench-scale.sh" ${SCALE_SETS:-1x3000 200x5 big:1GiB} >&2
     python3 "$LAB/scale-report.py" "$RESULTS"
     ;;
+  scale-noop)
+    # The 1 x 3,000 no-op target, measured fairly: regferry and ocync take turns, ROUNDS
+    # times (default 5), on the same data and target (bench/noop-alternating.sh).
+    bench/noop-alternating.sh
+    ;;
   fanout)
     bench/fanout.sh
     ;;
-  *) echo "usage: bench/run.sh [default|memory|wan|scale|fanout]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh [default|memory|wan|scale|scale-noop|fanout]" >&2; exit 2 ;;
 esac
 "$LAB/registries.sh" stop >&2 || true
 
