@@ -326,11 +326,11 @@ const SMALL_IDLE: usize = 32;
 /// (docs/performance.md, issue 11, session 8).
 const BULK_IDLE: usize = 4;
 
-/// The most a connection buffers: its HTTP/1 read buffer (hyper grows it while reads fill
-/// it, to about 400 KiB by default, and keeps it for the connection's life), and the largest
-/// HTTP/2 header list. A response head that does not end within the buffer is refused. With
-/// 64 KiB, a cold run of the lab set peaks 4 MiB lower (docs/performance.md, issue 11,
-/// session 9).
+/// The largest an HTTP/1 connection's read buffer grows (hyper grows it while reads fill it,
+/// to about 400 KiB by default, and keeps it for the connection's life). A response head
+/// that does not end within it is refused. With 64 KiB, a cold run of the lab set peaks
+/// 4 MiB lower (docs/performance.md, issue 11, session 9). HTTP/2 keeps hyper's own bounds:
+/// a 16 KiB header list, and flow-control windows for bodies.
 pub(crate) const BUF_MAX: usize = 64 << 10;
 
 /// An HTTP client for one registry: its TLS trust (and, for its own origin, its client
@@ -345,7 +345,6 @@ fn build_http(opts: &HostOptions, with_identity: bool, idle: usize) -> Result<re
         // `send`), and blob downloads by `idle_timeout` between chunks (see `ops::Resume`).
         .pool_max_idle_per_host(idle)
         .http1_max_buf_size(BUF_MAX)
-        .http2_max_header_list_size(BUF_MAX as u32)
         .redirect(reqwest::redirect::Policy::none());
     let tls_err = |reason: String| Error::Tls {
         registry: opts.registry.clone(),

@@ -111,9 +111,9 @@ pub(crate) struct Request {
 
 /// The HTTP clients of one registry, each with its own pool of connections.
 ///
-/// hyper grows a connection's read buffer while reads fill it, up to about 408 KiB, and
-/// keeps it for the connection's life; on a fast link every blob body does that. So blob
-/// bodies have connections of their own, of which few are kept idle, and the many
+/// hyper grows a connection's read buffer while reads fill it, up to [`super::BUF_MAX`],
+/// and keeps it for the connection's life; on a fast link every blob body does that. So
+/// blob bodies have connections of their own, of which few are kept idle, and the many
 /// connections for HEADs, manifests, listings and uploads keep their small buffers.
 #[derive(Debug)]
 pub(crate) struct Clients {
@@ -421,10 +421,13 @@ impl Inner {
                                 )
                             } else if reason.contains("message head is too large") {
                                 // hyper's words for a head that outgrew the connection's
-                                // read buffer; the registry would send the same head again.
+                                // read buffer, or had more than 100 headers (or a
+                                // Content-Length past u64); the registry would send the
+                                // same head again.
                                 (
                                     format!(
-                                        "the response head did not end within {} KiB",
+                                        "the response head is too large (more than {} KiB, \
+                                         or more than 100 headers)",
                                         super::BUF_MAX >> 10
                                     ),
                                     false,
