@@ -16,6 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LAB=${LAB:-$PWD/../shared/lab}
 source "$LAB/lib.sh"
+# lib.sh sets RESULTS without exporting it; exported, the lab script below writes its rows
+# to the same file as the alternating runs, also when this script runs on its own.
+export RESULTS
 REGFERRY=${REGFERRY:-$PWD/target/release/regferry}
 OCYNC_HTTP=${OCYNC_HTTP:-/tmp/ocync-build-http/target/release/ocync}
 [[ -x $REGFERRY ]] || { echo "no regferry binary at $REGFERRY (set REGFERRY=...)" >&2; exit 2; }
