@@ -419,11 +419,8 @@ impl Inner {
                                     ),
                                     false,
                                 )
-                            } else if reason.contains("message head is too large") {
-                                // hyper's words for a head that outgrew the connection's
-                                // read buffer, or had more than 100 headers (or a
-                                // Content-Length past u64); the registry would send the
-                                // same head again.
+                            } else if is_head_too_large(&reason) {
+                                // The registry would send the same head again.
                                 (
                                     format!(
                                         "the response head is too large (more than {} KiB, \
@@ -758,6 +755,12 @@ fn is_tls_refusal(chain: &str) -> bool {
 /// the HTTP response as a TLS record of an unknown content type).
 fn is_plain_http_answer(chain: &str) -> bool {
     chain.contains("InvalidContentType")
+}
+
+/// Whether hyper refused a response head: it outgrew the connection's read buffer
+/// ([`super::BUF_MAX`]), had more than 100 headers, or a `Content-Length` past u64.
+fn is_head_too_large(chain: &str) -> bool {
+    chain.contains("message head is too large")
 }
 
 /// An error and its causes on one line.
