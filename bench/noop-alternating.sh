@@ -4,9 +4,10 @@
 # The lab's bench-scale.sh measures each tool's no-ops in a block after that tool's own cold
 # sync, so the two blocks meet the registries in different states; on this 2-core machine,
 # where the registries' CPU decides a no-op's time, that order alone moved the ratio by a few
-# per cent from run to run. Here both tools' no-ops alternate, ROUNDS times (default 5), after
-# one seeding and both cold syncs, and bench/ratios.py takes the target's ratio from these
-# `alt-noop-1x3000` rows when they are there.
+# per cent from run to run. Here both tools' no-ops alternate, ROUNDS times (default 6, the
+# first tool changing each round), after one seeding, both cold syncs and one warm-up no-op
+# each; bench/ratios.py takes the target's ratio from these `alt-noop-1x3000` rows when they
+# are there.
 #
 #   bench/noop-alternating.sh        (bench/run.sh scale-noop runs it)
 #
@@ -33,7 +34,18 @@ SCALE_TOOLS="regferry ocync-http" SCALE_NOOP_REPEAT=1 "$LAB/bench-scale.sh" 1x30
 rf=(env HOME="$LAB_DIR/home-regferry" "$REGFERRY" once -c "$LAB_DIR/scale-regferry.yml")
 oc=(env DOCKER_CONFIG="$LAB_DIR/ocync-docker-none" NO_COLOR=1 "$OCYNC_HTTP" sync
     -c "$LAB_DIR/scale-ocync.yaml" --json)
-for _ in $(seq "${ROUNDS:-5}"); do
-  measure regferry alt-noop-1x3000 "regferry, alternating with ocync" -- "${rf[@]}"
-  measure ocync-http-tuned alt-noop-1x3000 "ocync, alternating with regferry" -- "${oc[@]}"
+# One no-op each first, not counted: the first requests after the cold syncs meet registries
+# still writing back what those syncs wrote.
+measure regferry alt-noop-warmup-1x3000 "regferry, warm-up" -- "${rf[@]}"
+measure ocync-http-tuned alt-noop-warmup-1x3000 "ocync, warm-up" -- "${oc[@]}"
+# Who goes first changes each round (AB BA AB ...), so neither tool always runs in the other's
+# wake.
+for round in $(seq "${ROUNDS:-6}"); do
+  if ((round % 2)); then
+    measure regferry alt-noop-1x3000 "regferry, alternating with ocync" -- "${rf[@]}"
+    measure ocync-http-tuned alt-noop-1x3000 "ocync, alternating with regferry" -- "${oc[@]}"
+  else
+    measure ocync-http-tuned alt-noop-1x3000 "ocync, alternating with regferry" -- "${oc[@]}"
+    measure regferry alt-noop-1x3000 "regferry, alternating with ocync" -- "${rf[@]}"
+  fi
 done

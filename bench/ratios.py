@@ -102,6 +102,17 @@ def main():
         print(f"alt-noop-1x3000: regferry median {rf:.2f} s, ocync {oc:.2f} s: "
               f"{rf / oc:.2f}x (target <= 1.00)")
         ok &= rf <= oc
+        # Each round holds one run of each tool, next to each other in the file.
+        alt = [r for r in data if r["scenario"] == "alt-noop-1x3000" and r["rc"] == "0"]
+        rounds = []
+        for a, b in zip(alt[::2], alt[1::2]):
+            pair = {r["tool"].split("-")[0]: float(r["wall_s"]) for r in (a, b)}
+            if pair.keys() == {"regferry", "ocync"}:
+                rounds.append(pair["regferry"] / pair["ocync"])
+        if rounds:
+            print(f"alt-noop-1x3000: per round regferry / ocync {min(rounds):.2f}-{max(rounds):.2f}, "
+                  f"median {statistics.median(rounds):.2f}, regferry faster in "
+                  f"{sum(x < 1 for x in rounds)} of {len(rounds)}")
     rf, oc = median("regferry", "noop-1x3000"), median("ocync", "noop-1x3000")
     if rf and oc:
         print(f"noop-1x3000 in fixed order: regferry median {rf:.2f} s, ocync {oc:.2f} s: "
