@@ -66,6 +66,9 @@ pub struct RegistryOptions<'a> {
     pub tls: Tls,
     /// `storage.delete.enabled: false`: the registry refuses every DELETE of a manifest.
     pub no_delete: bool,
+    /// With more than 0: every response carries an `X-Padding` header of this many bytes
+    /// (`http.headers`), for clients' bounds on a response head, over HTTP/1 and HTTP/2.
+    pub header_padding: usize,
 }
 
 /// One line of the registry's access log.
@@ -180,7 +183,7 @@ http:
   relativeurls: {relative}
   headers:
     X-Content-Type-Options: [nosniff]
-{tls_yaml}health:
+{padding}{tls_yaml}health:
   storagedriver:
     enabled: false
 {auth_yaml}",
@@ -188,6 +191,10 @@ http:
                 delete = !opts.no_delete,
                 data = data.display(),
                 relative = opts.relative_urls,
+                padding = match opts.header_padding {
+                    0 => String::new(),
+                    n => format!("    X-Padding: [{}]\n", "a".repeat(n)),
+                },
             );
             let config_path = dir.path().join("config.yml");
             std::fs::write(&config_path, config).expect("write registry config");

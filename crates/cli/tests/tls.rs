@@ -397,3 +397,48 @@ fn the_client_certificate_is_never_presented_to_another_host() {
         dst.access_log()
     );
 }
+
+/// distribution offers HTTP/2 over TLS, and there a response's header list is bounded by
+/// hyper's 16 KiB. A registry whose every answer carries more is refused at once, without
+/// retries (it would send the same again), and the message says why; with less the same
+/// image copies, over HTTP/2.
+#[test]
+fn an_http2_header_list_over_the_bound_is_refused_without_retries() {
+    for (padding, refused) in [(24 << 10, true), (8 << 10, false)] {
+        let src = TestRegistry::start_with(RegistryOptions {
+            tls: Tls::Https,
+            header_padding: padding,
+            ..RegistryOptions::default()
+        });
+        let dst = TestRegistry::start();
+        let img = image::image(202, 1, 100);
+        regferry_testkit::skopeo_push(&src, "app:1", &img);
+        let c = ConfigFile::new(&format!(
+            "defaults:\n  skipDockerConfig: true\ncreds:\n  - registry: {s}\n    tls: enabled\n{}  - registry: {d}\n    tls: disabled\nsync:\n  - source: {s}/app:1\n    target: {d}/app:1\n    type: image\n",
+            pem_line("regcert", src.tls().unwrap().ca_pem()),
+            s = src.host(),
+            d = dst.host(),
+        ));
+        let o = once(&c);
+        let log = std::fs::read_to_string(src.dir().join("access.log")).unwrap();
+        let ours: Vec<&str> = log.lines().filter(|l| l.contains("regferry/")).collect();
+        assert!(
+            !ours.is_empty() && ours.iter().all(|l| l.contains("HTTP/2.0")),
+            "regferry spoke HTTP/2: {log}"
+        );
+        if refused {
+            assert_eq!(o.code, 1, "{}", o.all());
+            assert!(
+                o.all()
+                    .contains("response head is too large or malformed (HTTP/2: more than 16 KiB")
+                    && !o.all().contains("Retrying"),
+                "{}",
+                o.all()
+            );
+            assert_eq!(dst.writes(), 0, "{:?}", dst.access_log());
+        } else {
+            assert_eq!(o.code, 0, "{}", o.all());
+            assert_same_manifests(&src, &dst, "app:1", "app:1");
+        }
+    }
+}

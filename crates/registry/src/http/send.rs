@@ -429,6 +429,14 @@ impl Inner {
                                     ),
                                     false,
                                 )
+                            } else if is_h2_head_refused(&reason) {
+                                // As over HTTP/1: the same head would come again.
+                                (
+                                    "the response head is too large or malformed (HTTP/2: \
+                                     more than 16 KiB of headers, or headers HTTP/2 forbids)"
+                                        .to_owned(),
+                                    false,
+                                )
                             } else {
                                 // A certificate the client refuses (or that the server
                                 // refuses) will be refused again: fail at once.
@@ -761,6 +769,15 @@ fn is_plain_http_answer(chain: &str) -> bool {
 /// ([`super::BUF_MAX`]), had more than 100 headers, or a `Content-Length` past u64.
 fn is_head_too_large(chain: &str) -> bool {
     chain.contains("message head is too large")
+}
+
+/// Whether h2 reset a stream itself (not the server) for a protocol error while reading the
+/// response head: a header list over hyper's 16 KiB (`SETTINGS_MAX_HEADER_LIST_SIZE`), or
+/// headers HTTP/2 forbids. Over TLS nothing in between can have changed the bytes, so the
+/// registry sent them and would again. A reset the server sends reads "stream error
+/// received" and stays retryable.
+fn is_h2_head_refused(chain: &str) -> bool {
+    chain.contains("stream error detected: unspecific protocol error detected")
 }
 
 /// An error and its causes on one line.
