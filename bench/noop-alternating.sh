@@ -4,7 +4,7 @@
 # The lab's bench-scale.sh measures each tool's no-ops in a block after that tool's own cold
 # sync, so the two blocks meet the registries in different states; on this 2-core machine,
 # where the registries' CPU decides a no-op's time, that order alone moved the ratio by a few
-# per cent from run to run. Here both tools' no-ops alternate, ROUNDS times (default 6, the
+# per cent from run to run. Here both tools' no-ops alternate, ROUNDS times (default 10, the
 # first tool changing each round), after one seeding, both cold syncs and one warm-up no-op
 # each; bench/ratios.py takes the target's ratio from these `alt-noop-1x3000` rows when they
 # are there.
@@ -40,7 +40,7 @@ measure regferry alt-noop-warmup-1x3000 "regferry, warm-up" -- "${rf[@]}"
 measure ocync-http-tuned alt-noop-warmup-1x3000 "ocync, warm-up" -- "${oc[@]}"
 # Who goes first changes each round (AB BA AB ...), so neither tool always runs in the other's
 # wake.
-for round in $(seq "${ROUNDS:-6}"); do
+for round in $(seq "${ROUNDS:-10}"); do
   if ((round % 2)); then
     measure regferry alt-noop-1x3000 "regferry, alternating with ocync" -- "${rf[@]}"
     measure ocync-http-tuned alt-noop-1x3000 "ocync, alternating with regferry" -- "${oc[@]}"
