@@ -79,7 +79,7 @@ case "${1:-default}" in
     ;;
   scale-noop)
     # The 1 x 3,000 no-op target, measured fairly: regferry and ocync take turns, ROUNDS
-    # times (default 6), on the same data and target (bench/noop-alternating.sh).
+    # times (default 10), on the same data and target (bench/noop-alternating.sh).
     bench/noop-alternating.sh
     ;;
   fanout)
