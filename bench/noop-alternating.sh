@@ -34,8 +34,8 @@ SCALE_TOOLS="regferry ocync-http" SCALE_NOOP_REPEAT=1 "$LAB/bench-scale.sh" 1x30
 rf=(env HOME="$LAB_DIR/home-regferry" "$REGFERRY" once -c "$LAB_DIR/scale-regferry.yml")
 oc=(env DOCKER_CONFIG="$LAB_DIR/ocync-docker-none" NO_COLOR=1 "$OCYNC_HTTP" sync
     -c "$LAB_DIR/scale-ocync.yaml" --json)
-# One no-op each first, not counted: the first requests after the cold syncs meet registries
-# still writing back what those syncs wrote.
+# One more no-op each first, not counted, so that the rounds start alike: bench-scale.sh's
+# no-ops above ran each right after its tool's cold sync, ocync's last.
 measure regferry alt-noop-warmup-1x3000 "regferry, warm-up" -- "${rf[@]}"
 measure ocync-http-tuned alt-noop-warmup-1x3000 "ocync, warm-up" -- "${oc[@]}"
 # Who goes first changes each round (AB BA AB ...), so neither tool always runs in the other's

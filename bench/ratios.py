@@ -113,11 +113,17 @@ def main():
     # (bench/run.sh scale-noop: the two tools take turns, each round one run of each) and a
     # 90% interval of the median per-round ratio: regferry is slower only when the whole
     # interval lies above 1.00.
-    alt = [r for r in data if r["scenario"] == "alt-noop-1x3000" and r["rc"] == "0"]
+    # Rows pair up before failed runs are dropped, so that one failure costs its own round and
+    # not the pairing of every round after it; a failed run fails the target.
+    alt = [r for r in data if r["scenario"] == "alt-noop-1x3000"]
+    failed = [f"{r['tool']} rc={r['rc']}" for r in alt if r["rc"] != "0"]
+    if failed:
+        print(f"alt-noop-1x3000: failed runs: {', '.join(failed)}")
+        ok = False
     rounds, cpu = [], []
     for a, b in zip(alt[::2], alt[1::2]):
         pair = {r["tool"].split("-")[0]: r for r in (a, b)}
-        if pair.keys() == {"regferry", "ocync"}:
+        if pair.keys() == {"regferry", "ocync"} and a["rc"] == b["rc"] == "0":
             rf_r, oc_r = pair["regferry"], pair["ocync"]
             rounds.append(float(rf_r["wall_s"]) / float(oc_r["wall_s"]))
             reg = lambda r: float(r["src_cpu_s"]) + float(r["dst_cpu_s"])

@@ -13,7 +13,7 @@
 #                           # beside ocync when bench/build-ocync.sh has built it
 #                           # (SCALE_TOOLS="regferry ocync-http skopeo" adds skopeo)
 #   bench/run.sh scale-noop # the 1 x 3,000 no-op, regferry and ocync taking turns ROUNDS times
-#                           # (default 5) on the same data: the fair measure of its target
+#                           # (default 10) on the same data: the fair measure of its target
 #   bench/run.sh fanout     # one `targets` entry with 3 target registries against 3 entries
 #                           # with one target each (bench/fanout.sh): source bytes, wall time
 #

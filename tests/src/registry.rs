@@ -66,9 +66,10 @@ pub struct RegistryOptions<'a> {
     pub tls: Tls,
     /// `storage.delete.enabled: false`: the registry refuses every DELETE of a manifest.
     pub no_delete: bool,
-    /// With more than 0: every response carries an `X-Padding` header of this many bytes
-    /// (`http.headers`), for clients' bounds on a response head, over HTTP/1 and HTTP/2.
-    pub header_padding: usize,
+    /// Every response carries an `X-Padding` header (`http.headers`) with one value of each
+    /// of these sizes in bytes, for clients' bounds on a response head, over HTTP/1 and
+    /// HTTP/2 (where each value is a field of its own).
+    pub header_padding: &'a [usize],
 }
 
 /// One line of the registry's access log.
@@ -192,8 +193,15 @@ http:
                 data = data.display(),
                 relative = opts.relative_urls,
                 padding = match opts.header_padding {
-                    0 => String::new(),
-                    n => format!("    X-Padding: [{}]\n", "a".repeat(n)),
+                    [] => String::new(),
+                    sizes => format!(
+                        "    X-Padding: [{}]\n",
+                        sizes
+                            .iter()
+                            .map(|&n| "a".repeat(n))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 },
             );
             let config_path = dir.path().join("config.yml");

@@ -771,13 +771,23 @@ fn is_head_too_large(chain: &str) -> bool {
     chain.contains("message head is too large")
 }
 
-/// Whether h2 reset a stream itself (not the server) for a protocol error while reading the
-/// response head: a header list over hyper's 16 KiB (`SETTINGS_MAX_HEADER_LIST_SIZE`), or
-/// headers HTTP/2 forbids. Over TLS nothing in between can have changed the bytes, so the
-/// registry sent them and would again. A reset the server sends reads "stream error
-/// received" and stays retryable.
+/// Whether h2 refused a response head itself (the text says "detected"; what the server
+/// sends says "received" and stays retryable), in one of the three ways it does:
+/// - a header list over hyper's 16 KiB (`SETTINGS_MAX_HEADER_LIST_SIZE`), or headers HTTP/2
+///   forbids: the stream is reset with PROTOCOL_ERROR;
+/// - a header list over four times that: the connection is closed, "header_list_way_too_large";
+/// - a header block whose CONTINUATION frames outgrow the bound before it ends: the
+///   connection is closed with COMPRESSION_ERROR.
+///
+/// Each depends only on the head the registry's HTTP/2 end sent (with TLS, the registry or
+/// the proxy that ends TLS for it), which would send it again.
 fn is_h2_head_refused(chain: &str) -> bool {
-    chain.contains("stream error detected: unspecific protocol error detected")
+    const MARKERS: [&str; 3] = [
+        "stream error detected: unspecific protocol error detected",
+        "header_list_way_too_large",
+        "connection error detected: unable to maintain the header compression context",
+    ];
+    MARKERS.iter().any(|m| chain.contains(m))
 }
 
 /// An error and its causes on one line.
@@ -807,6 +817,28 @@ pub(crate) fn redact(u: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_heads_h2_refused_itself_are_final() {
+        let sent = "error sending request: client error (SendRequest): http2 error: ";
+        for ours in [
+            "stream error detected: unspecific protocol error detected",
+            "connection error detected: detected excessive load generating behavior \
+             (b\"header_list_way_too_large\")",
+            "connection error detected: unable to maintain the header compression context",
+        ] {
+            assert!(is_h2_head_refused(&format!("{sent}{ours}")), "{ours}");
+        }
+        // What the server sends (a reset under load, a GOAWAY) is worth another try.
+        for theirs in [
+            "stream error received: unspecific protocol error detected",
+            "stream error received: refused stream before processing any application logic",
+            "connection error received: not a result of an error",
+            "stream error detected: refused stream before processing any application logic",
+        ] {
+            assert!(!is_h2_head_refused(&format!("{sent}{theirs}")), "{theirs}");
+        }
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {
