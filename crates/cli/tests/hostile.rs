@@ -825,3 +825,44 @@ fn a_target_that_never_answers_an_upload_is_given_up_after_its_response_timeout(
     assert!(o.all().contains("PUT"), "{}", o.all());
     assert_no_manifest_written(&dst);
 }
+
+/// A registry's error text reaches the operator's terminal and logs. Control characters in
+/// it (an escape sequence that retitles the terminal or rewrites the screen, a newline that
+/// forges a log line) are shown escaped, and the text is cut short.
+#[test]
+fn registry_error_text_cannot_drive_the_terminal_or_forge_lines() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    RawClient::for_registry(&src).push("app", Some("1"), &image::image(908, 1, 100));
+    let proxy = FaultProxy::start(&src);
+    let message = format!(
+        "denied\u{1b}]0;pwned\u{7}\u{1b}[2J\r\nERROR Failed to sync FORGED\u{202e}{}",
+        "x".repeat(2000)
+    );
+    let body = serde_json::json!({"errors": [{"code": "DENIED\u{1b}[31m", "message": message}]});
+    proxy.add_rule(Rule::new(
+        "GET",
+        "/tags/list",
+        Action::Respond {
+            status: 403,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        },
+    ));
+    let o = regferry(
+        &["once"],
+        &entry(&proxy.host(), &dst.host(), Login::Neither, ""),
+    );
+    assert_eq!(o.code, 1, "{}", o.all());
+    let all = o.all();
+    assert!(all.contains("HTTP 403 DENIED"), "{all}");
+    for bad in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+        assert!(!all.contains(bad), "{bad:?} reached the output: {all:?}");
+    }
+    assert!(
+        !all.lines()
+            .any(|l| l.starts_with("ERROR Failed to sync FORGED")),
+        "a forged line: {all}"
+    );
+    assert!(all.contains(r"\u{1b}]0;pwned"), "shown escaped: {all}");
+    assert!(!all.contains(&"x".repeat(1000)), "cut short: {all}");
+}

@@ -126,6 +126,26 @@ pub enum Error {
     Shared(std::sync::Arc<Error>),
 }
 
+/// Text a registry chose (an error's code or message), made safe to print: control
+/// characters (escape sequences that drive a terminal, newlines that forge log lines) and
+/// bidirectional overrides are shown as `\u{..}` escapes, and it is cut to `max` characters.
+pub(crate) fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn fmt_detail(code: &Option<String>, message: &Option<String>) -> String {
     match (code, message) {
         (Some(c), Some(m)) => format!(" {c}: {m}"),
@@ -222,6 +242,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_text_is_escaped_and_cut() {
+        assert_eq!(printable("denied", 10), "denied");
+        assert_eq!(
+            printable("a\u{1b}[2J\r\nb\u{202e}c", 100),
+            "a\\u{1b}[2J\\u{d}\\u{a}b\\u{202e}c"
+        );
+        assert_eq!(printable("unicode ✓ stays", 100), "unicode ✓ stays");
+        assert_eq!(printable("abcdef", 3), "abc…");
+    }
 
     #[test]
     fn a_shared_error_keeps_its_kind() {

@@ -290,10 +290,11 @@ fn sniff_media_type(bytes: &[u8]) -> String {
         signatures: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Probe>(bytes) {
+        // Only a media type that is one: this one reaches messages and layouts.
         Ok(Probe {
             media_type: Some(m),
             ..
-        }) if !m.is_empty() => m,
+        }) if is_valid_media_type(&m) => m,
         Ok(Probe {
             schema_version: Some(1),
             signatures,
@@ -322,6 +323,14 @@ mod tests {
         format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{CFG}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{L1}","size":0,"urls":["https://example.com/l"]}}]{extra}}}"#
         )
+    }
+
+    #[test]
+    fn a_sniffed_media_type_must_be_one() {
+        let bad = br#"{"schemaVersion":2,"mediaType":"x/\u001b[31mred","layers":[]}"#;
+        assert_eq!(sniff_media_type(bad), media_type::OCI_MANIFEST);
+        let good = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#;
+        assert_eq!(sniff_media_type(good), media_type::OCI_INDEX);
     }
 
     #[test]

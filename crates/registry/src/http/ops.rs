@@ -18,7 +18,7 @@ use super::challenge::next_link;
 use super::send::{Body, Deadline, Endpoint, Request, describe, parse_retry_after, redact};
 use crate::blob::{Blob, ByteStream};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, printable};
 use crate::manifest::{Manifest, media_type};
 
 /// How often a blob download resumes after a broken connection.
@@ -131,9 +131,10 @@ pub(crate) async fn status_error(method: &Method, url: &Url, resp: Response) -> 
     let retry_after = parse_retry_after(resp.headers());
     let body = read_limited(resp, 64 << 10).await.unwrap_or_default();
     let (code, message) = match serde_json::from_slice::<Errors>(&body) {
+        // The registry's words reach terminals and logs: escaped and cut short.
         Ok(e) if !e.errors.is_empty() => (
-            Some(e.errors[0].code.clone()).filter(|c| !c.is_empty()),
-            Some(e.errors[0].message.clone()).filter(|m| !m.is_empty()),
+            Some(printable(&e.errors[0].code, 64)).filter(|c| !c.is_empty()),
+            Some(printable(&e.errors[0].message, 512)).filter(|m| !m.is_empty()),
         ),
         _ => (None, None),
     };
