@@ -1331,3 +1331,41 @@ fn a_platform_entry_brings_the_platform_manifests_referrers() {
         "other platforms' stay behind"
     );
 }
+
+/// A source's referrers listing is its word, not proof: a manifest listed under a subject
+/// whose own `subject` names another image is not that subject's referrer. It is skipped
+/// with a warning naming it (one stray must not keep the real referrers unlisted), the
+/// subject's real referrers still arrive, and the target's listing for the subject holds
+/// only them.
+#[test]
+fn a_listed_referrer_of_another_subject_is_refused() {
+    let (src, t) = (TestRegistry::start(), TestRegistry::start());
+    let (img, other) = (image::image(3010, 1, 512), image::image(3011, 1, 512));
+    let client = RawClient::for_registry(&src);
+    client.push("app", Some("1"), &img);
+    client.push("app", Some("2"), &other);
+    let sbom = image::sbom(&img.descriptor(), 1);
+    let stray = image::sbom(&other.descriptor(), 2);
+    client.publish_referrers("app", &img.digest(), &[&sbom, &stray]);
+    let c = config(
+        &plain(&[&src.host(), &t.host()]),
+        "  referrers: true\n",
+        &format!(
+            "  - source: {}/app:1\n    target: {}/app:1\n    type: image\n",
+            src.host(),
+            t.host()
+        ),
+    );
+    let o = once_ok(&c);
+    assert!(
+        o.all().contains("Listed as a referrer but is not one")
+            && o.all().contains(&stray.digest())
+            && o.all()
+                .contains(&format!("its subject is {}", other.digest())),
+        "{}",
+        o.all()
+    );
+    assert!(!has(&t, "app", &stray.digest()), "the stray was copied");
+    assert_same_referrer(&src, "app", &t, "app", &sbom);
+    assert_eq!(fallback(&t, "app", &img.digest()), vec![sbom.digest()]);
+}

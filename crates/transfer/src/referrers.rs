@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use regferry_registry::manifest::Content;
 use regferry_registry::referrers::{Listing, referrer_descriptor};
 use regferry_registry::repo::Repo;
 use regferry_registry::{Descriptor, Digest, Error, Result, TagList};
@@ -232,9 +233,20 @@ impl Transfer {
                         source: src.to_string(),
                     };
                     if !dry_run {
-                        let results = self
-                            .copy_referrer(src, &dsts, &lacking, &d, walk, &opts)
-                            .await;
+                        let results = match self
+                            .copy_referrer(src, &dsts, &lacking, (&s, &d), walk, &opts)
+                            .await
+                        {
+                            Copied::Results(results) => results,
+                            Copied::NotAReferrer(why) => {
+                                // Not the subject's: neither copied nor listed, nor walked;
+                                // and the source's index, which lists it, is not reused.
+                                tracing::warn!(subject = %s, referrer = %d.digest, source = %src, reason = %why, "Listed as a referrer but is not one; skipped");
+                                queue.retain(|q| *q != d.digest);
+                                whole_index = None;
+                                continue;
+                            }
+                        };
                         let mut failures = Vec::new();
                         let mut failed_at = Vec::new();
                         for (&i, r) in lacking.iter().zip(results) {
@@ -299,19 +311,21 @@ impl Transfer {
         Ok(listing)
     }
 
-    /// One referrer into the targets at `lacking` (places in `dsts`): read from `src` once,
-    /// its blobs copied, then pushed by digest. Each target's descriptor and push result for
-    /// its referrers index, or why it failed.
+    /// One referrer of `subject` into the targets at `lacking` (places in `dsts`): read from
+    /// `src` once, checked to name `subject` as its own (a listing is the source's word, the
+    /// manifest is what the targets will list), its blobs copied, then pushed by digest. Each
+    /// target's descriptor and push result for its referrers index, or why it failed; or
+    /// that it is not a referrer of `subject` at all.
     async fn copy_referrer(
         &self,
         src: &Repo,
         dsts: &[(&Repo, bool)],
         lacking: &[usize],
-        d: &Descriptor,
+        (subject, d): (&Digest, &Descriptor),
         walk: &ReferrerWalk<'_>,
         opts: &CopyOptions,
-    ) -> Vec<Result<(Descriptor, PushedManifest)>> {
-        let all_fail = |e: Error| e.for_each(lacking.len());
+    ) -> Copied {
+        let all_fail = |e: Error| Copied::Results(e.for_each(lacking.len()));
         let _slot = match walk.slots {
             Some(s) => match s.acquire().await {
                 Some(slot) => Some(slot),
@@ -329,6 +343,19 @@ impl Transfer {
             }
             Err(e) => return all_fail(e),
         };
+        let named = match m.content(&d.digest.to_string()) {
+            Ok(Content::Image { subject, .. } | Content::Index { subject, .. }) => {
+                subject.map(|s| s.digest)
+            }
+            Ok(_) => None,
+            Err(e) => return all_fail(e),
+        };
+        if named.as_ref() != Some(subject) {
+            return Copied::NotAReferrer(match named {
+                Some(other) => format!("its subject is {other}"),
+                None => "it names no subject".to_owned(),
+            });
+        }
         let targets: Vec<(&Repo, bool)> = lacking.iter().map(|&i| dsts[i]).collect();
         let fan = Fan::new(&targets);
         let read = AtomicUsize::new(0);
@@ -353,14 +380,24 @@ impl Transfer {
                 (referrer_descriptor(&m), p)
             }));
         }
-        fan.finish(&())
-            .into_iter()
-            .zip(results)
-            .map(|(failed, r)| match (failed, r) {
-                (Err(e), _) => Err(e),
-                (Ok(()), Some(r)) => r,
-                (Ok(()), None) => Err(Error::Cancelled),
-            })
-            .collect()
+        Copied::Results(
+            fan.finish(&())
+                .into_iter()
+                .zip(results)
+                .map(|(failed, r)| match (failed, r) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some(r)) => r,
+                    (Ok(()), None) => Err(Error::Cancelled),
+                })
+                .collect(),
+        )
     }
+}
+
+/// What became of one listed referrer.
+enum Copied {
+    /// Each target's descriptor and push result for its referrers index, or why it failed.
+    Results(Vec<Result<(Descriptor, PushedManifest)>>),
+    /// The manifest does not name the subject it was listed under (why, in words).
+    NotAReferrer(String),
 }
