@@ -128,7 +128,8 @@ pub enum Error {
 
 /// Text a registry chose (an error's code or message), made safe to print: control
 /// characters (escape sequences that drive a terminal, newlines that forge log lines) and
-/// bidirectional overrides are shown as `\u{..}` escapes, and it is cut to `max` characters.
+/// bidirectional overrides are shown as `\u{..}` escapes, and it is cut to `max` characters
+/// (counted before escaping).
 pub(crate) fn printable(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max));
     for (i, c) in text.chars().enumerate() {
@@ -136,7 +137,12 @@ pub(crate) fn printable(text: &str, max: usize) -> String {
             out.push('…');
             break;
         }
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        // Bidirectional marks and overrides reorder what is shown; line and paragraph
+        // separators break lines in some viewers.
+        let bidi = matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
         if c.is_control() || bidi {
             out.extend(c.escape_unicode());
         } else {
@@ -252,6 +258,7 @@ mod tests {
         );
         assert_eq!(printable("unicode ✓ stays", 100), "unicode ✓ stays");
         assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("a\u{2028}b\u{61c}", 10), "a\\u{2028}b\\u{61c}");
     }
 
     #[test]

@@ -206,7 +206,9 @@ impl Transfer {
                 }
                 for d in selected {
                     if !visited.insert(d.digest.clone()) {
-                        // A loop (or the same referrer in two sources): already handled.
+                        // A loop (or the same referrer in two sources): already handled, and
+                        // not again under this subject, so the source's index is not reused.
+                        whole_index = None;
                         continue;
                     }
                     if let Err(e) = walk.count(&s) {
@@ -243,6 +245,9 @@ impl Transfer {
                                 // and the source's index, which lists it, is not reused.
                                 tracing::warn!(subject = %s, referrer = %d.digest, source = %src, reason = %why, "Listed as a referrer but is not one; skipped");
                                 queue.retain(|q| *q != d.digest);
+                                // It may still be a referrer of the subject it names, met later
+                                // in the walk.
+                                visited.remove(&d.digest);
                                 whole_index = None;
                                 continue;
                             }
