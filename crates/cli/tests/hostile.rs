@@ -866,3 +866,37 @@ fn registry_error_text_cannot_drive_the_terminal_or_forge_lines() {
     assert!(all.contains(r"\u{1b}]0;pwned"), "shown escaped: {all}");
     assert!(!all.contains(&"x".repeat(1000)), "cut short: {all}");
 }
+
+/// A `Content-Type` that is not a media type is ignored on a HEAD as on a GET: the manifest
+/// is read and its own type used, instead of the registry's word deciding (here, that the
+/// tag is skipped as a type outside `mediaTypes`).
+#[test]
+fn a_head_content_type_that_is_not_a_media_type_is_ignored() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let img = image::image(909, 1, 100);
+    RawClient::for_registry(&src).push("app", Some("1"), &img);
+    // The target holds an older image under the tag, so the source's HEAD decides.
+    RawClient::for_registry(&dst).push("mirror/app", Some("1"), &image::image(910, 1, 100));
+    let proxy = FaultProxy::start(&src);
+    let size = img.manifest.descriptor().size.to_string();
+    proxy.add_rule(Rule::new(
+        "HEAD",
+        "/manifests/1",
+        Action::Respond {
+            status: 200,
+            headers: vec![
+                ("Content-Type".into(), "not a media type".into()),
+                ("Docker-Content-Digest".into(), img.digest()),
+                ("Content-Length".into(), size),
+            ],
+            body: Vec::new(),
+        },
+    ));
+    let o = regferry(
+        &["once"],
+        &entry(&proxy.host(), &dst.host(), Login::Neither, ""),
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(!o.all().contains("not in mediaTypes"), "{}", o.all());
+    assert_eq!(skopeo_digest(&dst, "mirror/app:1"), img.digest());
+}

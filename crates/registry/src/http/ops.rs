@@ -240,7 +240,11 @@ impl RegistryClient {
                 let h = resp.headers();
                 let digest =
                     header_str(h, "docker-content-digest").and_then(|d| Digest::parse(d).ok());
-                let media = header_str(h, "content-type").map(str::to_owned);
+                // A Content-Type that is not a media type is ignored, as on a GET: the
+                // manifest is read below and its own type used.
+                let media = header_str(h, "content-type")
+                    .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+                    .filter(|m| crate::manifest::is_valid_media_type(m));
                 let size = header_str(h, "content-length").and_then(|v| v.parse().ok());
                 let rl = rate_limit(h);
                 if let Some(r) = rl {
@@ -249,16 +253,12 @@ impl RegistryClient {
                 match (digest, media, size) {
                     (Some(digest), Some(media_type), Some(size)) => Ok(Some(ManifestHead {
                         digest,
-                        media_type: media_type
-                            .split(';')
-                            .next()
-                            .unwrap_or_default()
-                            .trim()
-                            .to_owned(),
+                        media_type,
                         size,
                         rate_limit: rl,
                     })),
-                    // No digest header (some registries): fall back to GET and hash.
+                    // No digest header (some registries), or no usable type or size: fall
+                    // back to GET and hash.
                     _ => {
                         let m = self.get_manifest(repo, reference).await?;
                         Ok(Some(ManifestHead {
