@@ -182,8 +182,7 @@ impl Manifest {
     pub fn new(bytes: Bytes, media_type: Option<&str>) -> Manifest {
         let digest = sha256(&bytes);
         let media_type = media_type
-            .map(|m| m.split(';').next().unwrap_or(m).trim().to_owned())
-            .filter(|m| is_valid_media_type(m) && m != "application/json" && m != "text/plain")
+            .and_then(declared_media_type)
             .unwrap_or_else(|| sniff_media_type(&bytes));
         Manifest {
             bytes,
@@ -276,6 +275,18 @@ impl Manifest {
             }
         }
     }
+}
+
+/// The manifest media type a registry's `Content-Type` declares: without parameters, and
+/// none when it is not a media type or only a generic one (`application/json`,
+/// `text/plain`), so that the document's own type is used instead.
+pub(crate) fn declared_media_type(content_type: &str) -> Option<String> {
+    let m = content_type
+        .split(';')
+        .next()
+        .unwrap_or(content_type)
+        .trim();
+    (is_valid_media_type(m) && m != "application/json" && m != "text/plain").then(|| m.to_owned())
 }
 
 /// The media type of a manifest from its JSON, for layouts and registries that do not say.

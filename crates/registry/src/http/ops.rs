@@ -240,11 +240,10 @@ impl RegistryClient {
                 let h = resp.headers();
                 let digest =
                     header_str(h, "docker-content-digest").and_then(|d| Digest::parse(d).ok());
-                // A Content-Type that is not a media type is ignored, as on a GET: the
+                // A Content-Type that declares no manifest type is ignored, as on a GET: the
                 // manifest is read below and its own type used.
-                let media = header_str(h, "content-type")
-                    .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
-                    .filter(|m| crate::manifest::is_valid_media_type(m));
+                let media =
+                    header_str(h, "content-type").and_then(crate::manifest::declared_media_type);
                 let size = header_str(h, "content-length").and_then(|v| v.parse().ok());
                 let rl = rate_limit(h);
                 if let Some(r) = rl {
