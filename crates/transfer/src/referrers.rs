@@ -348,7 +348,7 @@ impl Transfer {
             }
             Err(e) => return all_fail(e),
         };
-        let named = match m.content(&d.digest.to_string()) {
+        let named = match m.content(&format!("{src}@{}", d.digest)) {
             Ok(Content::Image { subject, .. } | Content::Index { subject, .. }) => {
                 subject.map(|s| s.digest)
             }
